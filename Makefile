@@ -1,0 +1,55 @@
+# Namazu — every target installs what it needs (Debian packages, venv) and is re-runnable.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DEBIAN_PACKAGES := mosquitto influxdb chromium
+STAMP_APT := $(VENV)/.apt-done
+STAMP_PY := $(VENV)/.py-done
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench chaos setup apt venv clean format
+
+setup: $(STAMP_APT) $(STAMP_PY)
+
+$(STAMP_APT):
+	@mkdir -p $(VENV)
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+$(STAMP_PY): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/namazu demo
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup
+	$(PY) -m bench.run_all
+
+chaos: setup
+	$(PY) -m tests.chaos.run
+
+clean:
+	rm -rf $(VENV) build *.egg-info

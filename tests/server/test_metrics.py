@@ -1,0 +1,71 @@
+"""The Prometheus metrics module: names, HTTP server, Flask-style response."""
+
+from __future__ import annotations
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from server import metrics
+
+
+def _families(text: str) -> dict[str, object]:
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def test_every_required_metric_is_exposed_with_namazu_prefix():
+    metrics.INGEST_MESSAGES_REJECTED.labels(reason="schema").inc(0)
+    metrics.SCHEDULER_TICK_SECONDS.labels(job="detection").observe(0.0)
+    metrics.ALARMS_OPEN.labels(farm="demo-farm").set(0)
+    families = _families(metrics.metrics_text().decode())
+    required = {
+        "namazu_ingest_messages_received",
+        "namazu_ingest_messages_written",
+        "namazu_ingest_messages_rejected",
+        "namazu_influx_write_seconds",
+        "namazu_spool_depth",
+        "namazu_scheduler_tick_seconds",
+        "namazu_alarms_open",
+        "namazu_mails_queued",
+    }
+    missing = required - set(families)
+    assert not missing, f"metrics not exposed: {sorted(missing)}"
+
+
+def test_metrics_server_serves_updated_values_on_a_free_port():
+    server = metrics.start_metrics_server(0)
+    try:
+        before = metrics.INGEST_MESSAGES_REJECTED.labels(reason="not_json")._value.get()
+        metrics.INGEST_MESSAGES_REJECTED.labels(reason="not_json").inc(3)
+        metrics.SPOOL_DEPTH.set(42)
+        response = requests.get(server.url, timeout=5)
+        assert response.status_code == 200
+        families = _families(response.text)
+        rejected = {
+            s.labels["reason"]: s.value
+            for s in families["namazu_ingest_messages_rejected"].samples
+            if s.name.endswith("_total")
+        }
+        assert rejected["not_json"] == before + 3
+        assert families["namazu_spool_depth"].samples[0].value == 42
+    finally:
+        server.close()
+
+
+def test_metrics_server_reports_a_port_in_use():
+    first = metrics.start_metrics_server(0)
+    try:
+        try:
+            metrics.start_metrics_server(first.port)
+        except metrics.MetricsServerError as exc:
+            assert str(first.port) in str(exc)
+        else:
+            raise AssertionError("second server on the same port did not fail")
+    finally:
+        first.close()
+
+
+def test_metrics_response_is_a_flask_tuple_with_prometheus_content_type():
+    body, status, headers = metrics.metrics_response()
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=")
+    assert b"namazu_mails_queued" in body

@@ -36,3 +36,42 @@ def require_data(relpath: str) -> Path:
 def data_dir() -> Path:
     """The data-pack folder (may not exist; use ``require_data`` for files)."""
     return shared_data_dir()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """Real Mosquitto + InfluxDB for the whole test session (free ports, temp dir).
+
+    Tests that stop or restart a service must use ``private_stack`` instead.
+    """
+    from server.stack import Stack
+
+    running = Stack(tmp_path_factory.mktemp("stack")).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def private_stack(tmp_path):
+    """A stack of the test's own, free to be stopped and restarted by the test."""
+    from server.stack import Stack
+
+    running = Stack(tmp_path / "stack").start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def influx(stack, request):
+    """An InfluxClient on a fresh database of the session stack (dropped afterwards)."""
+    import re
+    import uuid
+
+    from server.influx import InfluxClient
+
+    name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:40] + "_" + uuid.uuid4().hex[:6]
+    client = InfluxClient(stack.influx_url, name)
+    client.create_database()
+    yield client
+    client.drop_database()
+    client.close()

@@ -1,0 +1,387 @@
+"""Local Mosquitto + InfluxDB launcher (``namazu stack start|stop|status``).
+
+The same code starts the services for the test fixtures, the demo and for a
+developer's machine: configs, data and logs live under one data directory, both
+services listen on loopback only, on chosen or free ports. Neither service
+daemonises itself; they run as child processes (``start_new_session`` for the
+detached CLI form) and their pids are recorded in ``<data_dir>/stack.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+MOSQUITTO_BIN = "/usr/sbin/mosquitto"
+INFLUXD_BIN = "/usr/bin/influxd"
+STATE_FILE = "stack.json"
+
+
+class StackError(RuntimeError):
+    """A service could not be started, stopped or reached."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout_s: float = 0.2) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def mosquitto_config(data_dir: Path, port: int, extra: str = "") -> str:
+    """Mosquitto 2.x configuration for a loopback development broker.
+
+    Queues are set deliberately: the default ``max_queued_messages 1000`` silently
+    drops messages for a slow subscriber, so persistent sessions get a large queue.
+    """
+    lines = [
+        f"listener {port} 127.0.0.1",
+        "allow_anonymous true",
+        "persistence true",
+        f"persistence_location {data_dir}/",
+        "autosave_interval 5",
+        "max_queued_messages 2000000",
+        "max_queued_bytes 0",
+        "max_inflight_messages 1000",
+        "max_packet_size 4194304",
+        "persistent_client_expiration 14d",
+        "set_tcp_nodelay true",
+        f"log_dest file {data_dir}/mosquitto.log",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "connection_messages true",
+    ]
+    if os.geteuid() == 0:
+        lines.append("user root")
+    if extra:
+        lines.append(extra)
+    return "\n".join(lines) + "\n"
+
+
+def influxdb_config(data_dir: Path, http_port: int, rpc_port: int) -> str:
+    """InfluxDB 1.x configuration: loopback, both bind addresses moved, no reporting."""
+    return f"""reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+
+[meta]
+  dir = "{data_dir}/meta"
+
+[data]
+  dir = "{data_dir}/data"
+  wal-dir = "{data_dir}/wal"
+  query-log-enabled = false
+  index-version = "inmem"
+  cache-snapshot-write-cold-duration = "1m"
+
+[coordinator]
+  query-timeout = "60s"
+
+[monitor]
+  store-enabled = false
+
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{http_port}"
+  auth-enabled = false
+  log-enabled = false
+  max-body-size = 0
+  flux-enabled = false
+
+[continuous_queries]
+  enabled = true
+  log-enabled = false
+  run-interval = "1s"
+
+[subscriber]
+  enabled = false
+"""
+
+
+def _wait(predicate, timeout_s: float, what: str, proc: subprocess.Popen | None, log: Path):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise StackError(f"{what} exited with code {proc.returncode}; log tail:\n{tail}")
+        time.sleep(0.05)
+    raise StackError(f"{what} did not become ready within {timeout_s:.0f} s (log: {log})")
+
+
+def influx_ready(url: str) -> bool:
+    """True when InfluxDB answers /ping with 204."""
+    try:
+        return requests.get(f"{url}/ping", timeout=0.5).status_code == 204
+    except requests.RequestException:
+        return False
+
+
+@dataclass
+class Stack:
+    """Mosquitto and InfluxDB as child processes under ``data_dir``.
+
+    Ports of 0 are replaced by free ports at construction, and kept across
+    restarts of either service (so clients can reconnect to the same address).
+    """
+
+    data_dir: Path
+    mqtt_port: int = 0
+    influx_http_port: int = 0
+    influx_rpc_port: int = 0
+    mosquitto_extra: str = ""
+    detached: bool = False
+    mosquitto_bin: str = MOSQUITTO_BIN
+    influxd_bin: str = INFLUXD_BIN
+    _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        self.mqtt_port = self.mqtt_port or free_port()
+        self.influx_http_port = self.influx_http_port or free_port()
+        self.influx_rpc_port = self.influx_rpc_port or free_port()
+
+    @property
+    def influx_url(self) -> str:
+        """Base URL of the InfluxDB HTTP API."""
+        return f"http://127.0.0.1:{self.influx_http_port}"
+
+    @property
+    def mosquitto_dir(self) -> Path:
+        return self.data_dir / "mosquitto"
+
+    @property
+    def influx_dir(self) -> Path:
+        return self.data_dir / "influxdb"
+
+    def _spawn(self, name: str, argv: list[str], log: Path) -> subprocess.Popen:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=self.detached,
+            )
+        self._procs[name] = proc
+        return proc
+
+    def start_mosquitto(self, timeout_s: float = 15.0) -> None:
+        """Start Mosquitto (or do nothing if this stack's broker is running)."""
+        if self.running("mosquitto"):
+            return
+        if port_open(self.mqtt_port):
+            raise StackError(f"port {self.mqtt_port} is already in use (MQTT)")
+        self.mosquitto_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.mosquitto_dir / "mosquitto.conf"
+        conf.write_text(mosquitto_config(self.mosquitto_dir, self.mqtt_port, self.mosquitto_extra))
+        log = self.mosquitto_dir / "stdout.log"
+        proc = self._spawn("mosquitto", [self.mosquitto_bin, "-c", str(conf)], log)
+        _wait(lambda: port_open(self.mqtt_port), timeout_s, "mosquitto", proc, log)
+
+    def start_influx(self, timeout_s: float = 60.0) -> None:
+        """Start InfluxDB (or do nothing if this stack's influxd is running)."""
+        if self.running("influxd"):
+            return
+        for port in (self.influx_http_port, self.influx_rpc_port):
+            if port_open(port):
+                raise StackError(f"port {port} is already in use (InfluxDB)")
+        self.influx_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.influx_dir / "influxdb.conf"
+        conf.write_text(
+            influxdb_config(self.influx_dir, self.influx_http_port, self.influx_rpc_port)
+        )
+        log = self.influx_dir / "influxd.log"
+        proc = self._spawn("influxd", [self.influxd_bin, "-config", str(conf)], log)
+        _wait(lambda: influx_ready(self.influx_url), timeout_s, "influxd", proc, log)
+
+    def start(self) -> Stack:
+        """Start both services; returns self."""
+        self.start_mosquitto()
+        self.start_influx()
+        return self
+
+    def running(self, name: str) -> bool:
+        proc = self._procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def _stop(self, name: str, timeout_s: float = 15.0, kill: bool = False) -> None:
+        proc = self._procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def stop_mosquitto(self, kill: bool = False) -> None:
+        """Stop Mosquitto (SIGTERM saves its persistence file; ``kill`` sends SIGKILL)."""
+        self._stop("mosquitto", kill=kill)
+
+    def stop_influx(self, kill: bool = False) -> None:
+        """Stop InfluxDB."""
+        self._stop("influxd", kill=kill)
+
+    def stop(self) -> None:
+        """Stop both services."""
+        self.stop_mosquitto()
+        self.stop_influx()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def state(self) -> dict:
+        """What the CLI records in ``stack.json``."""
+        return {
+            "data_dir": str(self.data_dir),
+            "mqtt_port": self.mqtt_port,
+            "influx_http_port": self.influx_http_port,
+            "influx_rpc_port": self.influx_rpc_port,
+            "influx_url": self.influx_url,
+            "pids": {name: proc.pid for name, proc in self._procs.items()},
+        }
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state(data_dir: Path) -> dict | None:
+    """The recorded state of a detached stack, or None."""
+    path = Path(data_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def status(data_dir: Path) -> dict:
+    """Health of every part of a detached stack under ``data_dir``."""
+    state = read_state(data_dir)
+    if state is None:
+        return {"running": False, "reason": f"no stack recorded under {data_dir}"}
+    pids = state.get("pids", {})
+    report = {
+        "mosquitto": {
+            "pid": pids.get("mosquitto"),
+            "alive": bool(pids.get("mosquitto")) and _pid_alive(pids["mosquitto"]),
+            "port": state["mqtt_port"],
+            "accepting": port_open(state["mqtt_port"]),
+        },
+        "influxd": {
+            "pid": pids.get("influxd"),
+            "alive": bool(pids.get("influxd")) and _pid_alive(pids["influxd"]),
+            "url": state["influx_url"],
+            "ping": influx_ready(state["influx_url"]),
+        },
+    }
+    report["running"] = report["mosquitto"]["accepting"] and report["influxd"]["ping"]
+    return report
+
+
+def stop_detached(data_dir: Path, timeout_s: float = 15.0) -> list[str]:
+    """Stop the services of a detached stack; returns the names stopped."""
+    state = read_state(data_dir)
+    if state is None:
+        return []
+    stopped = []
+    for name, pid in state.get("pids", {}).items():
+        if not _pid_alive(pid):
+            continue
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.05)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        stopped.append(name)
+    (Path(data_dir) / STATE_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def main(argv: list[str]) -> int:
+    """``namazu stack start|stop|status``: the local Mosquitto + InfluxDB."""
+    from server.config import ConfigError, load_config
+
+    parser = argparse.ArgumentParser(prog="namazu stack", description=main.__doc__)
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument("--config", help="TOML config file")
+    parser.add_argument("--data-dir", type=Path, help="directory for configs, data, logs")
+    parser.add_argument("--mqtt-port", type=int, help="MQTT port (0 = free port)")
+    parser.add_argument("--influx-port", type=int, help="InfluxDB HTTP port (0 = free port)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config).stack
+    except ConfigError as exc:
+        print(f"namazu stack: {exc}", file=sys.stderr)
+        return 1
+    data_dir = (args.data_dir or cfg.data_dir).resolve()
+    if args.action == "status":
+        report = status(data_dir)
+        print(json.dumps(report, indent=2))
+        return 0 if report.get("running") else 3
+    if args.action == "stop":
+        stopped = stop_detached(data_dir)
+        print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+        return 0
+    current = status(data_dir)
+    if current.get("running"):
+        print(f"stack already running under {data_dir}")
+        print(json.dumps(current, indent=2))
+        return 0
+    stop_detached(data_dir)
+    stack = Stack(
+        data_dir,
+        mqtt_port=cfg.mqtt_port if args.mqtt_port is None else args.mqtt_port,
+        influx_http_port=cfg.influx_http_port if args.influx_port is None else args.influx_port,
+        influx_rpc_port=cfg.influx_rpc_port if cfg.influx_rpc_port else 0,
+        detached=True,
+        mosquitto_bin=cfg.mosquitto_bin,
+        influxd_bin=cfg.influxd_bin,
+    )
+    try:
+        stack.start()
+    except StackError as exc:
+        stack.stop()
+        print(f"namazu stack: {exc}", file=sys.stderr)
+        return 1
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / STATE_FILE).write_text(json.dumps(stack.state(), indent=2))
+    print(f"mosquitto: mqtt://127.0.0.1:{stack.mqtt_port}")
+    print(f"influxdb:  {stack.influx_url}")
+    print(f"data dir:  {data_dir}")
+    return 0

@@ -194,14 +194,15 @@ class NamazuConfig(_Section):
 
 
 def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    """Build a parameter dataclass, naming the unknown or invalid key of ``section``."""
     known = set(cls.__dataclass_fields__)
     for key in values:
         if key not in known:
-            raise ValueError(f"{section}.{key}: unknown key; valid keys: {', '.join(sorted(known))}")
+            raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(sorted(known))}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{section}: {exc}") from exc
+        raise ValueError(str(exc)) from exc
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:

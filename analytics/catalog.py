@@ -40,6 +40,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from analytics.geo import great_circle_km
+
 CATALOG_COLUMNS: tuple[str, ...] = (
     "time",
     "latitude",
@@ -665,20 +667,6 @@ def parse_catalog(text: str, fmt: str | None = None) -> pd.DataFrame:
 # --- near-duplicate merging ------------------------------------------------------------
 
 
-_EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius [km]
-
-
-def _distance_km(
-    lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray
-) -> np.ndarray:
-    """Great-circle (haversine) distance [km] between points given in [deg]."""
-    phi1, phi2 = np.radians(lat1), np.radians(lat2)
-    half_dphi = (phi2 - phi1) / 2.0
-    half_dlam = np.radians(np.asarray(lon2) - np.asarray(lon1)) / 2.0
-    h = np.sin(half_dphi) ** 2 + np.cos(phi1) * np.cos(phi2) * np.sin(half_dlam) ** 2
-    return 2.0 * _EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
-
-
 def merge_near_duplicates(
     catalog: pd.DataFrame, max_dt_s: float = 2.0, max_km: float = 5.0
 ) -> pd.DataFrame:
@@ -720,7 +708,7 @@ def merge_near_duplicates(
         if not close_in_time.any():
             break
         first = np.flatnonzero(close_in_time)
-        dist = _distance_km(lat[first], lon[first], lat[first + shift], lon[first + shift])
+        dist = great_circle_km(lat[first], lon[first], lat[first + shift], lon[first + shift])
         for i in first[dist <= max_km]:
             a, b = find(int(i)), find(int(i) + shift)
             if a != b:

@@ -1,0 +1,114 @@
+"""docs/CONFIG.md is generated, complete and current; the example config is valid."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, Field
+
+from server import config_reference
+from server.config import NamazuConfig, load_config
+from server.config_reference import (
+    UndocumentedKeyError,
+    model_keys,
+    parameter_keys,
+    reference_entries,
+    render_markdown,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "deploy" / "namazu.example.toml"
+
+
+def _model_field_paths() -> set[str]:
+    """Every key of the configuration, walked independently of the generator."""
+    paths = set()
+    for name, info in NamazuConfig.model_fields.items():
+        annotation = info.annotation
+        if name in config_reference.PARAMETER_SECTIONS:
+            params = config_reference.PARAMETER_SECTIONS[name]
+            paths |= {f"{name}.{f.name}" for f in dataclasses.fields(params)}
+        elif typing.get_origin(annotation) is list:
+            (model,) = typing.get_args(annotation)
+            paths |= {f"{name}[].{key}" for key in model.model_fields}
+        else:
+            paths |= {f"{name}.{key}" for key in annotation.model_fields}
+    return paths
+
+
+def test_config_md_is_current():
+    current = (ROOT / "docs" / "CONFIG.md").read_text(encoding="utf-8")
+    assert current == render_markdown(), (
+        "docs/CONFIG.md is stale; run: .venv/bin/python -m server.config_reference"
+    )
+
+
+def test_every_key_is_documented_with_a_description():
+    documented = {item.key: item for _, keys in reference_entries().values() for item in keys}
+    assert set(documented) == _model_field_paths()
+    for key, item in documented.items():
+        assert len(item.description) >= 5, f"{key}: description too short"
+        text = render_markdown()
+        assert f"| `{key}` |" in text
+
+
+def test_a_field_without_description_is_an_error():
+    class Section(BaseModel):
+        documented: int = Field(1, description="has one")
+        bare: int = 2
+
+    with pytest.raises(UndocumentedKeyError, match=r"^demo\.bare: field has no description"):
+        model_keys(Section, ["demo"], env=True)
+
+
+def test_a_parameter_missing_from_the_docstring_is_an_error():
+    @dataclasses.dataclass(frozen=True)
+    class Params:
+        """Parameters.
+
+        alpha : float. Weight [1].
+        """
+
+        alpha: float = 1.0
+        beta: float = 2.0
+
+    assert config_reference.parameter_descriptions(Params) == {"alpha": ("float", "Weight [1].")}
+    with pytest.raises(UndocumentedKeyError, match=r"^rule\.beta: no description"):
+        parameter_keys("rule", Params)
+
+
+def test_every_documented_environment_variable_sets_its_key():
+    checked = 0
+    for _, keys in reference_entries().values():
+        for item in keys:
+            if not item.env or not item.default.startswith("`"):
+                continue
+            literal = item.default.strip("`")
+            config = load_config(environ={item.env: literal})
+            section, key = item.key.split(".")
+            value = getattr(config, section)
+            value = value[key] if isinstance(value, dict) else getattr(value, key)
+            expected = tomllib.loads(f"v = {literal}")["v"]
+            assert str(value) == str(expected), f"{item.env} did not set {item.key}"
+            checked += 1
+    assert checked >= 40
+
+
+def test_check_mode_reports_a_stale_file(tmp_path, capsys):
+    stale = tmp_path / "CONFIG.md"
+    stale.write_text("# old\n")
+    assert config_reference.main(["--check", "--output", str(stale)]) == 1
+    assert "is stale" in capsys.readouterr().err
+    assert config_reference.main(["--output", str(stale)]) == 0
+    assert config_reference.main(["--check", "--output", str(stale)]) == 0
+
+
+def test_example_config_is_valid_and_has_every_section():
+    config = load_config(EXAMPLE, environ={})
+    assert config.rule_params().increase_pct == 140.0
+    sections = set(tomllib.loads(EXAMPLE.read_text()))
+    assert sections == set(NamazuConfig.model_fields)

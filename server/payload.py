@@ -1,0 +1,481 @@
+"""Decode and validate MQTT payloads on the server: activity batches and gateway status.
+
+The activity payload is specified by ``firmware_bridge/schemas/activity-v1.schema.json``.
+This module implements that schema by hand, because the generic validator costs far
+more than the parse itself; ``tests/server/test_payload.py`` runs both over the same
+generated documents and checks that they agree. On top of the schema it applies the
+rules a schema cannot express: equal array lengths, at most 10,000 samples per
+message in total, sample times inside a window around the server clock, and farm and
+gateway equal to the topic's segments.
+
+Every rejection raises :class:`PayloadError` with a machine-readable ``reason``
+(one of :data:`REASONS`) and a one-line human ``detail``; ingest forwards both to the
+dead-letter topic. The functions here are pure: bytes and numbers in, values out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+ACTIVITY_SCHEMA = "namazu.activity/1"
+STATUS_SCHEMA = "namazu.status/1"
+TOPIC_ROOT = "namazu/v1"
+TOPIC_KINDS = ("activity", "raw", "status")
+SPECIES = ("cow", "sheep", "dog")
+
+MAX_ANIMALS = 1000
+MAX_SAMPLES = 10_000
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+MAX_SEQ = 9_007_199_254_740_991
+MAX_EPOCH_MS = 32_503_680_000_000  # 3000-01-01T00:00:00Z
+MAX_BATTERY_V = 10.0
+
+#: Reason codes of rejected payloads (docs/ARCHITECTURE.md, docs/data-path.md).
+REASONS = (
+    "not_json",
+    "schema_version",
+    "schema",
+    "non_finite",
+    "too_large",
+    "time_out_of_range",
+    "unknown_species",
+    "topic_mismatch",
+    "length_mismatch",
+)
+
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_TOP_KEYS = frozenset({"schema", "farm", "gateway", "seq", "sent_ms", "animals"})
+_ANIMAL_REQUIRED = frozenset({"animal", "species", "t_ms", "odba", "vedba"})
+_ANIMAL_KEYS = _ANIMAL_REQUIRED | {"battery_v"}
+_NUMBER_TYPES = frozenset({int, float})
+
+
+class PayloadError(ValueError):
+    """A payload or topic was rejected.
+
+    reason : machine-readable code, one of :data:`REASONS`.
+    detail : one line of human-readable text naming what is wrong.
+    """
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class AnimalSamples:
+    """One animal's samples within a batch.
+
+    t_ms : sample times, UTC epoch milliseconds (int64).
+    odba, vedba : activity of each sample's burst [g] (float64, finite, >= 0).
+    battery_v : collar battery voltage [V], or None when not reported.
+    """
+
+    animal: str
+    species: str
+    t_ms: np.ndarray
+    odba: np.ndarray
+    vedba: np.ndarray
+    battery_v: float | None = None
+
+
+@dataclass(frozen=True)
+class ActivityBatch:
+    """A validated activity message: one gateway's batch of many animals' samples."""
+
+    farm: str
+    gateway: str
+    seq: int
+    sent_ms: int
+    animals: list[AnimalSamples]
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples over all animals."""
+        return sum(len(a.t_ms) for a in self.animals)
+
+
+@dataclass(frozen=True)
+class GatewayStatus:
+    """A gateway's status report (retained; its Last Will says ``online=False``).
+
+    sent_ms : gateway clock when sent, UTC epoch ms (None in a bare Last Will).
+    clock_offset_s : the gateway's own estimate of its clock offset [s] (None if absent).
+    spool_depth : messages waiting in the gateway spool (None if absent).
+    last_seq : last sequence number the gateway assigned (None if absent).
+    """
+
+    farm: str
+    gateway: str
+    online: bool
+    sent_ms: int | None = None
+    clock_offset_s: float | None = None
+    spool_depth: int | None = None
+    last_seq: int | None = None
+
+
+def is_segment(value: object) -> bool:
+    """True when ``value`` is a valid topic segment (farm, gateway or animal id)."""
+    return isinstance(value, str) and _SEGMENT.fullmatch(value) is not None
+
+
+def parse_topic(topic: str) -> tuple[str, str, str]:
+    """Split ``namazu/v1/{farm}/{gateway}/{kind}`` into (farm, gateway, kind).
+
+    Raises PayloadError("topic_mismatch") for any other topic, naming what is wrong.
+    """
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT:
+        raise PayloadError("topic_mismatch", f"topic {topic!r} is not namazu/v1/FARM/GATEWAY/KIND")
+    farm, gateway, kind = parts[2], parts[3], parts[4]
+    if kind not in TOPIC_KINDS:
+        raise PayloadError(
+            "topic_mismatch",
+            f"topic {topic!r}: kind {kind!r} is not one of {', '.join(TOPIC_KINDS)}",
+        )
+    for name, value in (("farm", farm), ("gateway", gateway)):
+        if not is_segment(value):
+            raise PayloadError(
+                "topic_mismatch",
+                f"topic {topic!r}: {name} {value!r} is not a "
+                "valid id ([A-Za-z0-9][A-Za-z0-9_.-]{0,63})",
+            )
+    return farm, gateway, kind
+
+
+def deadletter_topic(topic: str) -> str:
+    """The dead-letter topic ``namazu/v1/deadletter/{farm}/{gateway}`` for a source topic.
+
+    Works for malformed topics too: missing segments become ``unknown``.
+    """
+    parts = topic.split("/")
+    farm = parts[2] if len(parts) > 2 and parts[2] else "unknown"
+    gateway = parts[3] if len(parts) > 3 and parts[3] else "unknown"
+    return f"{TOPIC_ROOT}/deadletter/{farm}/{gateway}"
+
+
+class _NonFiniteToken(Exception):
+    pass
+
+
+def _reject_constant(name: str) -> float:
+    raise _NonFiniteToken(name)
+
+
+def parse_json(payload: bytes) -> Any:
+    """Parse strict JSON (RFC 8259) from UTF-8 bytes.
+
+    orjson does the work; when it refuses, the standard library tells a payload that
+    uses the non-JSON tokens NaN/Infinity (or overflows a double) — reason
+    ``non_finite`` — apart from one that is not JSON at all (``not_json``).
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(
+            "too_large", f"payload has {len(payload)} bytes, more than {MAX_PAYLOAD_BYTES}"
+        )
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        first_error = str(exc)
+    try:
+        text = bytes(payload).decode("utf-8")
+        document = json.loads(text, parse_constant=_reject_constant)
+    except _NonFiniteToken as exc:
+        raise PayloadError("non_finite", f"token {exc.args[0]} is not a JSON number") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise PayloadError("not_json", f"payload is not JSON: {first_error}") from None
+    if "infinity" in first_error:
+        raise PayloadError("non_finite", f"a number overflows a double: {first_error}")
+    return document
+
+
+def _is_int(value: Any) -> bool:
+    # JSON Schema: an integer is any number with a zero fractional part (1.0 counts).
+    if type(value) is int:
+        return True
+    return type(value) is float and math.isfinite(value) and value.is_integer()
+
+
+def _check_finite_scalar(value: Any, where: str) -> None:
+    if type(value) is float and not math.isfinite(value):
+        raise PayloadError("non_finite", f"{where} is {value!r}")
+
+
+def _integer_field(value: Any, where: str, low: int, high: int, range_reason: str) -> int:
+    _check_finite_scalar(value, where)
+    if not _is_int(value):
+        raise PayloadError("schema", f"{where} must be an integer, got {_kind(value)}")
+    number = int(value)
+    if not low <= number <= high:
+        raise PayloadError(range_reason, f"{where} = {number} is outside [{low}, {high}]")
+    return number
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
+def _segment_field(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise PayloadError("schema", f"{where} must be a string, got {_kind(value)}")
+    if not is_segment(value):
+        raise PayloadError(
+            "schema",
+            f"{where} {value[:80]!r} is not a valid id ([A-Za-z0-9][A-Za-z0-9_.-]{{0,63}})",
+        )
+    return value
+
+
+def _array(value: Any, where: str, min_items: int, max_items: int) -> list:
+    if not isinstance(value, list):
+        raise PayloadError("schema", f"{where} must be an array, got {_kind(value)}")
+    if len(value) > max_items:
+        raise PayloadError("too_large", f"{where} has {len(value)} items, at most {max_items}")
+    if len(value) < min_items:
+        raise PayloadError("schema", f"{where} has {len(value)} items, at least {min_items}")
+    return value
+
+
+def _times(values: list, where: str) -> np.ndarray:
+    types = set(map(type, values))
+    if types <= {int}:
+        try:
+            arr = np.array(values, dtype=np.int64)
+        except OverflowError:
+            raise PayloadError(
+                "time_out_of_range", f"{where} holds a value outside [0, {MAX_EPOCH_MS}]"
+            ) from None
+    elif types <= _NUMBER_TYPES:
+        floats = np.array(values, dtype=np.float64)
+        if not np.isfinite(floats).all():
+            raise PayloadError("non_finite", f"{where} holds a non-finite value")
+        if (floats != np.floor(floats)).any():
+            bad = floats[floats != np.floor(floats)][0]
+            raise PayloadError("schema", f"{where} must hold integers, found {float(bad)!r}")
+        if floats.min() < 0 or floats.max() > MAX_EPOCH_MS:
+            raise PayloadError(
+                "time_out_of_range", f"{where} holds a value outside [0, {MAX_EPOCH_MS}]"
+            )
+        arr = floats.astype(np.int64)
+    else:
+        odd = next(v for v in values if type(v) not in _NUMBER_TYPES)
+        raise PayloadError("schema", f"{where} must hold integers, found {_kind(odd)}")
+    if len(arr) and (arr.min() < 0 or arr.max() > MAX_EPOCH_MS):
+        raise PayloadError(
+            "time_out_of_range", f"{where} holds a value outside [0, {MAX_EPOCH_MS}]"
+        )
+    return arr
+
+
+def _activity(values: Any, where: str) -> np.ndarray:
+    values = _array(values, where, 0, MAX_SAMPLES)
+    if not set(map(type, values)) <= _NUMBER_TYPES:
+        odd = next(v for v in values if type(v) not in _NUMBER_TYPES)
+        raise PayloadError("schema", f"{where} must hold numbers, found {_kind(odd)}")
+    try:
+        arr = np.array(values, dtype=np.float64)
+    except OverflowError:  # an integer beyond a double: JSON allows it, the schema too
+        arr = np.array([float("inf")], dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise PayloadError("non_finite", f"{where} holds a non-finite value")
+    if len(arr) and arr.min() < 0:
+        raise PayloadError("schema", f"{where} holds a negative value {float(arr.min())!r}")
+    return arr
+
+
+def _animal(item: Any, index: int) -> AnimalSamples:
+    where = f"animals[{index}]"
+    if not isinstance(item, dict):
+        raise PayloadError("schema", f"{where} must be an object, got {_kind(item)}")
+    missing = _ANIMAL_REQUIRED - item.keys()
+    if missing:
+        raise PayloadError("schema", f"{where} lacks {', '.join(sorted(missing))}")
+    extra = item.keys() - _ANIMAL_KEYS
+    if extra:
+        raise PayloadError("schema", f"{where} has unknown keys {', '.join(sorted(extra))}")
+    animal = _segment_field(item["animal"], f"{where}.animal")
+    species = item["species"]
+    if not isinstance(species, str) or species not in SPECIES:
+        raise PayloadError(
+            "unknown_species",
+            f"{where}.species {species!r} is not one of {', '.join(SPECIES)}",
+        )
+    t_ms = _times(_array(item["t_ms"], f"{where}.t_ms", 1, MAX_SAMPLES), f"{where}.t_ms")
+    odba = _activity(item["odba"], f"{where}.odba")
+    vedba = _activity(item["vedba"], f"{where}.vedba")
+    battery = item.get("battery_v")
+    if "battery_v" in item:
+        _check_finite_scalar(battery, f"{where}.battery_v")
+        if type(battery) not in _NUMBER_TYPES:
+            raise PayloadError(
+                "schema", f"{where}.battery_v must be a number, got {_kind(battery)}"
+            )
+        if not 0 <= battery <= MAX_BATTERY_V:
+            raise PayloadError(
+                "schema", f"{where}.battery_v = {battery} V is outside [0, {MAX_BATTERY_V}]"
+            )
+        battery = float(battery)
+    return AnimalSamples(animal, species, t_ms, odba, vedba, battery)
+
+
+def validate_activity_document(document: Any) -> ActivityBatch:
+    """Check a parsed activity document against schema v1 and return it as a batch.
+
+    Implements exactly ``activity-v1.schema.json`` (with ECMA-262 regular-expression
+    semantics for ids). Array lengths, totals, time window and topic are checked by
+    :func:`decode_activity`. Raises PayloadError with the reason code.
+    """
+    if not isinstance(document, dict):
+        raise PayloadError("schema", f"payload must be a JSON object, got {_kind(document)}")
+    if "schema" in document and document["schema"] != ACTIVITY_SCHEMA:
+        raise PayloadError(
+            "schema_version",
+            f"schema {str(document['schema'])[:80]!r} is not {ACTIVITY_SCHEMA!r}",
+        )
+    missing = _TOP_KEYS - document.keys()
+    if missing:
+        raise PayloadError("schema", f"payload lacks {', '.join(sorted(missing))}")
+    extra = document.keys() - _TOP_KEYS
+    if extra:
+        raise PayloadError("schema", f"payload has unknown keys {', '.join(sorted(extra))}")
+    farm = _segment_field(document["farm"], "farm")
+    gateway = _segment_field(document["gateway"], "gateway")
+    seq = _integer_field(document["seq"], "seq", 0, MAX_SEQ, "schema")
+    sent_ms = _integer_field(document["sent_ms"], "sent_ms", 0, MAX_EPOCH_MS, "time_out_of_range")
+    items = _array(document["animals"], "animals", 1, MAX_ANIMALS)
+    animals = [_animal(item, i) for i, item in enumerate(items)]
+    return ActivityBatch(farm, gateway, seq, sent_ms, animals)
+
+
+def check_activity_batch(
+    batch: ActivityBatch, now_ms: int, max_future_ms: int, max_age_ms: int
+) -> None:
+    """The rules beyond the schema: equal lengths, total size, time window.
+
+    now_ms : server clock, UTC epoch ms.
+    max_future_ms : samples later than now + this are rejected [ms].
+    max_age_ms : samples earlier than now - this are rejected [ms].
+    """
+    total = 0
+    for i, a in enumerate(batch.animals):
+        n = len(a.t_ms)
+        if len(a.odba) != n or len(a.vedba) != n:
+            raise PayloadError(
+                "length_mismatch",
+                f"animals[{i}] ({a.animal}): t_ms has {n} items, odba {len(a.odba)}, "
+                f"vedba {len(a.vedba)}",
+            )
+        total += n
+    if total > MAX_SAMPLES:
+        raise PayloadError("too_large", f"message holds {total} samples, at most {MAX_SAMPLES}")
+    earliest, latest = now_ms - max_age_ms, now_ms + max_future_ms
+    for i, a in enumerate(batch.animals):
+        low, high = int(a.t_ms.min()), int(a.t_ms.max())
+        if high > latest:
+            raise PayloadError(
+                "time_out_of_range",
+                f"animals[{i}] ({a.animal}): sample at {high} ms is {(high - now_ms) / 1000:.0f} s "
+                f"ahead of the server clock (limit {max_future_ms / 1000:.0f} s)",
+            )
+        if low < earliest:
+            raise PayloadError(
+                "time_out_of_range",
+                f"animals[{i}] ({a.animal}): sample at {low} ms is "
+                f"{(now_ms - low) / 86_400_000:.1f} days old (limit "
+                f"{max_age_ms / 86_400_000:.1f} days)",
+            )
+
+
+def decode_activity(
+    topic: str, payload: bytes, now_ms: int, max_future_ms: int, max_age_ms: int
+) -> ActivityBatch:
+    """Parse and validate one activity message.
+
+    topic : the MQTT topic it arrived on, ``namazu/v1/{farm}/{gateway}/activity``.
+    payload : the message bytes (UTF-8 JSON).
+    now_ms : server clock, UTC epoch milliseconds.
+    max_future_ms, max_age_ms : accepted sample-time window around ``now_ms`` [ms].
+    Returns the batch; raises PayloadError(reason, detail) when it must be rejected.
+    """
+    farm, gateway, kind = parse_topic(topic)
+    if kind != "activity":
+        raise PayloadError("topic_mismatch", f"topic {topic!r} is not an activity topic")
+    batch = validate_activity_document(parse_json(payload))
+    if (batch.farm, batch.gateway) != (farm, gateway):
+        raise PayloadError(
+            "topic_mismatch",
+            f"payload says farm {batch.farm!r}, gateway {batch.gateway!r}; "
+            f"topic says {farm!r}, {gateway!r}",
+        )
+    check_activity_batch(batch, now_ms, max_future_ms, max_age_ms)
+    return batch
+
+
+def _optional_number(document: dict, key: str, integer: bool) -> Any:
+    value = document.get(key)
+    if value is None:
+        return None
+    _check_finite_scalar(value, key)
+    if integer:
+        return _integer_field(value, key, 0, MAX_SEQ, "schema")
+    if type(value) not in _NUMBER_TYPES:
+        raise PayloadError("schema", f"{key} must be a number, got {_kind(value)}")
+    return float(value)
+
+
+def decode_status(topic: str, payload: bytes) -> GatewayStatus:
+    """Parse a gateway status message (``namazu.status/1``, retained, Last Will).
+
+    Required: ``schema``, ``online`` (bool); ``farm``/``gateway`` must match the topic
+    when present. Optional: ``sent_ms`` [UTC ms], ``clock_offset_s`` [s],
+    ``spool_depth``, ``last_seq``. Raises PayloadError with a reason code.
+    """
+    farm, gateway, kind = parse_topic(topic)
+    if kind != "status":
+        raise PayloadError("topic_mismatch", f"topic {topic!r} is not a status topic")
+    document = parse_json(payload)
+    if not isinstance(document, dict):
+        raise PayloadError("schema", f"status must be a JSON object, got {_kind(document)}")
+    if document.get("schema") != STATUS_SCHEMA:
+        raise PayloadError(
+            "schema_version",
+            f"schema {str(document.get('schema'))[:80]!r} is not {STATUS_SCHEMA!r}",
+        )
+    for key, expected in (("farm", farm), ("gateway", gateway)):
+        if key in document and document[key] != expected:
+            raise PayloadError(
+                "topic_mismatch", f"status {key} {document[key]!r} differs from topic {expected!r}"
+            )
+    online = document.get("online")
+    if not isinstance(online, bool):
+        raise PayloadError("schema", f"status online must be a boolean, got {_kind(online)}")
+    sent_ms = document.get("sent_ms")
+    if sent_ms is not None:
+        sent_ms = _integer_field(sent_ms, "sent_ms", 0, MAX_EPOCH_MS, "time_out_of_range")
+    return GatewayStatus(
+        farm=farm,
+        gateway=gateway,
+        online=online,
+        sent_ms=sent_ms,
+        clock_offset_s=_optional_number(document, "clock_offset_s", integer=False),
+        spool_depth=_optional_number(document, "spool_depth", integer=True),
+        last_seq=_optional_number(document, "last_seq", integer=True),
+    )

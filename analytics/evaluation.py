@@ -164,6 +164,10 @@ def alarm_table(alarms: Any) -> pd.DataFrame:
     return frame.sort_values("start", kind="stable").reset_index(drop=True)
 
 
+def _ns(column: pd.Series) -> np.ndarray:
+    return pd.DatetimeIndex(column).as_unit("ns").asi8
+
+
 def _catalog_arrays(catalog: pd.DataFrame) -> dict[str, np.ndarray]:
     missing = [c for c in ("time", "latitude", "longitude", "magnitude") if c not in catalog]
     if missing:
@@ -224,7 +228,7 @@ def reaction_mask(
     shaking = np.sort(cat["time"][near])
     if shaking.size == 0:
         return np.zeros(len(alarms), dtype=bool)
-    start = alarms["start"].to_numpy().astype("datetime64[ns]").astype(np.int64)
+    start = _ns(alarms["start"])
     window = int(params.reaction_window_min * 60 * 10**9)
     last = np.searchsorted(shaking, start, side="right") - 1  # latest shaking at or before
     ok = last >= 0
@@ -234,8 +238,8 @@ def reaction_mask(
 
 
 def _covers(alarms: pd.DataFrame, params: EvaluationParams) -> tuple[np.ndarray, np.ndarray]:
-    start = alarms["start"].to_numpy().astype("datetime64[ns]").astype(np.int64)
-    end = alarms["end"].to_numpy().astype("datetime64[ns]").astype(np.int64)
+    start = _ns(alarms["start"])
+    end = _ns(alarms["end"])
     # closed cover [start, end + lead]: one nanosecond added for the half-open Intervals
     return start, end + int(params.lead_window_h * _NS_PER_H) + 1
 

@@ -1,0 +1,209 @@
+"""Association and scores on hand-built alarms and catalogues with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose
+from scipy import stats
+
+from analytics.evaluation import (
+    EvaluationInputError,
+    Intervals,
+    binomial_confidence_curve,
+    binomial_pvalue,
+    circular_shift_hits,
+    evaluate,
+    merge_intervals,
+    monitored_intervals,
+    period_intervals,
+)
+from analytics.params import EvaluationParams
+
+FARM = (43.0, 13.0)
+H = 3600 * 10**9
+
+
+def ts(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+def ns(text: str) -> int:
+    return ts(text).value
+
+
+def window(start: str, end: str) -> Intervals:
+    return Intervals(np.array([ns(start)]), np.array([ns(end)]))
+
+
+def alarms(*pairs):
+    return pd.DataFrame({"start": [ts(a) for a, _ in pairs], "end": [ts(b) for _, b in pairs]})
+
+
+def quakes(*rows):
+    """rows: (time, km north of the farm, magnitude)."""
+    return pd.DataFrame(
+        {
+            "time": pd.to_datetime([r[0] for r in rows], utc=True),
+            "latitude": [FARM[0] + r[1] / 111.195 for r in rows],
+            "longitude": [FARM[1]] * len(rows),
+            "depth_km": [10.0] * len(rows),
+            "magnitude": [r[2] for r in rows],
+        }
+    )
+
+
+NO_SHIFTS = EvaluationParams(n_shifts=0)
+
+
+def test_merge_and_contains():
+    merged = merge_intervals(np.array([0, 5, 20, 3]), np.array([4, 10, 30, 6]))
+    assert list(merged.start) == [0, 20] and list(merged.end) == [10, 30]
+    assert list(merged.contains(np.array([-1, 0, 9, 10, 25, 30]))) == [0, 1, 1, 0, 1, 0]
+    cut = merged.intersect(Intervals(np.array([8, 22]), np.array([21, 40])))
+    assert list(cut.start) == [8, 20, 22] and list(cut.end) == [10, 21, 30]
+
+
+def test_monitored_time_bridges_short_gaps_only():
+    index = pd.date_range("2017-01-01", periods=12, freq="1h", tz="UTC")
+    judged = np.array([0, 1, 1, 0, 1, 1, 0, 0, 0, 0, 1, 1], dtype=bool)
+    monitored = monitored_intervals(index, judged, "1h", max_gap_h=1.0)
+    # cells 01-03 and 04-06 joined across the 1 h gap; the 4 h gap is not monitored
+    assert monitored.as_frame()["start"].dt.hour.tolist() == [1, 10]
+    assert monitored.as_frame()["end"].dt.hour.tolist() == [6, 12]
+    assert monitored.total_ns == 7 * H
+
+
+def test_hit_miss_false_alarm_tau_gain_and_binomial():
+    monitored = window("2017-01-01", "2017-01-11")  # 240 h
+    catalog = quakes(
+        ("2017-01-03 10:00", 5.0, 4.5),  # hit by the first alarm (cover up to 01-03 12:00)
+        ("2017-01-06 00:00", 5.0, 4.2),  # miss
+        ("2017-01-08 00:00", 80.0, 4.0),  # outside the Dobrovolsky radius (52 km): no target
+        ("2017-01-09 00:00", 5.0, 3.9),  # too small: no target
+        ("2017-01-20 00:00", 5.0, 5.0),  # outside monitored time: no target
+    )
+    table = alarms(
+        ("2017-01-02 14:00", "2017-01-02 16:00"), ("2017-01-07 00:00", "2017-01-07 04:00")
+    )
+    result = evaluate(table, catalog, FARM, monitored, NO_SHIFTS)
+    assert (result.targets, result.hits, result.misses, result.false_alarms) == (2, 1, 1, 1)
+    assert_allclose(result.alarm_fraction, (22 + 24) / 240, rtol=1e-9)  # episode + 20 h each
+    assert_allclose(result.probability_gain, 0.5 / (46 / 240), rtol=1e-9)
+    assert_allclose(result.p_binomial, stats.binom.sf(0, 2, 46 / 240), rtol=1e-9)
+    assert result.miss_rate == 0.5
+    (hit,) = result.hit_list
+    assert_allclose(hit["lead_time_h"], 20.0)
+    assert_allclose(hit["hours_after_alarm_end"], 18.0)
+    assert_allclose(hit["distance_km"], 5.0, rtol=1e-3)
+    assert result.as_dict()["p_shift"] is None  # no shifts requested
+
+
+def test_cover_ends_exactly_lead_window_after_episode_end():
+    monitored = window("2017-01-01", "2017-01-05")
+    table = alarms(("2017-01-02 00:00", "2017-01-02 01:00"))
+    on_edge = evaluate(table, quakes(("2017-01-02 21:00", 1.0, 4.0)), FARM, monitored, NO_SHIFTS)
+    after = evaluate(table, quakes(("2017-01-02 21:00:01", 1.0, 4.0)), FARM, monitored, NO_SHIFTS)
+    assert (on_edge.hits, after.hits) == (1, 0)
+
+
+def test_fixed_radius_replaces_dobrovolsky():
+    monitored = window("2017-01-01", "2017-01-05")
+    catalog = quakes(("2017-01-02 00:00", 40.0, 4.0))
+    assert evaluate([], catalog, FARM, monitored, NO_SHIFTS).targets == 1
+    fixed = EvaluationParams(n_shifts=0, fixed_radius_km=30.0)
+    assert evaluate([], catalog, FARM, monitored, fixed).targets == 0
+
+
+def test_reaction_alarms_are_removed_before_scoring():
+    monitored = window("2017-01-01", "2017-01-11")
+    catalog = quakes(
+        ("2017-01-03 09:30", 10.0, 2.6),  # local shaking
+        ("2017-01-03 20:00", 10.0, 4.5),  # target inside the reaction alarm's cover
+    )
+    table = alarms(("2017-01-03 10:00", "2017-01-03 11:00"))  # starts 30 min after shaking
+    result = evaluate(table, catalog, FARM, monitored, NO_SHIFTS)
+    assert (result.reactions, result.alarms, result.hits, result.false_alarms) == (1, 0, 0, 0)
+    assert result.alarm_fraction == 0.0
+    late = alarms(("2017-01-03 10:31", "2017-01-03 11:00"))  # 61 min after: a precursor
+    result = evaluate(late, catalog, FARM, monitored, NO_SHIFTS)
+    assert (result.reactions, result.hits) == (0, 1)
+    far = EvaluationParams(n_shifts=0, reaction_radius_km=5.0)
+    assert evaluate(table, catalog, FARM, monitored, far).reactions == 0
+
+
+def test_declustering_drops_aftershock_targets():
+    monitored = window("2017-01-01", "2017-01-11")
+    catalog = quakes(("2017-01-02 00:00", 5.0, 5.0), ("2017-01-04 00:00", 6.0, 4.5))
+    table = alarms(("2017-01-03 12:00", "2017-01-03 13:00"))
+    plain = evaluate(table, catalog, FARM, monitored, NO_SHIFTS)
+    declustered = evaluate(table, catalog, FARM, monitored, NO_SHIFTS, declustered=True)
+    assert (plain.targets, plain.hits) == (2, 1)
+    assert (declustered.targets, declustered.hits) == (1, 0)
+    assert declustered.declustered
+
+
+def test_shift_zero_reproduces_observed_hits_and_wraps():
+    monitored = Intervals(np.array([0, 100]), np.array([50, 150]))  # circle of length 100
+    cover = Intervals(np.array([40]), np.array([50]))
+    targets = np.array([45, 105])  # clock positions 45 and 55
+    hits = circular_shift_hits(cover, targets, monitored, np.array([0, 10, 60, 95, -50]))
+    # shift 10 moves the cover to clock [50, 60); shift 60 wraps it to [0, 10); 95 to [35, 45)
+    assert list(hits) == [1, 1, 0, 0, 0]
+
+
+def test_empirical_p_is_uniform_for_random_alarms():
+    rng = np.random.default_rng(3)
+    monitored = window("2017-01-01", "2017-04-01")
+    times = pd.to_datetime(rng.integers(ns("2017-01-02"), ns("2017-03-30"), 8), utc=True)
+    catalog = quakes(*[(str(t), 5.0, 4.5) for t in times])
+    table = alarms(
+        ("2017-01-20 00:00", "2017-01-20 01:00"), ("2017-03-01 00:00", "2017-03-01 02:00")
+    )
+    result = evaluate(table, catalog, FARM, monitored, EvaluationParams(n_shifts=2000, seed=1))
+    assert result.n_shifts == 2000
+    assert 1 / 2001 <= result.p_shift <= 1.0
+    # with no hit, every shift has at least as many hits: p = 1
+    if result.hits == 0:
+        assert result.p_shift == 1.0
+    perfect = alarms(*[(str(t - pd.Timedelta("1h")), str(t - pd.Timedelta("1h"))) for t in times])
+    strong = evaluate(perfect, catalog, FARM, monitored, EvaluationParams(n_shifts=2000, seed=1))
+    assert strong.hits == 8 and strong.p_shift < 0.01 and strong.p_binomial < 1e-6
+
+
+def test_binomial_curve_and_p():
+    assert binomial_pvalue(0, 5, 0.2) == 1.0
+    assert_allclose(binomial_pvalue(5, 5, 0.2), 0.2**5)
+    assert np.isnan(binomial_pvalue(0, 0, 0.2))
+    curve = binomial_confidence_curve(10, alpha=0.05)
+    tau = curve["tau"].to_numpy()
+    nu = curve["nu"].to_numpy()
+    i = np.searchsorted(tau, 0.1)
+    # at tau = 0.1 and N = 10, h = 4 gives p = 0.0128 <= 0.05 and h = 3 gives 0.0702
+    assert_allclose(nu[i], 1 - 4 / 10)
+    assert np.isnan(nu[-1])  # tau = 1: nothing beats a guess
+    with pytest.raises(EvaluationInputError):
+        binomial_confidence_curve(0)
+
+
+def test_periods_stratify_monitored_time():
+    periods = pd.DataFrame(
+        {
+            "start": [ts("2017-01-01"), ts("2017-01-06")],
+            "end": [ts("2017-01-06"), ts("2017-01-11")],
+            "label": ["stable", "pasture"],
+        }
+    )
+    parts = period_intervals(periods)
+    monitored = window("2017-01-02", "2017-01-09")
+    stable = monitored.intersect(parts["stable"])
+    assert stable.total_ns == 4 * 24 * H
+    table = alarms(
+        ("2017-01-03 00:00", "2017-01-03 01:00"), ("2017-01-07 00:00", "2017-01-07 01:00")
+    )
+    result = evaluate(table, quakes(("2017-01-07 05:00", 1.0, 4.0)), FARM, stable, NO_SHIFTS)
+    assert (result.alarms, result.targets, result.false_alarms) == (1, 0, 1)
+    bad = periods.assign(end=periods["start"])
+    with pytest.raises(EvaluationInputError, match="stable"):
+        period_intervals(bad)

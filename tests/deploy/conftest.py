@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -228,3 +229,21 @@ def connect(
     if wrapper.reason_code != 0:
         client.loop_stop()
     return wrapper
+
+
+RETENTION = DEPLOY / "influxdb" / "retention.iql"
+
+
+def retention_statements(database: str) -> list[str]:
+    """The InfluxQL statements of deploy/influxdb/retention.iql, for ``database``."""
+    text = RETENTION.read_text().replace('"namazu"', f'"{database}"')
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def cq_select(database: str) -> str:
+    """The SELECT ... INTO inside the continuous query of retention.iql."""
+    for statement in retention_statements(database):
+        match = re.search(r"^CREATE CONTINUOUS QUERY .*? BEGIN (SELECT .*) END$", statement)
+        if match:
+            return match.group(1)
+    raise AssertionError("retention.iql has no CREATE CONTINUOUS QUERY ... BEGIN SELECT ... END")

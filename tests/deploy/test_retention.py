@@ -4,7 +4,6 @@ applied with the documented ``influx -import`` to a real InfluxDB, creates the
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from numpy.testing import assert_allclose
 
 from server.influx import InfluxClient, InfluxWriteError
 from server.stack import free_port, influx_ready
+from tests.deploy.conftest import cq_select
 
 pytestmark = pytest.mark.services
 
@@ -25,16 +25,6 @@ RETENTION = DEPLOY / "retention.iql"
 CONFIG = DEPLOY / "influxdb.conf"
 INFLUX_CLI = "/usr/bin/influx"
 INFLUXD = "/usr/bin/influxd"
-
-
-def _statements(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
-
-
-def _cq_select(text: str) -> str:
-    match = re.search(r"CREATE CONTINUOUS QUERY .*? BEGIN (SELECT .*) END$", text, re.M)
-    assert match, "retention.iql has no CREATE CONTINUOUS QUERY ... BEGIN SELECT ... END"
-    return match.group(1)
 
 
 @pytest.fixture
@@ -107,7 +97,7 @@ def test_cq_select_into_makes_one_minute_means_per_animal(influx, retention_appl
             for r in raw.itertuples()
         ]
     )
-    select = _cq_select(retention_applied)
+    select = cq_select(influx.database)
     window = f"WHERE time >= {t0_ms}ms AND time < {t0_ms + 240_000}ms GROUP BY"
     influx.query(select.replace("GROUP BY", window, 1))
 

@@ -1,0 +1,206 @@
+"""Activity payload v1 encoder (the gateway side of ``namazu.activity/1``).
+
+The specification is the JSON Schema ``firmware_bridge/schemas/activity-v1.schema.json``;
+the server decodes and validates with ``server/payload.py``. This module only builds
+documents: it never talks to the broker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+SCHEMA_ID = "namazu.activity/1"
+STATUS_SCHEMA_ID = "namazu.status/1"
+
+#: Samples allowed in one message in total (schema / ARCHITECTURE.md limit).
+MAX_SAMPLES_PER_MESSAGE = 10_000
+#: Animals allowed in one message (schema limit).
+MAX_ANIMALS_PER_MESSAGE = 1_000
+
+#: Columns an activity DataFrame must carry for ``batches_from_frame``.
+ACTIVITY_COLUMNS = ("animal", "species", "t_ms", "odba", "vedba")
+
+
+class PayloadEncodeError(ValueError):
+    """The data cannot be expressed as a valid v1 payload; the message names why."""
+
+
+def activity_topic(farm: str, gateway: str) -> str:
+    """MQTT topic of a gateway's activity batches."""
+    return f"namazu/v1/{farm}/{gateway}/activity"
+
+
+def status_topic(farm: str, gateway: str) -> str:
+    """MQTT topic of a gateway's retained status."""
+    return f"namazu/v1/{farm}/{gateway}/status"
+
+
+@cache
+def load_schema(name: str = "activity-v1.schema.json") -> dict[str, Any]:
+    """The JSON Schema document shipped in ``firmware_bridge/schemas`` (parsed)."""
+    text = resources.files("firmware_bridge").joinpath("schemas", name).read_text("utf-8")
+    return json.loads(text)
+
+
+def encode_activity(
+    farm: str, gateway: str, seq: int, sent_ms: int, animals: list[dict[str, Any]]
+) -> bytes:
+    """Serialise one activity batch as UTF-8 JSON (orjson).
+
+    farm, gateway : topic segments.
+    seq : gateway message sequence number (>= 0).
+    sent_ms : gateway clock when the batch is first sent, UTC epoch [ms].
+    animals : dicts with ``animal``, ``species``, ``t_ms`` (UTC epoch [ms]),
+        ``odba`` and ``vedba`` ([g], same length as ``t_ms``) and optionally
+        ``battery_v`` [V]; lists or numpy arrays.
+    Returns the payload bytes. Raises PayloadEncodeError on non-finite activity,
+    length mismatch or too many samples/animals.
+    """
+    if not animals:
+        raise PayloadEncodeError("a batch needs at least one animal")
+    if len(animals) > MAX_ANIMALS_PER_MESSAGE:
+        raise PayloadEncodeError(
+            f"{len(animals)} animals in one batch; at most {MAX_ANIMALS_PER_MESSAGE}"
+        )
+    out = []
+    total = 0
+    for entry in animals:
+        t_ms = np.asarray(entry["t_ms"], dtype=np.int64)
+        odba = np.asarray(entry["odba"], dtype=np.float64)
+        vedba = np.asarray(entry["vedba"], dtype=np.float64)
+        if not (len(t_ms) == len(odba) == len(vedba)) or len(t_ms) == 0:
+            raise PayloadEncodeError(
+                f"animal {entry.get('animal')!r}: t_ms/odba/vedba lengths "
+                f"{len(t_ms)}/{len(odba)}/{len(vedba)} must be equal and non-zero"
+            )
+        if not (np.isfinite(odba).all() and np.isfinite(vedba).all()):
+            raise PayloadEncodeError(f"animal {entry.get('animal')!r}: non-finite activity")
+        total += len(t_ms)
+        item: dict[str, Any] = {
+            "animal": str(entry["animal"]),
+            "species": str(entry["species"]),
+            "t_ms": t_ms.tolist(),
+            "odba": np.round(odba, 6).tolist(),
+            "vedba": np.round(vedba, 6).tolist(),
+        }
+        battery = entry.get("battery_v")
+        if battery is not None and np.isfinite(battery):
+            item["battery_v"] = round(float(battery), 3)
+        out.append(item)
+    if total > MAX_SAMPLES_PER_MESSAGE:
+        raise PayloadEncodeError(f"{total} samples in one batch; at most {MAX_SAMPLES_PER_MESSAGE}")
+    document = {
+        "schema": SCHEMA_ID,
+        "farm": farm,
+        "gateway": gateway,
+        "seq": int(seq),
+        "sent_ms": int(sent_ms),
+        "animals": out,
+    }
+    return orjson.dumps(document)
+
+
+def batches_from_frame(
+    df: pd.DataFrame, farm: str, gateway: str, max_samples: int = 100
+) -> Iterator[list[dict[str, Any]]]:
+    """Chunk an activity DataFrame into per-message animal lists.
+
+    df : columns animal, species, t_ms (UTC epoch [ms]), odba, vedba [g], and
+        optionally battery_v [V]; rows in any order (kept stable).
+    farm, gateway : accepted for symmetry with the payload; not used for chunking.
+    max_samples : samples per message (1..10,000).
+    Yields lists of animal dicts ready for ``encode_activity``; samples keep the
+    frame's row order, each chunk holds at most ``max_samples`` samples.
+    """
+    del farm, gateway
+    if not 1 <= max_samples <= MAX_SAMPLES_PER_MESSAGE:
+        raise PayloadEncodeError(f"max_samples={max_samples}; must be 1..10000")
+    missing = [c for c in ACTIVITY_COLUMNS if c not in df.columns]
+    if missing:
+        raise PayloadEncodeError(f"activity frame lacks columns {missing}")
+    n = len(df)
+    if n == 0:
+        return
+    animal = df["animal"].to_numpy()
+    species = df["species"].to_numpy()
+    t_ms = df["t_ms"].to_numpy(dtype=np.int64)
+    odba = df["odba"].to_numpy(dtype=np.float64)
+    vedba = df["vedba"].to_numpy(dtype=np.float64)
+    battery = df["battery_v"].to_numpy(dtype=np.float64) if "battery_v" in df else None
+    for start in range(0, n, max_samples):
+        stop = min(start + max_samples, n)
+        yield _group_chunk(animal, species, t_ms, odba, vedba, battery, start, stop)
+
+
+def _group_chunk(
+    animal: np.ndarray,
+    species: np.ndarray,
+    t_ms: np.ndarray,
+    odba: np.ndarray,
+    vedba: np.ndarray,
+    battery: np.ndarray | None,
+    start: int,
+    stop: int,
+) -> list[dict[str, Any]]:
+    groups: dict[str, list[int]] = {}
+    for i in range(start, stop):
+        groups.setdefault(animal[i], []).append(i)
+    out = []
+    for name, rows in groups.items():
+        idx = np.asarray(rows)
+        entry: dict[str, Any] = {
+            "animal": str(name),
+            "species": str(species[idx[0]]),
+            "t_ms": t_ms[idx],
+            "odba": odba[idx],
+            "vedba": vedba[idx],
+        }
+        if battery is not None:
+            last = battery[idx[-1]]
+            if np.isfinite(last):
+                entry["battery_v"] = float(last)
+        out.append(entry)
+    return out
+
+
+def encode_status(
+    farm: str,
+    gateway: str,
+    online: bool,
+    sent_ms: int,
+    clock_offset_s: float = 0.0,
+    spool_depth: int = 0,
+    last_seq: int = -1,
+) -> bytes:
+    """Serialise a retained gateway status (``namazu.status/1``, see status-v1.schema.json).
+
+    sent_ms : gateway clock at publication, UTC epoch [ms].
+    clock_offset_s : gateway clock minus reference time [s] (positive = gateway ahead).
+    spool_depth : messages waiting for broker acknowledgement [messages].
+    last_seq : highest sequence number handed out so far (-1 = none yet).
+    """
+    return orjson.dumps(
+        {
+            "schema": STATUS_SCHEMA_ID,
+            "farm": farm,
+            "gateway": gateway,
+            "online": bool(online),
+            "sent_ms": int(sent_ms),
+            "clock_offset_s": float(clock_offset_s),
+            "spool_depth": int(spool_depth),
+            "last_seq": int(last_seq),
+        }
+    )
+
+
+def sample_count(animals: Sequence[dict[str, Any]]) -> int:
+    """Total samples in an animal list [samples]."""
+    return sum(len(a["t_ms"]) for a in animals)

@@ -1,0 +1,310 @@
+"""Gateway MQTT publisher: spool first, then QoS 1 with backpressure (the only paho user here).
+
+Flow of one activity batch::
+
+    publish_activity() ─▶ Spool.append (durable, gets seq) ─▶ pump thread
+        ─▶ paho publish (QoS 1, at most ``max_inflight`` unacknowledged)
+        ─▶ PUBACK (on_publish) ─▶ Spool.ack_many ─▶ gone from disk
+
+- Backpressure: the pump hands paho a spooled message only while fewer than
+  ``max_inflight`` are unacknowledged, so paho's in-memory queue never exceeds that
+  bound (it would refuse more than 65,535 with ERR_QUEUE_SIZE) and memory stays
+  bounded however long the broker is away; everything else waits on disk.
+- Order: messages are handed over in seq order; paho sends and, after a reconnect,
+  resends its unacknowledged messages in that order (persistent session,
+  ``clean_session=False``). After a process restart the spool is read from the start.
+- Availability: a retained status on ``namazu/v1/{farm}/{gateway}/status`` is
+  published on every connection (``online: true``) and at ``stop()`` (``online:
+  false``); the Last Will carries ``online: false`` for a connection that dies.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from firmware_bridge.payload import (
+    activity_topic,
+    encode_activity,
+    encode_status,
+    status_topic,
+)
+from firmware_bridge.spool import Spool
+
+log = logging.getLogger(__name__)
+
+try:  # metrics are optional on a gateway without the server extras
+    from server.metrics import BRIDGE_MESSAGES_PUBLISHED, SPOOL_DEPTH
+except ImportError:  # pragma: no cover
+    BRIDGE_MESSAGES_PUBLISHED = SPOOL_DEPTH = None  # type: ignore[assignment]
+
+#: paho refuses more than this many unacknowledged messages per client.
+PAHO_MAX_QUEUE = 65_535
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class GatewayPublisher:
+    """Spooled, ordered QoS 1 publisher of one gateway's activity batches.
+
+    farm, gateway : topic segments.
+    spool : the gateway's disk spool (owned by the caller).
+    host, port : MQTT broker.
+    client_id : stable MQTT client id; default ``namazu-gw-{farm}-{gateway}``.
+    username, password, tls_ca : optional authentication / TLS CA file.
+    max_inflight : unacknowledged QoS 1 messages allowed at once (1..65,535).
+    keepalive_s : MQTT keepalive [s]; a dead link is noticed after ~1.5x this.
+    protocol : "3.1.1" (clean_session=False) or "5" (clean_start=False, session
+        expiry ``session_expiry_s``).
+    clock_offset_s : gateway clock minus reference time [s], or a callable returning
+        it; reported in the status.
+    reconnect_max_s : longest wait between reconnection attempts [s].
+    status_interval_s : status refresh cadence while connected [s].
+    """
+
+    def __init__(
+        self,
+        farm: str,
+        gateway: str,
+        spool: Spool,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        tls_ca: str | None = None,
+        max_inflight: int = 1000,
+        keepalive_s: int = 30,
+        protocol: str = "3.1.1",
+        session_expiry_s: int = 7 * 86400,
+        clock_offset_s: float | Callable[[], float] = 0.0,
+        reconnect_max_s: float = 30.0,
+        status_interval_s: float = 30.0,
+    ) -> None:
+        if not 1 <= max_inflight <= PAHO_MAX_QUEUE - 1:
+            raise ValueError(f"max_inflight={max_inflight}; must be 1..{PAHO_MAX_QUEUE - 1}")
+        if protocol not in {"3.1.1", "5"}:
+            raise ValueError(f"protocol={protocol!r}; must be '3.1.1' or '5'")
+        self.farm = farm
+        self.gateway = gateway
+        self.spool = spool
+        self.host = host
+        self.port = int(port)
+        self.client_id = client_id or f"namazu-gw-{farm}-{gateway}"
+        # One slot is kept for the retained status message.
+        self.max_inflight = int(max_inflight)
+        self.keepalive_s = int(keepalive_s)
+        self._clock_offset = clock_offset_s
+        self._status_interval_s = status_interval_s
+        self._topic = activity_topic(farm, gateway)
+        self._status_topic = status_topic(farm, gateway)
+        self._v5 = protocol == "5"
+        self._session_expiry_s = session_expiry_s
+
+        self._append_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        self._acked_mids: collections.deque[int] = collections.deque()
+        self._inflight: dict[int, int] = {}  # paho mid -> spool seq (pump thread only)
+        self._handed_upto = 0  # highest seq handed to paho (pump thread only)
+        self._pump: threading.Thread | None = None
+        self.stats: dict[str, int] = {
+            "spooled": 0,
+            "handed": 0,
+            "acked": 0,
+            "connects": 0,
+            "disconnects": 0,
+            "max_inflight_seen": 0,
+        }
+
+        if self._v5:
+            self._client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv5,
+            )
+        else:
+            self._client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                clean_session=False,
+                protocol=mqtt.MQTTv311,
+            )
+        self._client.max_inflight_messages_set(self.max_inflight + 1)
+        self._client.max_queued_messages_set(0)
+        self._client.reconnect_delay_set(1, max(1, int(reconnect_max_s)))
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        if tls_ca is not None:
+            self._client.tls_set(ca_certs=tls_ca, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        self._client.will_set(self._status_topic, self._status(False), qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+
+    # --- public API ----------------------------------------------------------------
+    def start(self) -> GatewayPublisher:
+        """Connect in the background and start sending; never raises if the broker is down."""
+        kwargs: dict[str, Any] = {"keepalive": self.keepalive_s}
+        if self._v5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self._session_expiry_s
+            kwargs.update(clean_start=False, properties=props)
+        self._client.connect_async(self.host, self.port, **kwargs)
+        self._client.loop_start()
+        self._pump = threading.Thread(target=self._pump_loop, name="namazu-pump", daemon=True)
+        self._pump.start()
+        return self
+
+    def publish_activity(self, animals: list[dict[str, Any]]) -> int:
+        """Spool one activity batch durably and queue it for sending; return its seq."""
+        return self.publish_batches([animals])[0]
+
+    def publish_batches(self, batches: Iterable[list[dict[str, Any]]]) -> list[int]:
+        """Spool several batches in one durable transaction (in order); return their seqs."""
+        sent_ms = _now_ms()
+        builders = [self._builder(animals, sent_ms) for animals in batches]
+        if not builders:
+            return []
+        with self._append_lock:
+            seqs = self.spool.append_built(self._topic, builders)
+        self.stats["spooled"] += len(seqs)
+        self._wake.set()
+        return seqs
+
+    def wait_drained(self, timeout_s: float) -> bool:
+        """Block until every spooled message is acknowledged; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.spool.depth() == 0:
+                return True
+            time.sleep(0.02)
+        return self.spool.depth() == 0
+
+    @property
+    def connected(self) -> bool:
+        """True while the MQTT connection is up."""
+        return self._connected.is_set()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Publish ``online: false`` (retained), disconnect cleanly and stop the threads."""
+        self._stopping.set()
+        self._wake.set()
+        if self._pump is not None:
+            self._pump.join(timeout=timeout_s)
+        self._flush_acks()
+        if self._connected.is_set():
+            info = self._client.publish(self._status_topic, self._status(False), qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=timeout_s)
+            except (RuntimeError, ValueError):
+                log.warning("offline status not confirmed before disconnect")
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._flush_acks()
+
+    # --- internals -----------------------------------------------------------------
+    def _builder(self, animals: list[dict[str, Any]], sent_ms: int) -> Callable[[int], bytes]:
+        def build(seq: int) -> bytes:
+            return encode_activity(self.farm, self.gateway, seq, sent_ms, animals)
+
+        return build
+
+    def _offset(self) -> float:
+        value = self._clock_offset
+        return float(value() if callable(value) else value)
+
+    def _status(self, online: bool) -> bytes:
+        return encode_status(
+            self.farm,
+            self.gateway,
+            online,
+            _now_ms(),
+            clock_offset_s=self._offset(),
+            spool_depth=self.spool.depth(),
+            last_seq=self.spool.last_seq() if self.spool.last_seq() > 0 else -1,
+        )
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused connection: %s", reason_code)
+            return
+        self.stats["connects"] += 1
+        self._connected.set()
+        log.info(
+            "connected to broker",
+            extra={"host": self.host, "port": self.port, "session": flags.session_present},
+        )
+        client.publish(self._status_topic, self._status(True), qos=1, retain=True)
+        self._wake.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self._connected.is_set() and not self._stopping.is_set():
+            self.stats["disconnects"] += 1
+            log.warning("broker connection lost: %s", reason_code)
+        self._connected.clear()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        # Runs in paho's thread while it holds its own locks: only record and signal.
+        self._acked_mids.append(mid)
+        self._wake.set()
+
+    def _flush_acks(self) -> None:
+        seqs = []
+        while self._acked_mids:
+            seq = self._inflight.pop(self._acked_mids.popleft(), None)
+            if seq is not None:
+                seqs.append(seq)
+        if seqs:
+            self.spool.ack_many(seqs)
+            self.stats["acked"] += len(seqs)
+            if BRIDGE_MESSAGES_PUBLISHED is not None:
+                BRIDGE_MESSAGES_PUBLISHED.inc(len(seqs))
+
+    def _pump_loop(self) -> None:
+        last_status = time.monotonic()
+        while not self._stopping.is_set():
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            try:
+                self._flush_acks()
+                if self._connected.is_set():
+                    self._hand_over()
+                    if time.monotonic() - last_status >= self._status_interval_s:
+                        self._client.publish(
+                            self._status_topic, self._status(True), qos=1, retain=True
+                        )
+                        last_status = time.monotonic()
+                if SPOOL_DEPTH is not None:
+                    SPOOL_DEPTH.set(self.spool.depth())
+            except Exception:  # keep the pump alive; the spool keeps the data
+                log.exception("publisher pump error")
+                time.sleep(0.5)
+
+    def _hand_over(self) -> None:
+        room = self.max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        for message in self.spool.pending(limit=room, after_seq=self._handed_upto):
+            info = self._client.publish(message.topic, message.payload, qos=1)
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # cannot happen with the bound above
+                log.error("paho queue full; will retry seq %d", message.seq)
+                return
+            self._inflight[info.mid] = message.seq
+            self._handed_upto = message.seq
+            self.stats["handed"] += 1
+        self.stats["max_inflight_seen"] = max(self.stats["max_inflight_seen"], len(self._inflight))

@@ -1,0 +1,228 @@
+"""Self-contained HTML report of an offline analysis (inline SVG, no external URL).
+
+Plots are drawn with matplotlib's Agg backend and embedded as SVG text:
+activity with baseline, threshold, alarm spans and target earthquakes; the Molchan
+error diagram with the random-guess diagonal and the 95 % binomial curve; lead time
+against distance for hits.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1.5em 0; } figcaption { font-size: 0.9em; color: #555; }
+svg { max-width: 100%; height: auto; }
+"""
+
+
+def _svg(figure: plt.Figure) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(figure)
+    text = buffer.getvalue()
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.DOTALL)  # RDF licence block
+    return text[text.index("<svg") :]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return html.escape(str(value))
+
+
+def activity_figure(
+    components: pd.DataFrame,
+    episodes: list,
+    reactions: np.ndarray,
+    targets: list[dict[str, Any]],
+    title: str,
+) -> str:
+    """SVG: activity, baseline, threshold, alarm spans (reactions grey), target quakes."""
+    figure, axis = plt.subplots(figsize=(12, 4.2))
+    index = components.index.tz_convert("UTC").tz_localize(None)
+    axis.plot(index, components["value"], lw=0.5, color="#1f77b4", label="activity")
+    axis.plot(index, components["baseline"], lw=0.8, color="#2ca02c", label="baseline")
+    axis.plot(index, components["threshold"], lw=0.8, color="#d62728", ls="--", label="threshold")
+    for episode, reaction in zip(episodes, reactions, strict=True):
+        axis.axvspan(
+            episode.start.tz_localize(None),
+            episode.end.tz_localize(None),
+            color="#999999" if reaction else "#ff7f0e",
+            alpha=0.5,
+            lw=0,
+        )
+    for target in targets:
+        when = pd.Timestamp(target["time"]).tz_convert("UTC").tz_localize(None)
+        axis.axvline(when, color="black" if target["hit"] else "#9467bd", lw=1.0)
+    axis.plot([], [], color="#ff7f0e", lw=6, alpha=0.5, label="alarm episode")
+    axis.plot([], [], color="#999999", lw=6, alpha=0.5, label="reaction (masked)")
+    axis.plot([], [], color="#9467bd", lw=1, label="target quake (missed)")
+    axis.plot([], [], color="black", lw=1, label="target quake (hit)")
+    axis.set_title(title)
+    axis.set_ylabel("activity")
+    axis.set_xlabel("time (UTC)")
+    axis.legend(loc="upper left", fontsize=7, ncol=4)
+    return _svg(figure)
+
+
+def molchan_figure(
+    molchan: pd.DataFrame, point: dict[str, Any], confidence: pd.DataFrame | None
+) -> str:
+    """SVG: Molchan diagram (τ, ν) with the diagonal and the 95 % binomial curve."""
+    figure, axis = plt.subplots(figsize=(5.2, 5.2))
+    axis.plot([0, 1], [1, 0], color="grey", ls=":", label="random guess")
+    if confidence is not None:
+        axis.step(
+            confidence["tau"],
+            confidence["nu"],
+            where="post",
+            color="#d62728",
+            label="95 % binomial limit",
+        )
+    valid = molchan.dropna()
+    axis.plot(
+        valid["tau"],
+        valid["nu"],
+        marker=".",
+        color="#1f77b4",
+        lw=0.8,
+        label="rule, increase 0-500 %",
+    )
+    if point.get("miss_rate") is not None:
+        axis.plot(
+            [point["alarm_fraction"]],
+            [point["miss_rate"]],
+            "o",
+            color="#ff7f0e",
+            ms=9,
+            label="configured rule",
+        )
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1.02)
+    axis.set_xlabel("alarm fraction τ")
+    axis.set_ylabel("miss rate ν")
+    axis.set_title("Molchan error diagram")
+    axis.legend(fontsize=7, loc="upper right")
+    return _svg(figure)
+
+
+def lead_figure(hits: list[dict[str, Any]]) -> str:
+    """SVG: lead time (alarm start to quake) against epicentral distance for hits."""
+    figure, axis = plt.subplots(figsize=(5.2, 4))
+    if hits:
+        sizes = [20 * (h["magnitude"] - 3) ** 2 for h in hits]
+        axis.scatter(
+            [h["distance_km"] for h in hits],
+            [h["lead_time_h"] for h in hits],
+            s=sizes,
+            color="#ff7f0e",
+            edgecolor="black",
+        )
+    else:
+        axis.text(0.5, 0.5, "no hits", ha="center", va="center", transform=axis.transAxes)
+    axis.set_xlabel("epicentral distance [km]")
+    axis.set_ylabel("lead time [h]")
+    axis.set_title("Lead time vs distance (hits)")
+    return _svg(figure)
+
+
+def _table(rows: list[tuple[str, dict[str, Any]]]) -> str:
+    keys = [
+        ("targets", "targets N"),
+        ("hits", "hits h"),
+        ("false_alarms", "false alarms"),
+        ("alarms", "alarms"),
+        ("reactions", "reactions"),
+        ("alarm_fraction", "τ"),
+        ("miss_rate", "ν"),
+        ("probability_gain", "gain"),
+        ("p_binomial", "p binomial"),
+        ("p_shift", "p shift"),
+    ]
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in keys)
+    body = "".join(
+        f"<tr><td>{html.escape(name)}</td>"
+        + "".join(f"<td>{_fmt(r[k])}</td>" for k, _ in keys)
+        + "</tr>"
+        for name, r in rows
+    )
+    return f"<table><tr><th>set</th>{head}</tr>{body}</table>"
+
+
+def render_report(
+    *,
+    summary: dict[str, Any],
+    components: pd.DataFrame,
+    episodes: list,
+    reactions: np.ndarray,
+    results: dict[str, Any],
+    molchan: pd.DataFrame,
+    confidence: pd.DataFrame | None,
+    catalog: pd.DataFrame,
+) -> str:
+    """The whole report as one HTML string (inline CSS and SVG only)."""
+    del catalog  # targets come from the evaluation; kept for future maps
+    evaluation = summary["evaluation"]
+    rows = [("all events", evaluation["all_events"]), ("declustered", evaluation["declustered"])]
+    for label, pair in summary["periods"].items():
+        rows += [
+            (f"{label}: all events", pair["all_events"]),
+            (f"{label}: declustered", pair["declustered"]),
+        ]
+    inputs = summary["inputs"]
+    title = f"activity column '{inputs['column']}' at {inputs['resolution']}"
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>Namazu analysis report</title>",
+        f"<style>{STYLE}</style></head><body>",
+        "<h1>Namazu analysis report</h1>",
+        f"<p>Activity <code>{html.escape(inputs['activity'])}</code>, catalogue "
+        f"<code>{html.escape(inputs['catalog'])}</code>, farm "
+        f"{inputs['farm']['latitude']:.4f} N {inputs['farm']['longitude']:.4f} E; "
+        f"{inputs['samples']} samples from {html.escape(inputs['first_sample'])} to "
+        f"{html.escape(inputs['last_sample'])}; {summary['monitored']['hours']:.1f} h monitored. "
+        f"Rule {html.escape(summary['rule_version'])}.</p>",
+        "<h2>Scores</h2>",
+        _table(rows),
+        "<p>τ: fraction of monitored time covered by alarms (episode start to end + lead "
+        "window); gain = (h/N)/τ; p binomial = P(H ≥ h | N, τ); p shift: share of circular "
+        "time shifts of the alarms with at least as many hits. Reactions to local shaking "
+        "are not counted as alarms.</p>",
+        "<figure>",
+        activity_figure(components, episodes, reactions, results["all_events"].target_list, title),
+        "<figcaption>Activity with baseline and threshold; orange spans are alarm episodes, "
+        "grey spans reactions; vertical lines are target earthquakes.</figcaption></figure>",
+        "<figure>",
+        molchan_figure(molchan, evaluation["all_events"], confidence),
+        lead_figure(results["all_events"].hit_list),
+        "<figcaption>Left: Molchan diagram; a rule with skill lies below the red 95 % "
+        "curve. Right: lead time against distance of hit targets.</figcaption></figure>",
+        "<h2>Parameters</h2>",
+        f"<pre>{html.escape(_pretty(summary['parameters']))}</pre>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _pretty(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2)

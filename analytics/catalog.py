@@ -170,7 +170,19 @@ def _parse_times(values: pd.Series, fmt: str, field: str, lines: Sequence[int] |
             f"{_where(fmt, lines, row)}: field {field!r}: {text.iloc[row]!r} is not an "
             "ISO 8601 time"
         )
+    outside = np.flatnonzero(((parsed < _EARLIEST) | (parsed > _LATEST)).to_numpy())
+    if outside.size:
+        row = int(outside[0])
+        raise CatalogFormatError(
+            f"{_where(fmt, lines, row)}: field {field!r}: {text.iloc[row]!r} is outside "
+            "the representable years 1678-2261"
+        )
     return parsed.dt.as_unit("ns")
+
+
+#: Range of nanosecond timestamps (pandas parses wider ranges at coarser units).
+_EARLIEST = pd.Timestamp("1678-01-01", tz="UTC")
+_LATEST = pd.Timestamp("2261-12-31", tz="UTC")
 
 
 def _parse_numbers(

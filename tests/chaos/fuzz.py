@@ -1,0 +1,391 @@
+"""Bad-input generators and the checks that every decoder survives them.
+
+Structure-aware cases start from a valid document and break one thing (a missing or
+extra key, a wrong type, a non-finite number, a length mismatch, a time far in the
+future, a forged topic, ...); random cases are raw bytes, bit flips and truncations.
+Every decoder must either return a valid value or raise its own error class with a
+reason; anything else is a crash and is collected with the input that caused it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FARM = "fuzz-farm"
+GATEWAY = "gw-f"
+TOPIC = f"namazu/v1/{FARM}/{GATEWAY}/activity"
+MAX_FUTURE_MS = 300_000
+MAX_AGE_MS = 400 * 86_400_000
+
+
+def valid_document(rng: random.Random, now_ms: int) -> dict[str, Any]:
+    """A valid v1 activity document with 1-5 animals of 1-30 samples each."""
+    animals = []
+    for a in range(rng.randint(1, 5)):
+        n = rng.randint(1, 30)
+        t0 = now_ms - rng.randint(60_000, 86_400_000)
+        animals.append(
+            {
+                "animal": f"cow-{a:03d}",
+                "species": rng.choice(["cow", "sheep", "dog"]),
+                "t_ms": [t0 + 60_000 * i for i in range(n)],
+                "odba": [round(rng.random(), 6) for _ in range(n)],
+                "vedba": [round(rng.random(), 6) for _ in range(n)],
+                "battery_v": 3.7,
+            }
+        )
+    return {
+        "schema": "namazu.activity/1",
+        "farm": FARM,
+        "gateway": GATEWAY,
+        "seq": rng.randint(0, 10**6),
+        "sent_ms": now_ms,
+        "animals": animals,
+    }
+
+
+_JUNK_VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1.5,
+    -0.0,
+    2**63,
+    -(2**63) - 1,
+    10**30,
+    "",
+    "x" * 70,
+    "cow",
+    "1700000000000",
+    [],
+    {},
+    [1, 2],
+    {"a": 1},
+    "\u0000",
+    "🐄",
+    1e308,
+]
+
+
+def _mutations(doc: dict[str, Any], rng: random.Random, now_ms: int) -> tuple[str, bytes]:
+    """Apply one structural defect; return (topic, payload)."""
+    topic = TOPIC
+    animal = rng.choice(doc["animals"])
+    kind = rng.randrange(22)
+    if kind == 0:
+        doc.pop(rng.choice(list(doc)))
+    elif kind == 1:
+        doc[rng.choice(["extra", "Seq", "animals2"])] = rng.choice(_JUNK_VALUES)
+    elif kind == 2:
+        doc[rng.choice(list(doc))] = rng.choice(_JUNK_VALUES)
+    elif kind == 3:
+        animal.pop(rng.choice(list(animal)))
+    elif kind == 4:
+        animal[rng.choice(list(animal))] = rng.choice(_JUNK_VALUES)
+    elif kind == 5:
+        key = rng.choice(["odba", "vedba", "t_ms"])
+        animal[key] = animal[key] + [animal[key][-1]]
+    elif kind == 6:
+        key = rng.choice(["odba", "vedba"])
+        animal[key][rng.randrange(len(animal[key]))] = rng.choice([-0.5, -1e-9, 1e400])
+    elif kind == 7:
+        text = json.dumps(doc).replace(
+            str(animal["odba"][0]), rng.choice(["NaN", "Infinity", "-Infinity", "1e999"]), 1
+        )
+        return topic, text.encode()
+    elif kind == 8:
+        animal["t_ms"][0] = now_ms + rng.choice([MAX_FUTURE_MS + 60_000, 10**9, 10**13])
+    elif kind == 9:
+        animal["t_ms"][0] = now_ms - MAX_AGE_MS - rng.randint(1, 10**10)
+    elif kind == 10:
+        animal["t_ms"][0] = rng.choice([-1, 1.5, "1700000000000", 2**63, True])
+    elif kind == 11:
+        animal["species"] = rng.choice(["cat", "COW", "", "horse"])
+    elif kind == 12:
+        topic = rng.choice(
+            [
+                f"namazu/v1/other-farm/{GATEWAY}/activity",
+                f"namazu/v1/{FARM}/gw-other/activity",
+                f"namazu/v1/{FARM}/{GATEWAY}/status",
+                f"namazu/v2/{FARM}/{GATEWAY}/activity",
+                "namazu/v1/activity",
+            ]
+        )
+    elif kind == 13:
+        doc["farm"] = rng.choice(["bad farm", "-x", "a" * 65, "ü", "a/b", "+", "#"])
+    elif kind == 14:
+        doc["schema"] = rng.choice(["namazu.activity/2", "namazu.activity/0", "", 1])
+    elif kind == 15:
+        n = 10_001
+        animal["t_ms"] = [now_ms - 60_000 * (i + 1) for i in range(n)]
+        animal["odba"] = [0.1] * n
+        animal["vedba"] = [0.1] * n
+    elif kind == 16:
+        doc["animals"] = [dict(animal, animal=f"a{i}") for i in range(1001)]
+    elif kind == 17:
+        depth = rng.choice([50, 1000, 100_000])
+        return topic, b"[" * depth + b"]" * depth
+    elif kind == 18:
+        text = json.dumps(doc)
+        return topic, text[: rng.randrange(len(text))].encode()
+    elif kind == 19:
+        text = json.dumps(doc)
+        return topic, rng.choice([b"\xef\xbb\xbf", b"\xff\xfe", b" \n"]) + text.encode()
+    elif kind == 20:
+        text = json.dumps(doc)
+        return topic, text.replace('"seq"', '"seq": 1, "seq"', 1).encode()
+    else:
+        doc["animals"] = rng.choice([[], None, {}, "cow", [1]])
+    return topic, json.dumps(doc, allow_nan=True).encode()
+
+
+def payload_cases(n: int, seed: int = 1, now_ms: int | None = None) -> Iterator[tuple[str, bytes]]:
+    """``n`` (topic, payload) cases: 1/5 valid, 3/5 structure-aware defects, 1/5 random."""
+    rng = random.Random(seed)
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    for i in range(n):
+        doc = valid_document(rng, now)
+        if i % 5 == 0:
+            yield TOPIC, json.dumps(doc).encode()
+        elif i % 5 == 4:
+            raw = bytearray(json.dumps(doc).encode())
+            choice = rng.randrange(3)
+            if choice == 0:
+                yield TOPIC, rng.randbytes(rng.randint(0, 2000))
+            elif choice == 1:
+                for _ in range(rng.randint(1, 8)):
+                    raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+                yield TOPIC, bytes(raw)
+            else:
+                del raw[rng.randrange(len(raw)) :]
+                yield TOPIC, bytes(raw)
+        else:
+            yield _mutations(doc, rng, now)
+
+
+@dataclass
+class FuzzReport:
+    """Outcome counts of one fuzz run over one decoder."""
+
+    target: str
+    cases: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    crashes: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items()))
+        return (
+            f"{self.target}: {self.cases:,} cases, {self.accepted:,} accepted, "
+            f"{sum(self.rejected.values()):,} rejected ({reasons}), {len(self.crashes)} crashes"
+        )
+
+
+def _run(
+    target: str,
+    cases,
+    call: Callable[[Any], Any],
+    expected: type,
+    reason: Callable[[Exception], str],
+    check: Callable[[Any, Any], None] | None = None,
+) -> FuzzReport:
+    report = FuzzReport(target)
+    for case in cases:
+        report.cases += 1
+        try:
+            value = call(case)
+        except expected as exc:
+            code = reason(exc)
+            report.rejected[code] = report.rejected.get(code, 0) + 1
+            continue
+        except Exception as exc:  # a crash: anything but the decoder's own error
+            report.crashes.append((repr(case)[:300], f"{type(exc).__name__}: {exc}"[:300]))
+            continue
+        try:
+            if check is not None:
+                check(case, value)
+        except AssertionError as exc:
+            report.crashes.append((repr(case)[:300], f"accepted invalid input: {exc}"))
+            continue
+        report.accepted += 1
+    return report
+
+
+def fuzz_payload_decoder(n: int, seed: int = 1) -> FuzzReport:
+    """Run ``n`` payload cases through ``server.payload.decode_activity``."""
+    from server.payload import REASONS, PayloadError, decode_activity
+
+    now = int(time.time() * 1000)
+
+    def check(case, batch) -> None:
+        assert batch.animals, "empty batch accepted"
+        total = 0
+        for a in batch.animals:
+            assert len(a.t_ms) == len(a.odba) == len(a.vedba) > 0, "length mismatch accepted"
+            assert np.isfinite(a.odba).all() and np.isfinite(a.vedba).all(), "non-finite"
+            assert (a.odba >= 0).all() and (a.vedba >= 0).all(), "negative activity"
+            assert a.t_ms.min() >= now - MAX_AGE_MS and a.t_ms.max() <= now + MAX_FUTURE_MS
+            assert a.species in ("cow", "sheep", "dog")
+            total += len(a.t_ms)
+        assert total <= 10_000
+
+    def reason(exc: Exception) -> str:
+        assert exc.reason in REASONS, exc.reason
+        assert exc.detail and "\n" not in exc.detail
+        return exc.reason
+
+    return _run(
+        "payload decoder",
+        payload_cases(n, seed, now),
+        lambda case: decode_activity(case[0], case[1], now, MAX_FUTURE_MS, MAX_AGE_MS),
+        PayloadError,
+        reason,
+        check,
+    )
+
+
+def frame_cases(n: int, seed: int = 2) -> Iterator[bytes]:
+    """Collar frames: valid ones, bit flips, truncations, forged headers, random bytes."""
+    from firmware_bridge.frame import CollarFrame, encode_frame
+
+    rng = random.Random(seed)
+    nprng = np.random.default_rng(seed)
+    for i in range(n):
+        count = rng.randint(1, 64)
+        frame = CollarFrame(
+            collar_id=rng.randrange(2**32),
+            species=rng.choice(["cow", "sheep", "dog"]),
+            seq=rng.randrange(2**32),
+            t0_ms=1_700_000_000_000 + rng.randrange(10**9),
+            sample_rate_hz=rng.choice([10, 20, 25, 50]),
+            scale_counts_per_g=rng.choice([256, 1024, 4096]),
+            battery_mv=rng.randint(3000, 4200),
+            samples=nprng.integers(-3000, 3000, size=(count, 3), dtype=np.int16),
+        )
+        data = bytearray(encode_frame(frame))
+        kind = i % 6
+        if kind == 1:
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        elif kind == 2:
+            del data[rng.randrange(len(data)) :]
+        elif kind == 3:
+            data[rng.randrange(2, 28)] = rng.randrange(256)
+        elif kind == 4:
+            data = bytearray(rng.randbytes(rng.randint(0, 400)))
+        elif kind == 5:
+            data += rng.randbytes(rng.randint(1, 10))
+        yield bytes(data)
+
+
+def fuzz_frame_decoder(n: int, seed: int = 2) -> FuzzReport:
+    """Run ``n`` frames through ``decode_frame``, and the same bytes as one stream
+    through ``FrameReader`` (which must resynchronise and never crash)."""
+    from firmware_bridge.frame import FRAME_ERROR_REASONS, FrameError, FrameReader, decode_frame
+
+    def reason(exc: Exception) -> str:
+        assert exc.reason in FRAME_ERROR_REASONS, exc.reason
+        return exc.reason
+
+    cases = list(frame_cases(n, seed))
+    report = _run("collar frame decoder", cases, decode_frame, FrameError, reason)
+    reader = FrameReader()
+    try:
+        for data in cases:
+            for item in reader.feed(data):
+                assert isinstance(item, object)
+    except Exception as exc:
+        report.crashes.append(("FrameReader stream", f"{type(exc).__name__}: {exc}"[:300]))
+    return report
+
+
+def _text_mutations(text: str, n: int, seed: int) -> Iterator[str]:
+    rng = random.Random(seed)
+    lines = text.splitlines()
+    for i in range(n):
+        kind = i % 7
+        mutated = list(lines)
+        if kind == 0 and len(mutated) > 1:
+            row = rng.randrange(1, len(mutated))
+            cells = mutated[row].split(rng.choice([",", "|"]))
+            cells[rng.randrange(len(cells))] = rng.choice(
+                ["", "NaN", "abc", "-999", "1e999", "2017-13-45T99:99:99", '"', "∞", "0x1F"]
+            )
+            mutated[row] = ",".join(cells) if "," in mutated[row] else "|".join(cells)
+        elif kind == 1:
+            del mutated[rng.randrange(len(mutated)) :]
+        elif kind == 2:
+            mutated.insert(rng.randrange(len(mutated) + 1), rng.randbytes(40).decode("latin-1"))
+        elif kind == 3:
+            mutated[0] = mutated[0].replace(rng.choice(["time", "Time", "lat", "mag"]), "x")
+        elif kind == 4:
+            chars = list("\n".join(mutated))
+            for _ in range(rng.randint(1, 20)):
+                chars[rng.randrange(len(chars))] = rng.choice(',|\n"x9-.: ')
+            yield "".join(chars)
+            continue
+        elif kind == 5:
+            yield rng.randbytes(rng.randint(0, 500)).decode("latin-1")
+            continue
+        else:
+            row = rng.randrange(len(mutated))
+            mutated[row] = mutated[row] + rng.choice([",extra", ",,", "|x|y"])
+        yield "\n".join(mutated)
+
+
+def fuzz_catalog_reader(texts: dict[str, str], n: int, seed: int = 3) -> FuzzReport:
+    """Mutated real catalogue files through ``analytics.catalog.parse_catalog``."""
+    from analytics.catalog import CatalogFormatError, parse_catalog
+
+    def check(_case, frame) -> None:
+        assert isinstance(frame, pd.DataFrame)
+        if len(frame):
+            assert str(frame["time"].dt.tz) == "UTC"
+
+    cases = [
+        mutated
+        for k, text in enumerate(texts.values())
+        for mutated in _text_mutations(text, n // max(len(texts), 1), seed + k)
+    ]
+    return _run(
+        "catalogue readers",
+        cases,
+        parse_catalog,
+        CatalogFormatError,
+        lambda exc: type(exc).__name__,
+        check,
+    )
+
+
+def fuzz_movebank_reader(text: str, n: int, seed: int = 4) -> FuzzReport:
+    """Mutated Movebank CSV through ``parse_movebank_events`` (read as strings)."""
+    from analytics.movebank import MovebankFormatError, parse_movebank_events
+
+    def parse(mutated: str):
+        frame = pd.read_csv(io.StringIO(mutated), dtype=str, keep_default_na=False)
+        return parse_movebank_events(frame)
+
+    def guarded(mutated: str):
+        try:
+            return parse(mutated)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise MovebankFormatError(f"csv: {exc}") from exc
+
+    return _run(
+        "movebank activity reader",
+        list(_text_mutations(text, n, seed)),
+        guarded,
+        MovebankFormatError,
+        lambda exc: type(exc).__name__,
+    )

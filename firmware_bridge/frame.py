@@ -242,13 +242,15 @@ class FrameReader:
                 del buf[:start]
             if len(buf) < HEADER_SIZE:
                 break
-            version = buf[2]
-            (n,) = struct.unpack_from("<H", buf, 24)
-            if version != VERSION:
-                out.append(FrameError("unsupported_version", f"version {version}"))
-            elif not 0 < n <= MAX_SAMPLES:
-                out.append(FrameError("too_many_samples", f"{n} samples; 1..{MAX_SAMPLES}"))
-            if version != VERSION or not 0 < n <= MAX_SAMPLES:
+            _, version, code, _, _, _, rate, scale, n, _ = HEADER.unpack_from(buf)
+            try:
+                if version != VERSION:
+                    raise FrameError("unsupported_version", f"version {version}")
+                # Sanity of the header before waiting for a body of n samples: a false
+                # magic in garbage or a cut frame must not hold back the frames behind it.
+                _check_fields(rate, scale, n, code)
+            except FrameError as exc:
+                out.append(exc)
                 self.skipped_bytes += 1
                 del buf[:1]
                 continue

@@ -178,14 +178,14 @@ def encode_status(
     sent_ms: int,
     clock_offset_s: float = 0.0,
     spool_depth: int = 0,
-    last_seq: int = -1,
+    last_seq: int = 0,
 ) -> bytes:
     """Serialise a retained gateway status (``namazu.status/1``, see status-v1.schema.json).
 
     sent_ms : gateway clock at publication, UTC epoch [ms].
     clock_offset_s : gateway clock minus reference time [s] (positive = gateway ahead).
     spool_depth : messages waiting for broker acknowledgement [messages].
-    last_seq : highest sequence number handed out so far (-1 = none yet).
+    last_seq : highest sequence number handed out so far (0 = none yet; seqs start at 1).
     """
     return orjson.dumps(
         {

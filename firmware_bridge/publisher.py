@@ -236,7 +236,7 @@ class GatewayPublisher:
             _now_ms(),
             clock_offset_s=self._offset(),
             spool_depth=self.spool.depth(),
-            last_seq=self.spool.last_seq() if self.spool.last_seq() > 0 else -1,
+            last_seq=self.spool.last_seq(),
         )
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -1,0 +1,83 @@
+"""Spool: order, acknowledgement, persistence across reopen and a SIGKILLed writer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+from firmware_bridge.spool import Spool
+
+
+def test_append_pending_ack_in_seq_order(tmp_path):
+    with Spool(tmp_path / "s.sqlite") as spool:
+        assert spool.next_seq() == 1 and spool.depth() == 0
+        seqs = [spool.append("t/a", f"m{i}".encode()) for i in range(10)]
+        assert seqs == list(range(1, 11))
+        spool.ack(3)
+        assert spool.ack_many([1, 2, 99]) == 2
+        pending = spool.pending(limit=4)
+        assert [m.seq for m in pending] == [4, 5, 6, 7]
+        assert pending[0].payload == b"m3" and pending[0].topic == "t/a"
+        assert [m.seq for m in spool.pending(limit=100, after_seq=8)] == [9, 10]
+        assert spool.depth() == 7
+
+
+def test_built_payloads_see_their_own_seq(tmp_path):
+    with Spool(tmp_path / "s.sqlite") as spool:
+        seqs = spool.append_built("t", [lambda s: b"seq=%d" % s] * 3)
+        assert [m.payload for m in spool.pending()] == [b"seq=%d" % s for s in seqs]
+
+
+def test_sequence_survives_reopen_even_when_empty(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Spool(path) as spool:
+        for i in range(5):
+            spool.append("t", b"x%d" % i)
+        spool.ack_many([1, 2, 3, 4, 5])
+    with Spool(path) as spool:
+        assert spool.depth() == 0
+        assert spool.append("t", b"next") == 6
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from firmware_bridge.spool import Spool
+    spool = Spool(sys.argv[1])
+    i = 0
+    while True:
+        seq = spool.append("namazu/v1/f/g/activity", b"payload-%d" % i)
+        if i % 3 == 0:
+            spool.ack(seq - 1) if seq > 1 else None
+        print(seq, flush=True)
+        i += 1
+    """
+)
+
+
+def test_everything_committed_survives_a_sigkilled_writer(tmp_path):
+    path = tmp_path / "s.sqlite"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.getcwd(),
+    )
+    confirmed = []
+    try:
+        while len(confirmed) < 300:
+            confirmed.append(int(proc.stdout.readline()))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    with Spool(path) as spool:
+        stored = [m.seq for m in spool.pending(limit=10_000)]
+        acked = {s - 1 for s in confirmed if (s - 1) % 3 == 0 and s > 1}
+        assert set(confirmed) - acked <= set(stored)
+        assert stored == sorted(stored)
+        assert spool.next_seq() > max(confirmed)
+        assert all(m.payload.startswith(b"payload-") for m in spool.pending(limit=10))

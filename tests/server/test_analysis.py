@@ -1,0 +1,141 @@
+"""``namazu analyze`` end to end: the 2017 study data, outputs, and one-line input errors."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from server.analysis import main
+from tests.conftest import PROJECT_ROOT, require_data
+
+ACTIVITY = "wikelski2020/activity_2017-01-17_2017-04-14.csv"
+CATALOG = "wikelski2020/catalog_2017-01-17_2017-04-16.csv"
+FARM = "43.0147,13.0509"
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("analysis")
+    argv = [
+        "--activity", str(require_data(ACTIVITY)),
+        "--catalog", str(require_data(CATALOG)),
+        "--farm", FARM,
+        "--column", "animal",
+        "--resolution", "15min",
+        "--periods", str(PROJECT_ROOT / "docs" / "periods-wikelski2020.csv"),
+        "--out", str(out),
+        "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    return out, json.loads((out / "summary.json").read_text(encoding="utf-8"))
+
+
+def test_study_summary_has_alarms_parameters_and_both_evaluations(study_run):
+    out, summary = study_run
+    assert summary["parameters"]["rule"]["increase_pct"] == 140.0
+    assert summary["parameters"]["rule"]["rule_version"] == summary["rule_version"]
+    assert summary["parameters"]["evaluation"]["n_shifts"] == 1000
+    alarms = summary["alarms"]
+    assert alarms, "the 2017 series has surges of >= 140 % lasting >= 45 min"
+    for alarm in alarms:
+        start, end = pd.Timestamp(alarm["start"]), pd.Timestamp(alarm["end"])
+        assert end >= start and alarm["peak_ratio"] >= 2.4
+        assert alarm["duration_min"] >= 45
+    for key in ("all_events", "declustered"):
+        result = summary["evaluation"][key]
+        for field in ("targets", "hits", "false_alarms", "alarm_fraction", "probability_gain",
+                      "p_binomial", "p_shift"):  # fmt: skip
+            assert field in result
+        assert result["hits"] + result["misses"] == result["targets"]
+        assert 0 <= result["alarm_fraction"] <= 1
+    assert (
+        summary["evaluation"]["declustered"]["targets"]
+        <= summary["evaluation"]["all_events"]["targets"]
+    )
+    assert set(summary["periods"]) == {"stable", "pasture"}
+    stable, pasture = (summary["periods"][k]["all_events"] for k in ("stable", "pasture"))
+    whole = summary["evaluation"]["all_events"]
+    assert stable["targets"] + pasture["targets"] == whole["targets"]
+    assert stable["alarms"] + pasture["alarms"] == whole["alarms"]
+    table = pd.read_csv(out / "alarms.csv")
+    assert len(table) == len(alarms)
+    assert list(table.columns[:3]) == ["series", "start", "end"]
+
+
+def test_study_monitoring_starts_with_a_defined_baseline(study_run):
+    _, summary = study_run
+    first = pd.Timestamp(summary["monitored"]["intervals"][0][0])
+    # data resume on 2017-01-18 after the first gap; three previous days are needed
+    assert first >= pd.Timestamp("2017-01-20", tz="UTC")
+    assert summary["inputs"]["samples"] == 8313
+
+
+def test_report_is_self_contained(study_run):
+    out, _ = study_run
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.count("<svg") == 3
+    assert "Molchan" in html and "95 % binomial" in html and "Lead time" in html
+    for marker in ('src="http', "src='http", 'href="http', "<script src", "<link "):
+        assert marker not in html
+
+
+def _run(tmp_path, capsys, **changes):
+    argv = {
+        "--activity": str(require_data(ACTIVITY)),
+        "--catalog": str(require_data(CATALOG)),
+        "--farm": FARM,
+        "--out": str(tmp_path / "out"),
+    }
+    argv.update(changes)
+    flat = [x for pair in argv.items() for x in pair] + ["--no-progress", "--n-shifts", "0"]
+    code = main(flat)
+    return code, capsys.readouterr().err
+
+
+def test_missing_column_is_one_line_error(tmp_path, capsys):
+    code, err = _run(tmp_path, capsys, **{"--column": "horse"})
+    assert code == 1
+    assert err.strip().splitlines() == [
+        "namazu analyze: error: activity file has no column 'horse'; "
+        "columns present: time, cow, dog, sheep, animal"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("time,animal\n2017-01-01T00:15:00,1\n2017-01-01T00:00:00,2\n", "not sorted"),
+        ("time,animal\n2017-01-01T00:00:00,1\n2017-01-01T00:00:00,2\n", "duplicated"),
+        ("time,animal\n2017-01-01T00:00:00,1\n2017-01-01T00:07:00,2\n", "not on the"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+    ],
+)
+def test_bad_activity_files(tmp_path, capsys, content, message):
+    path = tmp_path / "activity.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    code, err = _run(tmp_path, capsys, **{"--activity": str(path)})
+    assert code == 1
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_ambiguous_local_times_are_named(tmp_path, capsys):
+    path = tmp_path / "activity.csv"
+    path.write_text("time,animal\n2017-10-29T01:45:00,1\n2017-10-29T02:15:00,2\n")
+    code, err = _run(tmp_path, capsys, **{"--activity": str(path), "--timezone": "Europe/Rome"})
+    assert code == 1 and "ambiguous" in err and "line(s) 3" in err
+
+
+def test_unreadable_inputs(tmp_path, capsys):
+    code, err = _run(tmp_path, capsys, **{"--catalog": str(tmp_path / "nope.csv")})
+    assert code == 1 and "catalogue file not found" in err
+    code, err = _run(tmp_path, capsys, **{"--activity": str(tmp_path)})
+    assert code == 1 and "is a directory" in err
+    code, err = _run(tmp_path, capsys, **{"--farm": "north"})
+    assert code == 1 and "--farm must be LAT,LON" in err
+    code, err = _run(tmp_path, capsys, **{"--increase-pct": "-150"})
+    assert code == 1 and "increase_pct must be > -100" in err

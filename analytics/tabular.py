@@ -94,7 +94,13 @@ def parse_times(values: pd.Series, timezone: str | None, what: str) -> pd.Dateti
             index = local
         else:
             index = index.tz_localize("UTC")
-    return index.tz_convert("UTC").as_unit("ns")
+    utc = index.tz_convert("UTC")
+    outside = np.flatnonzero(
+        (utc < pd.Timestamp("1678-01-01", tz="UTC")) | (utc > pd.Timestamp("2261-12-31", tz="UTC"))
+    )
+    if outside.size:
+        raise TabularError(f"{what}: time outside the years 1678-2261 on line(s) {_lines(outside)}")
+    return utc.as_unit("ns")
 
 
 def parse_activity_csv(

@@ -130,6 +130,8 @@ class Alarm(Base):
     last_anomalous : last anomalous sample seen so far (equals ``end`` once closed) [UTC].
     opened_at : when the alarm opened, i.e. the sample at which the run reached
         min_duration [UTC]; closed_at : the first non-anomalous or missing sample [UTC].
+    close_reason : "calm" (a sample below threshold), "gap" (a missing sample: never
+        read as calm) or "no_baseline" (a sample whose baseline is undefined).
     peak_ratio : maximum of value / baseline over the episode [-].
     animals_reporting : animals of the farm with data at ``opened_at`` [count].
     """
@@ -153,6 +155,7 @@ class Alarm(Base):
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     state: Mapped[str] = mapped_column(String(8), default="open")
+    close_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
     peak_ratio: Mapped[float] = mapped_column(Float, default=0.0)
     animals_reporting: Mapped[int] = mapped_column(Integer, default=0)
     animals_total: Mapped[int] = mapped_column(Integer, default=0)
@@ -182,6 +185,7 @@ class Alarm(Base):
             "opened_at": iso(self.opened_at),
             "closed_at": iso(self.closed_at),
             "state": self.state,
+            "close_reason": self.close_reason,
             "peak_ratio": self.peak_ratio,
             "animals_reporting": self.animals_reporting,
             "animals_total": self.animals_total,

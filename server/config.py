@@ -76,6 +76,9 @@ class IngestConfig(_Section):
     )
     max_future_s: float = Field(300.0, ge=0, description="reject samples further ahead [s]")
     max_age_days: float = Field(400.0, gt=0, description="reject samples older than this [days]")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port of ingest (0 = disabled)"
+    )
 
 
 class BridgeConfig(_Section):
@@ -110,6 +113,9 @@ class SchedulerConfig(_Section):
         default_factory=list, description="FDSN names (INGV, USGS, EMSC) or fdsnws URLs"
     )
     alarm_log_path: Path = Field(Path("var/alarm-log.jsonl"), description="hash-chained log")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port of the scheduler (0 = disabled)"
+    )
 
 
 class MailConfig(_Section):

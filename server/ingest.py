@@ -82,14 +82,16 @@ def activity_lines(batch: ActivityBatch) -> list[str]:
     return lines
 
 
-def status_line(status: GatewayStatus, received_ms: int) -> str:
+def status_line(status: GatewayStatus, received_ms: int, replayed: bool = False) -> str:
     """The ``gateway_status`` point of a status report.
 
-    Its time is the gateway's ``sent_ms`` when present (so a retained report delivered
-    again overwrites itself), else the server's receive time [UTC ms]. Fields:
-    ``online``, and when reported ``clock_offset_s`` [s], ``seq``, ``spool_depth``,
-    plus ``receive_lag_s`` = server receive time - gateway send time [s], which is the
-    gateway clock's offset as seen by the server (plus transit and queueing time).
+    Its time is the server's receive time [UTC ms] for a live report, and the
+    gateway's ``sent_ms`` for a retained report replayed by the broker on subscribe
+    (``replayed``), so a replay lands on the point it repeats. Fields: ``online``,
+    and when reported ``clock_offset_s`` (the gateway's own estimate) [s], ``seq``
+    (last sequence number), ``spool_depth``, and ``receive_lag_s`` = server receive
+    time - gateway send time [s]: the gateway clock's offset as the server sees it
+    (plus transit time).
     """
     fields: dict[str, Any] = {"online": status.online}
     if status.clock_offset_s is not None:
@@ -98,12 +100,13 @@ def status_line(status: GatewayStatus, received_ms: int) -> str:
         fields["seq"] = status.last_seq
     if status.spool_depth is not None:
         fields["spool_depth"] = status.spool_depth
-    if status.sent_ms is not None:
+    if status.sent_ms is not None and not replayed:
         fields["receive_lag_s"] = (received_ms - status.sent_ms) / 1000.0
-    time_ms = status.sent_ms if status.sent_ms is not None else received_ms
-    return point_line(
-        "gateway_status", {"farm": status.farm, "gateway": status.gateway}, fields, time_ms
-    )
+    time_ms = received_ms
+    if replayed and status.sent_ms is not None:
+        time_ms = status.sent_ms
+    tags = {"farm": status.farm, "gateway": status.gateway}
+    return point_line("gateway_status", tags, fields, time_ms)
 
 
 def deadletter_payload(message: InboundMessage, reason: str, detail: str) -> bytes:
@@ -170,7 +173,7 @@ class IngestService:
             client_id=cfg.client_id,
             subscriptions=[
                 Subscription(f"$share/{cfg.shared_group}/{ACTIVITY_FILTER}", 1, 2),
-                Subscription(STATUS_FILTER, 1, 0),
+                Subscription(STATUS_FILTER, 1, 1),
             ],
             on_message=self._on_message,
             receive_maximum=receive_maximum,
@@ -300,7 +303,7 @@ class IngestService:
             _, _, kind = parse_topic(message.topic)
             if kind == "status":
                 status = decode_status(message.topic, message.payload)
-                batch.add(message, [status_line(status, message.received_ms)], 0)
+                batch.add(message, [status_line(status, message.received_ms, message.retain)], 0)
                 self._count("status_points")
                 return
             activity = decode_activity(

@@ -1,0 +1,165 @@
+"""The Flask panel and the JSON API (``namazu web``).
+
+``create_app(config)`` builds the application: ``config`` is a ``NamazuConfig`` or a
+dict of overrides on top of the defaults (tests pass ``{"influx": {...}, "state":
+{...}, "web": {...}}``). The handles to external systems are created once and kept in
+``app.extensions["namazu"]`` (a ``PanelHandles``): the InfluxDB client, the state-store
+engine and session factory, and the log-in rate limiter.
+
+Blueprints: ``auth`` (log-in/out), ``pages`` (server-rendered pages), ``api``
+(``/api/v1``, described by ``/api/v1/openapi.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, g, request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.config import ConfigError, NamazuConfig, load_config
+from server.influx import InfluxClient
+from server.state import init_db
+
+log = logging.getLogger(__name__)
+
+#: Content-Security-Policy of every response: nothing is loaded from other hosts.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self'; object-src 'none'"
+)
+
+
+@dataclass
+class PanelHandles:
+    """Handles the views share (``app.extensions["namazu"]``)."""
+
+    config: NamazuConfig
+    influx: InfluxClient
+    engine: Engine
+    sessions: sessionmaker[Session]
+    login_limiter: Any
+
+
+def _resolve_config(config: NamazuConfig | dict[str, Any] | None) -> NamazuConfig:
+    if isinstance(config, NamazuConfig):
+        return config
+    if config is None:
+        return load_config()
+    try:
+        return NamazuConfig.model_validate(config)
+    except ValueError as exc:
+        raise ConfigError(f"web app configuration: {exc}") from exc
+
+
+def create_app(config: NamazuConfig | dict[str, Any] | None = None) -> Flask:
+    """Build the panel application.
+
+    config : NamazuConfig, a dict of overrides on the defaults, or None (load the
+        configuration from ``$NAMAZU_CONFIG`` and the environment).
+    Returns the Flask app with its handles in ``app.extensions["namazu"]``.
+    """
+    from server.web import api, auth, pages
+
+    cfg = _resolve_config(config)
+    app = Flask(__name__)
+    secret = cfg.web.secret_key
+    if not secret:
+        log.warning("web.secret_key is not set: sessions will not survive a restart")
+        secret = secrets.token_urlsafe(48)
+    app.config.update(
+        SECRET_KEY=secret,
+        SESSION_COOKIE_NAME="namazu_session",
+        SESSION_COOKIE_SECURE=cfg.web.secure_cookies,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        MAX_CONTENT_LENGTH=1 << 20,
+        JSON_SORT_KEYS=False,
+    )
+    engine = init_db(cfg.state.url)
+    app.extensions["namazu"] = PanelHandles(
+        config=cfg,
+        influx=InfluxClient.from_config(cfg.influx),
+        engine=engine,
+        sessions=sessionmaker(bind=engine, expire_on_commit=False),
+        login_limiter=auth.LoginRateLimiter(cfg.web.login_attempts_per_min),
+    )
+    app.before_request(_start_timer)
+    app.before_request(auth.load_user)
+    app.after_request(_security_headers)
+    app.jinja_env.globals["csrf_token"] = auth.csrf_token
+    app.jinja_env.globals["farms"] = lambda: cfg.farms
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    pages.register_error_handlers(app)
+    return app
+
+
+def _start_timer() -> None:
+    g.started = time.perf_counter()
+
+
+def _security_headers(response: Any) -> Any:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.path.startswith("/api/") or g.get("user") is not None:
+        response.headers.setdefault("Cache-Control", "no-store")
+    try:
+        from server.metrics import WEB_REQUEST_SECONDS, WEB_REQUESTS
+
+        endpoint = request.endpoint or "unknown"
+        WEB_REQUESTS.labels(endpoint=endpoint, status=str(response.status_code)).inc()
+        if "started" in g:
+            WEB_REQUEST_SECONDS.labels(endpoint=endpoint).observe(time.perf_counter() - g.started)
+    except ImportError:  # metrics are optional in a stripped-down install
+        pass
+    return response
+
+
+def main(argv: list[str]) -> int:
+    """``namazu web [--config FILE] [--host H] [--port P]``: serve the panel (waitress-free
+    werkzeug threaded server; put a TLS reverse proxy in front in production)."""
+    parser = argparse.ArgumentParser(prog="namazu web", description="Serve the panel and API.")
+    parser.add_argument("--config", help="TOML file (default $NAMAZU_CONFIG)")
+    parser.add_argument("--host", help="listen address (default web.host)")
+    parser.add_argument("--port", type=int, help="listen port (default web.port)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"namazu web: invalid configuration: {exc}", file=sys.stderr)
+        return 1
+    try:
+        app = create_app(cfg)
+    except Exception as exc:  # noqa: BLE001 - report any start-up failure in one line
+        print(f"namazu web: cannot start: {exc}", file=sys.stderr)
+        return 1
+    from werkzeug.serving import make_server
+
+    host = args.host or cfg.web.host
+    port = cfg.web.port if args.port is None else args.port
+    server = make_server(host, port, app, threaded=True)
+    print(f"namazu web: serving on http://{host}:{server.server_port}/", file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+__all__ = ["PanelHandles", "create_app", "main"]

@@ -1,0 +1,589 @@
+"""What the pages and the API show, assembled once: input checks, InfluxDB and state-store
+reads, and the pure maths from ``analytics``.
+
+Views (HTML pages and JSON endpoints) call these functions and only format the result.
+Bad user input raises ``InputError`` (answered with 400); unknown objects raise
+``NotFound`` (404).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import or_, select
+
+from analytics.downsample import bucket_width_ms, insert_gaps, merge_bucket_extremes
+from analytics.geo import dobrovolsky_radius_km, great_circle_km
+from server import queries
+from server.config import FarmConfig
+from server.state import Alarm, session_scope
+from server.web.models import EVENT_KINDS, FarmEvent, Review
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SPECIES = ("cow", "sheep", "dog")
+MAX_RANGE_DAYS = 400
+DEFAULT_MAX_POINTS = 2000
+MAX_POINTS_LIMIT = 20000
+NEARBY_KM = 300.0
+_DAY_MS = 86_400_000
+
+
+class InputError(ValueError):
+    """A request parameter is invalid; the message names the parameter and the reason."""
+
+
+class NotFound(LookupError):
+    """The requested object does not exist."""
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def parse_time_ms(value: str | None, name: str, default: int | None = None) -> int:
+    """A request time as UTC epoch ms: ISO 8601 (zone-less = UTC) or integer epoch ms."""
+    if value is None or value == "":
+        if default is None:
+            raise InputError(f"{name}: required (ISO 8601 time or epoch milliseconds)")
+        return default
+    text = str(value).strip()
+    if re.fullmatch(r"-?\d{1,16}", text):
+        return int(text)
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InputError(f"{name}: {text[:40]!r} is not an ISO 8601 time") from exc
+    if stamp is pd.NaT:
+        raise InputError(f"{name}: {text[:40]!r} is not a time")
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    if not pd.Timestamp("1970-01-01", tz="UTC") <= stamp <= pd.Timestamp("2200-01-01", tz="UTC"):
+        raise InputError(f"{name}: {text[:40]!r} is outside 1970..2200")
+    return _stamp_ms(stamp)
+
+
+def time_range(args: Any, default_days: float = 7.0) -> tuple[int, int]:
+    """``start``/``end`` request arguments as a checked UTC ms range (end defaults to now)."""
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    end = parse_time_ms(args.get("end"), "end", default=now_ms)
+    start = parse_time_ms(args.get("start"), "start", default=end - int(default_days * _DAY_MS))
+    if end <= start:
+        raise InputError("end: must be after start")
+    if end - start > MAX_RANGE_DAYS * _DAY_MS:
+        raise InputError(f"start..end: at most {MAX_RANGE_DAYS} days")
+    return start, end
+
+
+def check_id(value: str | None, name: str) -> str:
+    """An id (farm, animal, gateway) matching the topic-segment pattern; InputError else."""
+    if not value or not ID_PATTERN.match(value):
+        raise InputError(f"{name}: {str(value)[:40]!r} is not a valid id")
+    return value
+
+
+def check_series(value: str | None) -> str:
+    """A series name: an animal id, ``species:<cow|sheep|dog>`` or ``herd``."""
+    if value == "herd":
+        return value
+    if value and value.startswith("species:"):
+        if value.split(":", 1)[1] not in SPECIES:
+            raise InputError(f"series: species must be one of {', '.join(SPECIES)}")
+        return value
+    return check_id(value, "series")
+
+
+def int_arg(args: Any, name: str, default: int, low: int, high: int) -> int:
+    """An integer request argument within [low, high]; InputError otherwise."""
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: {str(raw)[:20]!r} is not an integer") from exc
+    if not low <= value <= high:
+        raise InputError(f"{name}: must be in {low}..{high}")
+    return value
+
+
+def float_arg(args: Any, name: str, default: float | None, low: float, high: float) -> Any:
+    """A finite float request argument within [low, high]; InputError otherwise."""
+    raw = args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: {str(raw)[:20]!r} is not a number") from exc
+    if not math.isfinite(value) or not low <= value <= high:
+        raise InputError(f"{name}: must be a number in {low}..{high}")
+    return value
+
+
+def farm_config(handles: Any, farm_id: str | None) -> FarmConfig:
+    """The configured farm (first farm when None); NotFound for an unknown id."""
+    farms = handles.config.farms
+    if not farm_id:
+        if not farms:
+            raise NotFound("no farm is configured")
+        return farms[0]
+    check_id(farm_id, "farm")
+    for farm in farms:
+        if farm.id == farm_id:
+            return farm
+    raise NotFound(f"farm {farm_id!r} is not configured")
+
+
+def _stamp_ms(stamp: pd.Timestamp) -> int:
+    """UTC epoch milliseconds of a timestamp (``Timestamp.value`` is always ns)."""
+    return int(stamp.as_unit("ns").value // 1_000_000)
+
+
+def _iso_ms(ms: int | float) -> str:
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC").isoformat().replace("+00:00", "Z")
+
+
+def _json_list(values: np.ndarray) -> list[float | None]:
+    return [float(v) if math.isfinite(v) else None for v in values.tolist()]
+
+
+# ---------------------------------------------------------------- earthquakes
+
+
+def quakes_frame(handles: Any, farm: FarmConfig, start_ms: int, end_ms: int, min_mag: float):
+    """Catalogue events in a range with ``distance_km`` from the farm, ``east_km`` and
+    ``north_km`` (position relative to the farm [km]) and ``dobrovolsky_km``."""
+    frame = handles.influx.query_frame(*queries.earthquakes(start_ms, end_ms, min_mag))
+    if frame.empty or "magnitude" not in frame:
+        return pd.DataFrame(
+            columns=[
+                "time", "magnitude", "latitude", "longitude", "depth_km", "event_id",
+                "source", "distance_km", "east_km", "north_km", "dobrovolsky_km",
+            ]
+        )  # fmt: skip
+    frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
+    lat, lon = frame["latitude"].astype(float), frame["longitude"].astype(float)
+    frame["distance_km"] = great_circle_km(farm.latitude, farm.longitude, lat, lon)
+    east = great_circle_km(farm.latitude, farm.longitude, farm.latitude, lon)
+    north = great_circle_km(farm.latitude, farm.longitude, lat, farm.longitude)
+    frame["east_km"] = np.sign(((lon - farm.longitude + 540) % 360) - 180) * east
+    frame["north_km"] = np.sign(lat - farm.latitude) * north
+    frame["dobrovolsky_km"] = dobrovolsky_radius_km(frame["magnitude"].astype(float))
+    return frame
+
+
+def quake_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-ready rows of a ``quakes_frame``."""
+    out = []
+    for row in frame.itertuples(index=False):
+        out.append(
+            {
+                "time": row.time.isoformat().replace("+00:00", "Z"),
+                "time_ms": _stamp_ms(row.time),
+                "magnitude": _num(row.magnitude),
+                "latitude": _num(row.latitude),
+                "longitude": _num(row.longitude),
+                "depth_km": _num(row.depth_km),
+                "distance_km": _num(row.distance_km),
+                "east_km": _num(row.east_km),
+                "north_km": _num(row.north_km),
+                "dobrovolsky_km": _num(row.dobrovolsky_km),
+                "event_id": "" if pd.isna(row.event_id) else str(row.event_id),
+                "source": "" if pd.isna(row.source) else str(row.source),
+            }
+        )
+    return out
+
+
+def _num(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return round(number, 4) if math.isfinite(number) else None
+
+
+def catalog(handles: Any, farm: FarmConfig, args: Any) -> dict[str, Any]:
+    """Filtered catalogue around a farm: start/end, min_magnitude, max_distance_km."""
+    start, end = time_range(args, default_days=365)
+    min_mag = float_arg(args, "min_magnitude", 2.5, -2.0, 10.0)
+    max_km = float_arg(args, "max_distance_km", NEARBY_KM, 0.0, 20000.0)
+    limit = int_arg(args, "limit", 500, 1, 5000)
+    frame = quakes_frame(handles, farm, start, end, min_mag)
+    frame = frame[frame["distance_km"] <= max_km]
+    frame = frame.sort_values("time", ascending=False, kind="stable").head(limit)
+    return {
+        "farm": farm.id,
+        "start": _iso_ms(start),
+        "end": _iso_ms(end),
+        "min_magnitude": min_mag,
+        "max_distance_km": max_km,
+        "events": quake_records(frame),
+    }
+
+
+# ---------------------------------------------------------------- overview
+
+
+def overview(handles: Any) -> list[dict[str, Any]]:
+    """Per farm: gateways (online, last seen, clock offset), animals (last sample),
+    open alarms and the latest quakes within NEARBY_KM."""
+    result = []
+    latest = handles.influx.query_frame(*queries.latest_earthquakes(200))
+    for farm in handles.config.farms:
+        gateways = handles.influx.query_frame(*queries.gateway_status(farm.id))
+        animals = handles.influx.query_frame(*queries.animals_last_seen(farm.id))
+        nearby: list[dict[str, Any]] = []
+        if not latest.empty and "latitude" in latest:
+            frame = latest.copy()
+            frame["distance_km"] = great_circle_km(
+                farm.latitude, farm.longitude, frame["latitude"], frame["longitude"]
+            )
+            frame = frame[frame["distance_km"] <= NEARBY_KM].sort_values("time", ascending=False)
+            for row in frame.head(10).itertuples(index=False):
+                nearby.append(
+                    {
+                        "time": row.time.isoformat().replace("+00:00", "Z"),
+                        "magnitude": _num(row.magnitude),
+                        "distance_km": _num(row.distance_km),
+                        "event_id": str(row.event_id),
+                    }
+                )
+        result.append(
+            {
+                "farm": farm.id,
+                "name": farm.name or farm.id,
+                "latitude": farm.latitude,
+                "longitude": farm.longitude,
+                "gateways": [
+                    {
+                        "gateway": str(row.gateway),
+                        "online": bool(row.online) if not pd.isna(row.online) else None,
+                        "last_seen": row.time.isoformat().replace("+00:00", "Z"),
+                        "clock_offset_s": _num(getattr(row, "clock_offset_s", None)),
+                    }
+                    for row in gateways.itertuples(index=False)
+                    if "gateway" in gateways
+                ],
+                "animals": [
+                    {
+                        "animal": str(row.animal),
+                        "species": str(row.species),
+                        "gateway": str(row.gateway),
+                        "last_seen": row.time.isoformat().replace("+00:00", "Z"),
+                    }
+                    for row in animals.sort_values("animal").itertuples(index=False)
+                    if "animal" in animals
+                ],
+                "open_alarms": [a.to_dict() for a in alarms_query(handles, farm.id, "open", 100)],
+                "nearby_quakes": nearby,
+            }
+        )
+    return result
+
+
+# ---------------------------------------------------------------- alarms
+
+
+def alarms_query(
+    handles: Any,
+    farm: str | None = None,
+    state: str | None = None,
+    limit: int = 200,
+    series: str | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> list[Alarm]:
+    """Alarms newest first, optionally filtered by farm, state, series/animal and range."""
+    statement = select(Alarm)
+    if farm:
+        statement = statement.where(Alarm.farm == farm)
+    if state:
+        statement = statement.where(Alarm.state == state)
+    if start_ms is not None and end_ms is not None:
+        lo = pd.Timestamp(start_ms, unit="ms", tz="UTC").to_pydatetime()
+        hi = pd.Timestamp(end_ms, unit="ms", tz="UTC").to_pydatetime()
+        statement = statement.where(Alarm.start < hi, or_(Alarm.end.is_(None), Alarm.end >= lo))
+    statement = statement.order_by(Alarm.start.desc()).limit(max(1, limit))
+    with session_scope(handles.sessions) as db:
+        rows = list(db.scalars(statement))
+    if series and series != "herd" and not series.startswith("species:"):
+        rows = [r for r in rows if r.series == series or series in (r.animals_involved or [])]
+    elif series:
+        rows = [r for r in rows if r.series == series]
+    return rows
+
+
+def alarm_detail(handles: Any, alarm_id: int) -> dict[str, Any]:
+    """One alarm with its reviews, the quakes in its lead window and its reaction mask.
+
+    ``lead_quakes``: target events (M >= min_magnitude, within the Dobrovolsky radius or
+    the fixed radius) whose origin time lies in [start, end + lead_window].
+    ``reaction``: local shaking (M >= reaction_min_magnitude within reaction_radius_km) in
+    the ``reaction_window_min`` before the alarm start; when present the alarm is a
+    reaction, not a precursor.
+    """
+    with session_scope(handles.sessions) as db:
+        alarm = db.get(Alarm, alarm_id)
+        if alarm is None:
+            raise NotFound(f"alarm {alarm_id} does not exist")
+        reviews = [
+            r.to_dict()
+            for r in db.scalars(
+                select(Review).where(Review.alarm_id == alarm_id).order_by(Review.created_at)
+            )
+        ]
+        record = alarm.to_dict()
+    params = handles.config.evaluation_params()
+    farm = farm_config(handles, record["farm"])
+    start = pd.Timestamp(record["start"])
+    end = pd.Timestamp(record["end"] or record["last_anomalous"])
+    lead_end = end + pd.Timedelta(hours=params.lead_window_h)
+    react_start = start - pd.Timedelta(minutes=params.reaction_window_min)
+    frame = quakes_frame(
+        handles,
+        farm,
+        _stamp_ms(react_start),
+        _stamp_ms(lead_end) + 1,
+        min(params.min_magnitude, params.reaction_min_magnitude),
+    )
+    radius = (
+        frame["dobrovolsky_km"]
+        if params.fixed_radius_km is None
+        else pd.Series(params.fixed_radius_km, index=frame.index)
+    )
+    in_lead = (frame["time"] >= start) & (frame["time"] <= lead_end)
+    targets = frame[
+        in_lead & (frame["magnitude"] >= params.min_magnitude) & (frame["distance_km"] <= radius)
+    ]
+    shaking = frame[
+        (frame["time"] >= react_start)
+        & (frame["time"] <= start)
+        & (frame["magnitude"] >= params.reaction_min_magnitude)
+        & (frame["distance_km"] <= params.reaction_radius_km)
+    ]
+    record.update(
+        {
+            "reviews": reviews,
+            "lead_window": {"start": record["start"], "end": lead_end.isoformat()},
+            "lead_quakes": quake_records(targets),
+            "reaction": {
+                "is_reaction": not shaking.empty,
+                "window_start": react_start.isoformat(),
+                "shaking": quake_records(shaking),
+            },
+            "evaluation_params": params.as_dict(),
+        }
+    )
+    return record
+
+
+# ---------------------------------------------------------------- timeline
+
+
+def timeline(
+    handles: Any, farm: FarmConfig, series: str, start_ms: int, end_ms: int, max_points: int
+) -> dict[str, Any]:
+    """Activity with baseline and threshold, alarm spans, quakes and farm events.
+
+    Activity of an animal comes from ``activity.odba`` [g]; of a species group or the
+    herd from ``baseline.value`` (the collective series). Over long ranges the series is
+    reduced in InfluxDB to min/max per bucket (``analytics.downsample``), so peaks stay;
+    gaps are NaN points (``null`` in JSON).
+    """
+    resolution_ms = int(handles.config.scheduler.resolution_s * 1000)
+    width = bucket_width_ms(start_ms, end_ms, max_points, resolution_ms)
+    downsampled = width > resolution_ms
+    is_animal = series != "herd" and not series.startswith("species:")
+    influx = handles.influx
+    if downsampled:
+        base = influx.query_frame(
+            *queries.baseline_buckets(farm.id, series, start_ms, end_ms, width)
+        )
+        if is_animal:
+            act = influx.query_frame(
+                *queries.activity_minmax(farm.id, series, start_ms, end_ms, width)
+            )
+        else:
+            act = base
+        act_t, act_v = _extremes(act, width)
+        base_t, base_v = _bucket_means(base, "baseline", width)
+        _, thr_v = _bucket_means(base, "threshold", width)
+    else:
+        base = influx.query_frame(*queries.baseline_raw(farm.id, series, start_ms, end_ms))
+        if is_animal:
+            act = influx.query_frame(*queries.activity_raw(farm.id, series, start_ms, end_ms))
+        else:
+            act = base.rename(columns={"value": "value"})
+        act_t, act_v = _raw(act, "value", resolution_ms)
+        base_t, base_v = _raw(base, "baseline", resolution_ms)
+        _, thr_v = _raw(base, "threshold", resolution_ms)
+    quakes = quakes_frame(handles, farm, start_ms, end_ms, 2.0)
+    alarms = alarms_query(
+        handles, farm.id, None, 1000, series=series, start_ms=start_ms, end_ms=end_ms
+    )
+    return {
+        "farm": farm.id,
+        "series": series,
+        "start": _iso_ms(start_ms),
+        "end": _iso_ms(end_ms),
+        "resolution_s": resolution_ms / 1000,
+        "bucket_s": width / 1000,
+        "downsampled": downsampled,
+        "activity": {"t": act_t.tolist(), "v": _json_list(act_v)},
+        "baseline": {"t": base_t.tolist(), "v": _json_list(base_v)},
+        "threshold": {"t": base_t.tolist(), "v": _json_list(thr_v)},
+        "alarms": [
+            {
+                "id": a.id,
+                "series": a.series,
+                "kind": a.kind,
+                "state": a.state,
+                "start": _iso(a.start),
+                "end": _iso(a.end or a.last_anomalous),
+                "peak_ratio": _num(a.peak_ratio),
+            }
+            for a in alarms
+        ],
+        "quakes": quake_records(quakes),
+        "events": [e.to_dict() for e in farm_events(handles, farm.id, start_ms, end_ms)],
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _ms(frame: pd.DataFrame) -> np.ndarray:
+    if frame.empty:
+        return np.array([], dtype=np.int64)
+    return frame["time"].dt.as_unit("ms").astype("int64").to_numpy()
+
+
+def _raw(frame: pd.DataFrame, column: str, resolution_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    if frame.empty or column not in frame:
+        return np.array([], dtype=np.int64), np.array([], dtype=float)
+    frame = frame.sort_values("time", kind="stable")
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    return insert_gaps(_ms(frame), values, resolution_ms)
+
+
+def _extremes(frame: pd.DataFrame, width_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    if frame.empty or "lo" not in frame:
+        return np.array([], dtype=np.int64), np.array([], dtype=float)
+    frame = frame.sort_values("time", kind="stable")
+    lo = pd.to_numeric(frame["lo"], errors="coerce").to_numpy(dtype=float)
+    hi = pd.to_numeric(frame["hi"], errors="coerce").to_numpy(dtype=float)
+    return merge_bucket_extremes(_ms(frame), lo, hi, width_ms)
+
+
+def _bucket_means(frame: pd.DataFrame, column: str, width_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    if frame.empty or column not in frame:
+        return np.array([], dtype=np.int64), np.array([], dtype=float)
+    frame = frame.sort_values("time", kind="stable")
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    return insert_gaps(_ms(frame) + width_ms // 2, values, width_ms)
+
+
+# ---------------------------------------------------------------- farm events, reviews
+
+
+def farm_events(
+    handles: Any, farm: str | None, start_ms: int | None = None, end_ms: int | None = None
+) -> list[FarmEvent]:
+    """Farm events (optionally of one farm, overlapping a range), oldest first."""
+    statement = select(FarmEvent)
+    if farm:
+        statement = statement.where(FarmEvent.farm == farm)
+    if start_ms is not None and end_ms is not None:
+        lo = pd.Timestamp(start_ms, unit="ms", tz="UTC").to_pydatetime()
+        hi = pd.Timestamp(end_ms, unit="ms", tz="UTC").to_pydatetime()
+        statement = statement.where(
+            FarmEvent.start < hi, or_(FarmEvent.end.is_(None), FarmEvent.end >= lo)
+        )
+    with session_scope(handles.sessions) as db:
+        return list(db.scalars(statement.order_by(FarmEvent.start)))
+
+
+def new_farm_event(handles: Any, user: Any, values: Any) -> dict[str, Any]:
+    """Record a farm event from form or JSON values (farm, kind, start, end, comment)."""
+    farm = farm_config(handles, values.get("farm"))
+    kind = values.get("kind")
+    if kind not in EVENT_KINDS:
+        raise InputError(f"kind: must be one of {', '.join(EVENT_KINDS)}")
+    start = parse_time_ms(values.get("start"), "start")
+    end = values.get("end")
+    end_ms = parse_time_ms(end, "end") if end not in (None, "") else None
+    if end_ms is not None and end_ms < start:
+        raise InputError("end: must not be before start")
+    comment = str(values.get("comment") or "")
+    if len(comment) > 2000:
+        raise InputError("comment: at most 2000 characters")
+    with session_scope(handles.sessions) as db:
+        event = FarmEvent(
+            farm=farm.id,
+            kind=kind,
+            start=pd.Timestamp(start, unit="ms", tz="UTC").to_pydatetime(),
+            end=None
+            if end_ms is None
+            else pd.Timestamp(end_ms, unit="ms", tz="UTC").to_pydatetime(),
+            comment=comment,
+            user_id=user.id,
+            user_name=user.name,
+        )
+        db.add(event)
+        db.flush()
+        return event.to_dict()
+
+
+def add_review(handles: Any, user: Any, alarm_id: int, values: Any) -> dict[str, Any]:
+    """Annotate an alarm (verdict true/false/unsure, comment); the author is the
+    logged-in user, never a request field."""
+    from server.web.models import VERDICTS
+
+    verdict = values.get("verdict")
+    if verdict not in VERDICTS:
+        raise InputError(f"verdict: must be one of {', '.join(VERDICTS)}")
+    comment = str(values.get("comment") or "")
+    if len(comment) > 4000:
+        raise InputError("comment: at most 4000 characters")
+    with session_scope(handles.sessions) as db:
+        if db.get(Alarm, alarm_id) is None:
+            raise NotFound(f"alarm {alarm_id} does not exist")
+        review = Review(
+            alarm_id=alarm_id, user_id=user.id, user_name=user.name, verdict=verdict,
+            comment=comment,
+        )  # fmt: skip
+        db.add(review)
+        db.flush()
+        return review.to_dict()
+
+
+def update_review(
+    handles: Any, user: Any, review_id: int, values: Any, delete: bool = False
+) -> dict[str, Any] | None:
+    """Change or delete a review: only its author or an admin may (else PermissionError)."""
+    from server.web.models import VERDICTS
+
+    with session_scope(handles.sessions) as db:
+        review = db.get(Review, review_id)
+        if review is None:
+            raise NotFound(f"review {review_id} does not exist")
+        if review.user_id != user.id and user.role != "admin":
+            raise PermissionError("only the author or an admin may change a review")
+        if delete:
+            db.delete(review)
+            return None
+        verdict = values.get("verdict", review.verdict)
+        if verdict not in VERDICTS:
+            raise InputError(f"verdict: must be one of {', '.join(VERDICTS)}")
+        review.verdict = verdict
+        if "comment" in values:
+            review.comment = str(values.get("comment") or "")[:4000]
+        review.updated_at = datetime.now(UTC)
+        db.flush()
+        return review.to_dict()

@@ -1,0 +1,260 @@
+"""Server-rendered pages of the panel (thin: data from ``server.web.data``).
+
+Plots are drawn in the browser by plotly.js, served from the installed ``plotly``
+package at ``/static/plotly.min.js`` (no CDN: the panel works offline on a farm
+network); ``/static/panel.js`` fetches the JSON API and draws them.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from sqlalchemy import select
+
+from server.influx import InfluxError
+from server.state import session_scope
+from server.web import data
+from server.web.auth import AuthError, create_user, issue_token, role_required
+from server.web.models import EVENT_KINDS, ROLES, VERDICTS, User
+
+bp = Blueprint("pages", __name__)
+
+
+def _handles() -> Any:
+    return current_app.extensions["namazu"]
+
+
+def plotly_js_path() -> Path:
+    """Path of ``plotly.min.js`` inside the installed plotly package."""
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not path.is_file():
+        raise FileNotFoundError(f"plotly.min.js not found at {path}; reinstall plotly")
+    return path
+
+
+@bp.get("/static/plotly.min.js")
+def plotly_js() -> Any:
+    """plotly.js from the installed Python package (cached for a day)."""
+    return send_file(plotly_js_path(), mimetype="text/javascript", max_age=86400)
+
+
+@bp.get("/static/<any('panel.js', 'panel.css'):name>")
+def static_asset(name: str) -> Any:
+    """The panel's own script and style sheet (fixed names only)."""
+    resource = resources.files("server.web").joinpath("static", name)
+    mimetype = "text/javascript" if name.endswith(".js") else "text/css"
+    with resources.as_file(resource) as path:
+        return send_file(path, mimetype=mimetype, max_age=3600)
+
+
+@bp.get("/metrics")
+@role_required("viewer")
+def metrics() -> Any:
+    """Prometheus metrics of the panel process (needs a viewer token or session)."""
+    from server.metrics import metrics_response
+
+    return metrics_response()
+
+
+@bp.get("/")
+@role_required("viewer")
+def overview() -> Any:
+    """Farms, gateways, animals reporting, open alarms, latest quakes nearby."""
+    return render_template("overview.html", farms_overview=data.overview(_handles()))
+
+
+@bp.get("/timeline")
+@role_required("viewer")
+def timeline() -> Any:
+    """Interactive timeline of one animal, a species group or the herd."""
+    handles = _handles()
+    farm = data.farm_config(handles, request.args.get("farm"))
+    series = data.check_series(request.args.get("series") or "herd")
+    start, end = data.time_range(request.args)
+    animals = []
+    for item in data.overview(handles):
+        if item["farm"] == farm.id:
+            animals = item["animals"]
+    return render_template(
+        "timeline.html",
+        farm=farm,
+        series=series,
+        start=data._iso_ms(start),
+        end=data._iso_ms(end),
+        animals=animals,
+        species=data.SPECIES,
+    )
+
+
+@bp.get("/alarms")
+@role_required("viewer")
+def alarms() -> Any:
+    """All alarms, newest first."""
+    state = request.args.get("state") if request.args.get("state") in ("open", "closed") else None
+    rows = data.alarms_query(_handles(), None, state, 500)
+    return render_template("alarms.html", alarms=[a.to_dict() for a in rows], state=state)
+
+
+@bp.get("/alarms/<int:alarm_id>")
+@role_required("viewer")
+def alarm(alarm_id: int) -> Any:
+    """An alarm: its series, animals, parameters, log hash, lead-window quakes, reviews."""
+    detail = data.alarm_detail(_handles(), alarm_id)
+    return render_template("alarm.html", alarm=detail, verdicts=VERDICTS)
+
+
+@bp.post("/alarms/<int:alarm_id>/reviews")
+@role_required("reviewer")
+def review(alarm_id: int) -> Any:
+    """Annotate an alarm from the form on its page."""
+    data.add_review(_handles(), g.user, alarm_id, request.form)
+    flash("review saved")
+    return redirect(url_for("pages.alarm", alarm_id=alarm_id))
+
+
+@bp.post("/reviews/<int:review_id>/delete")
+@role_required("reviewer")
+def delete_review(review_id: int) -> Any:
+    """Delete one's own review (admins: any)."""
+    alarm_id = request.form.get("alarm_id", type=int)
+    data.update_review(_handles(), g.user, review_id, {}, delete=True)
+    flash("review deleted")
+    if alarm_id:
+        return redirect(url_for("pages.alarm", alarm_id=alarm_id))
+    return redirect(url_for("pages.alarms"))
+
+
+@bp.route("/events", methods=["GET", "POST"])
+@role_required("viewer")
+def events() -> Any:
+    """Farm events: list, and (reviewers) a form to record one."""
+    handles = _handles()
+    if request.method == "POST":
+        if g.user.role not in ("reviewer", "admin"):
+            abort(403)
+        data.new_farm_event(handles, g.user, request.form)
+        flash("event recorded")
+        return redirect(url_for("pages.events"))
+    return render_template(
+        "events.html",
+        events=[e.to_dict() for e in data.farm_events(handles, None)],
+        kinds=EVENT_KINDS,
+    )
+
+
+@bp.get("/evaluation")
+@role_required("viewer")
+def evaluation() -> Any:
+    """Molchan diagram, probability gain, p-values, lead time vs distance."""
+    from server.web.evaluation import evaluate_request
+
+    result = None
+    error = None
+    if request.args.get("run"):
+        try:
+            result = evaluate_request(_handles(), request.args)
+        except data.InputError as exc:
+            error = str(exc)
+    return render_template(
+        "evaluation.html", result=result, error=error, args=request.args, species=data.SPECIES
+    )
+
+
+@bp.get("/catalog")
+@role_required("viewer")
+def catalog() -> Any:
+    """Filterable table and a map (km east/north of the farm) of catalogue events."""
+    handles = _handles()
+    farm = data.farm_config(handles, request.args.get("farm"))
+    return render_template(
+        "catalog.html", farm=farm, catalog=data.catalog(handles, farm, request.args)
+    )
+
+
+@bp.get("/export")
+@role_required("viewer")
+def export() -> Any:
+    """Links to the CSV and Movebank exports."""
+    return render_template("export.html")
+
+
+@bp.route("/admin/users", methods=["GET", "POST"])
+@role_required("admin")
+def users() -> Any:
+    """Admins: list users, add a user, issue an API token."""
+    handles = _handles()
+    token = None
+    error = None
+    if request.method == "POST":
+        action = request.form.get("action")
+        try:
+            with session_scope(handles.sessions) as db:
+                if action == "add":
+                    create_user(
+                        db,
+                        request.form.get("name", ""),
+                        request.form.get("role", ""),
+                        request.form.get("password", ""),
+                    )
+                    flash("user added")
+                elif action == "token":
+                    user = db.scalar(select(User).where(User.name == request.form.get("name")))
+                    if user is None:
+                        raise AuthError("no such user")
+                    token = issue_token(db, user, "panel")
+                else:
+                    raise AuthError("unknown action")
+        except AuthError as exc:
+            error = str(exc)
+    with session_scope(handles.sessions) as db:
+        rows = [u.to_dict() for u in db.scalars(select(User).order_by(User.name))]
+    status = 400 if error else 200
+    return render_template("users.html", users=rows, roles=ROLES, token=token, error=error), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    """HTML error pages for the panel (the API answers JSON itself)."""
+
+    @app.errorhandler(data.InputError)
+    def _bad(exc: Exception) -> Any:
+        return render_template("error.html", status=400, message=str(exc)), 400
+
+    @app.errorhandler(data.NotFound)
+    def _missing(exc: Exception) -> Any:
+        return render_template("error.html", status=404, message=str(exc)), 404
+
+    @app.errorhandler(PermissionError)
+    def _forbidden(exc: Exception) -> Any:
+        return render_template("error.html", status=403, message=str(exc)), 403
+
+    @app.errorhandler(InfluxError)
+    def _down(exc: Exception) -> Any:
+        message = f"time-series store unavailable: {exc}"
+        return render_template("error.html", status=503, message=message), 503
+
+    for status in (400, 403, 404, 405, 413, 429, 500):
+
+        def _page(exc: Exception, status: int = status) -> Any:
+            if request.path.startswith("/api/"):
+                return {"error": getattr(exc, "description", str(exc))}, status
+            message = getattr(exc, "description", "error")
+            return render_template("error.html", status=status, message=message), status
+
+        app.register_error_handler(status, _page)

@@ -134,6 +134,7 @@ class MqttConsumer:
         self._delivered: deque[int] = deque(maxlen=MAX_RECEIVE_MAXIMUM)
         self.connects = 0
         self.disconnects = 0
+        self._stopping = False
 
         client = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
@@ -183,6 +184,7 @@ class MqttConsumer:
 
     def start(self) -> None:
         """Connect in the background (never raises when the broker is down)."""
+        self._stopping = False
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = int(self.session_expiry_s)
         props.ReceiveMaximum = int(self.receive_maximum)
@@ -201,6 +203,7 @@ class MqttConsumer:
         The broker keeps the session (subscriptions and queued messages) unless
         ``end_session`` is true, which sets its expiry to zero on the way out.
         """
+        self._stopping = True
         props = None
         if end_session:
             props = Properties(PacketTypes.DISCONNECT)
@@ -306,6 +309,9 @@ class MqttConsumer:
             self.disconnects += 1
         self._connected.clear()
         self._subscribed.clear()
+        if self._stopping:
+            log.info("MQTT disconnected", extra={"broker": f"{self.host}:{self.port}"})
+            return
         log.warning(
             "MQTT disconnected; reconnecting with backoff",
             extra={"broker": f"{self.host}:{self.port}", "reason": str(reason_code)},

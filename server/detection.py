@@ -227,7 +227,10 @@ class DetectionJob:
             result.first_ms, result.last_ms = last_ms + self.res_ms, end_ms
             result.animals = len(computed["animals"])
             result.samples = int(np.isfinite(computed["x"][: result.animals]).sum())
-            opened = self._advance(session, farm, computed, runs, open_alarms, result, last_ms, m)
+            touched: dict[str, Alarm] = {}
+            opened = self._advance(
+                session, farm, computed, runs, open_alarms, result, last_ms, m, touched
+            )
             result.compute_s = time.perf_counter() - started
             started = time.perf_counter()
             if opened:
@@ -236,7 +239,7 @@ class DetectionJob:
                     self._log(alarm, computed, digest)
                 if self.on_open is not None:
                     self.on_open(session, opened)
-            self._write_points(farm, computed, open_alarms, opened, session, result)
+            self._write_points(farm, computed, list(touched.values()))
             ckpt.time = _dt(end_ms)
             ckpt.value = {"runs": runs}
             ckpt.updated_at = datetime.now(UTC)
@@ -357,6 +360,7 @@ class DetectionJob:
         result: FarmTick,
         last_ms: int,
         m: int,
+        touched: dict[str, Alarm],
     ) -> list[Alarm]:
         """Walk the new samples of every series with work to do; open/extend/close."""
         keys: list[SeriesKey] = computed["keys"]
@@ -375,7 +379,8 @@ class DetectionJob:
             else:  # the series vanished from the window: its run ends with a gap
                 runs.pop(token, None)
                 if token in open_alarms:
-                    self._close(open_alarms.pop(token), last_ms + self.res_ms, "gap", result)
+                    touched[token] = open_alarms.pop(token)
+                    self._close(touched[token], last_ms + self.res_ms, "gap", result)
         opened: list[Alarm] = []
         n_animals = len(computed["animals"])
         for i in np.flatnonzero(busy):
@@ -392,16 +397,18 @@ class DetectionJob:
                     else:
                         run[1] = max(run[1], r)
                     if alarm is not None:
+                        touched[token] = alarm
                         alarm.last_anomalous = _dt(t)
                         alarm.peak_ratio = max(alarm.peak_ratio, r)
                         if alarm.id is not None and alarm.id not in result.extended:
                             result.extended.append(alarm.id)
                     elif t - run[0] + self.res_ms >= self.min_duration_ms:
                         alarm = self._open(session, farm, key, run, t, computed, j, n_animals)
-                        open_alarms[token] = alarm
+                        open_alarms[token] = touched[token] = alarm
                         opened.append(alarm)
                 else:
                     if alarm is not None:
+                        touched[token] = alarm
                         if not np.isfinite(xs[i, j]):
                             reason = "gap"
                         elif not np.isfinite(bs[i, j]):
@@ -496,11 +503,9 @@ class DetectionJob:
         self,
         farm: str,
         computed: dict[str, Any],
-        open_alarms: dict[str, Alarm],
-        opened: list[Alarm],
-        session: Session,
-        result: FarmTick,
+        alarms: list[Alarm],
     ) -> None:
+        """Baseline points of the new samples and points of every alarm touched."""
         lines: list[str] = []
         times = computed["times"]
         factor = 1.0 + self.params.increase_pct / 100.0
@@ -517,22 +522,19 @@ class DetectionJob:
                 if np.isfinite(rs[j]):
                     fields["ratio"] = float(rs[j])
                 lines.append(point_line("baseline", tags, fields, int(times[j])))
-        touched = {a.id for a in opened} | set(result.extended) | set(result.closed)
-        alarms = [a for a in session.identity_map.values() if isinstance(a, Alarm)]
         for alarm in alarms:
-            if alarm.id in touched:
-                lines.append(
-                    point_line(
-                        "alarm",
-                        {"farm": farm, "series": alarm.series, "kind": alarm.kind},
-                        {
-                            "state": alarm.state,
-                            "peak_ratio": float(min(alarm.peak_ratio, 1e9)),
-                            "animals_reporting": int(alarm.animals_reporting),
-                        },
-                        _ms(alarm.start),
-                    )
+            lines.append(
+                point_line(
+                    "alarm",
+                    {"farm": farm, "series": alarm.series, "kind": alarm.kind},
+                    {
+                        "state": alarm.state,
+                        "peak_ratio": float(min(alarm.peak_ratio, 1e9)),
+                        "animals_reporting": int(alarm.animals_reporting),
+                    },
+                    _ms(alarm.start),
                 )
+            )
         self.influx.write_lines(lines)
 
 

@@ -1,0 +1,116 @@
+"""Benchmark: one detection tick for 1,000 and 5,000 animals at 1-min resolution.
+
+Starts a private InfluxDB (server.stack), writes simulated activity for the slices a tick
+reads (the new minutes and the same minutes on each of the previous 7 days, with an hour
+of margin around them), then times consecutive 1-minute ticks, InfluxDB queries and
+writes included. Limits (issue 4): 2 s for 1,000 animals, 10 s for 5,000.
+
+    .venv/bin/python -m bench.bench_tick [--animals 1000 5000] [--ticks 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from firmware_bridge.simulator import Herd
+from server.alarmlog import AlarmLog
+from server.detection import DetectionJob
+from server.influx import InfluxClient, float_series_lines
+from server.stack import Stack
+from server.state import init_db
+
+LIMITS_S = {1000: 2.0, 5000: 10.0}
+NOW = datetime(2024, 5, 8, 12, 0, tzinfo=UTC)
+
+
+def _write(client: InfluxClient, herd: Herd, ticks: int) -> int:
+    points = 0
+    for k in range(8):
+        day_now = NOW - timedelta(days=k)
+        frame = herd.activity(
+            day_now - timedelta(minutes=60), day_now + timedelta(minutes=ticks + 5)
+        )
+        animal = frame["animal"].to_numpy()
+        order = np.argsort(animal, kind="stable")
+        frame = frame.iloc[order]
+        lines: list[str] = []
+        for (name, species), group in frame.groupby(["animal", "species"], sort=False):
+            tags = {"farm": herd.farm, "gateway": herd.gateway, "animal": name, "species": species}
+            columns = {"odba": group["odba"].to_numpy(), "vedba": group["vedba"].to_numpy()}
+            lines += float_series_lines("activity", tags, columns, group["t_ms"].to_numpy())
+        for i in range(0, len(lines), 100_000):
+            client.write_lines(lines[i : i + 100_000])
+        points += len(lines)
+    return points
+
+
+def run(n_animals: int, ticks: int, workdir: Path, stack: Stack) -> list[float]:
+    """Durations of ``ticks`` consecutive 1-min ticks for a herd of ``n_animals`` [s]."""
+    client = InfluxClient(stack.influx_url, f"bench_{n_animals}", timeout_s=120)
+    client.create_database()
+    counts = {"cow": n_animals * 6 // 10, "sheep": n_animals * 3 // 10}
+    counts["dog"] = n_animals - counts["cow"] - counts["sheep"]
+    herd = Herd("bench-farm", "gw-1", counts, seed=1)
+    started = time.perf_counter()
+    points = _write(client, herd, ticks)
+    print(f"  wrote {points:,} points in {time.perf_counter() - started:.1f} s")
+    engine = init_db(f"sqlite:///{workdir}/state-{n_animals}.sqlite")
+    job = DetectionJob(
+        client,
+        engine,
+        AlarmLog(workdir / f"log-{n_animals}.jsonl"),
+        ["bench-farm"],
+        settle_s=0,
+        initial_lookback_s=60,
+    )
+    durations = []
+    for i in range(ticks):
+        started = time.perf_counter()
+        [result] = job.tick(NOW + timedelta(minutes=i))
+        durations.append(time.perf_counter() - started)
+        print(
+            f"  tick {i}: {durations[-1]:.3f} s (read {result.read_s:.3f}, compute "
+            f"{result.compute_s:.3f}, write {result.write_s:.3f}), {result.animals} animals, "
+            f"{result.samples} new samples"
+        )
+    client.drop_database()
+    return durations
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit 1 when a median tick exceeds its limit."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--animals", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--ticks", type=int, default=5)
+    args = parser.parse_args(argv)
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="namazu-bench-") as tmp:
+        workdir = Path(tmp)
+        stack = Stack(workdir / "stack").start()
+        try:
+            for n in args.animals:
+                print(f"{n} animals:")
+                durations = run(n, args.ticks, workdir, stack)
+                limit = LIMITS_S.get(n, 2.0 * n / 1000)
+                median = statistics.median(durations)
+                ratio = median / limit
+                print(
+                    f"  median tick {median:.3f} s, max {max(durations):.3f} s, "
+                    f"limit {limit:.1f} s -> ratio {ratio:.2f} ({'OK' if ratio <= 1 else 'SLOW'})"
+                )
+                failed |= ratio > 1
+        finally:
+            stack.stop()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -154,17 +154,26 @@ def _json_list(values: np.ndarray) -> list[float | None]:
 # ---------------------------------------------------------------- earthquakes
 
 
+_QUAKE_FLOATS = (
+    "magnitude", "latitude", "longitude", "depth_km", "distance_km", "east_km", "north_km",
+    "dobrovolsky_km",
+)  # fmt: skip
+
+
 def quakes_frame(handles: Any, farm: FarmConfig, start_ms: int, end_ms: int, min_mag: float):
     """Catalogue events in a range with ``distance_km`` from the farm, ``east_km`` and
     ``north_km`` (position relative to the farm [km]) and ``dobrovolsky_km``."""
     frame = handles.influx.query_frame(*queries.earthquakes(start_ms, end_ms, min_mag))
     if frame.empty or "magnitude" not in frame:
+        empty = {name: pd.Series([], dtype=float) for name in _QUAKE_FLOATS}
         return pd.DataFrame(
-            columns=[
-                "time", "magnitude", "latitude", "longitude", "depth_km", "event_id",
-                "source", "distance_km", "east_km", "north_km", "dobrovolsky_km",
-            ]
-        )  # fmt: skip
+            {
+                "time": pd.Series([], dtype="datetime64[ns, UTC]"),
+                **empty,
+                "event_id": pd.Series([], dtype=object),
+                "source": pd.Series([], dtype=object),
+            }
+        )
     frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
     lat, lon = frame["latitude"].astype(float), frame["longitude"].astype(float)
     frame["distance_km"] = great_circle_km(farm.latitude, farm.longitude, lat, lon)

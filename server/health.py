@@ -69,7 +69,7 @@ class HealthJob:
                 item[1],
                 item[2],
                 item[3],
-                extra={"farm": item[0], "kind": item[1], "name": item[2], "status": item[3]},
+                extra={"farm": item[0], "kind": item[1], "subject": item[2], "status": item[3]},
             )
         return report
 

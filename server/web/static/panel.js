@@ -12,7 +12,7 @@
 
   function timelineFigure(d) {
     var traces = [
-      { x: d.activity.t, y: d.activity.v, name: "activity", type: "scattergl", mode: "lines",
+      { x: d.activity.t, y: d.activity.v, name: "activity", type: "scatter", mode: "lines",
         connectgaps: false, line: { color: "#24435c", width: 1 } },
       { x: d.baseline.t, y: d.baseline.v, name: "baseline", type: "scatter", mode: "lines",
         connectgaps: false, line: { color: "#2a9d8f", dash: "dash", width: 1.5 } },

@@ -19,11 +19,10 @@ from analytics import evaluation as ev
 from analytics import rule
 from analytics.decluster import gardner_knopoff
 from server import queries
+from server.analysis import MOLCHAN_INCREASE_PCT
 from server.web import data
 from server.web.models import EVENT_KINDS
 
-#: Rule thresholds (increase over baseline [%]) of the Molchan trajectory.
-MOLCHAN_INCREASES_PCT = (25.0, 50.0, 75.0, 100.0, 140.0, 200.0, 300.0, 500.0)
 RESOLUTIONS_MIN = (1, 5, 15, 30, 60)
 ALPHA = 0.05
 
@@ -156,9 +155,12 @@ def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
     )  # fmt: skip
     quick = replace(eval_params, n_shifts=0)
     trajectory = []
-    for pct in MOLCHAN_INCREASES_PCT:
+    # the same trajectory as ``namazu analyze`` (its thresholds plus the chosen one)
+    for pct in sorted({*MOLCHAN_INCREASE_PCT, rule_params.increase_pct}):
         eps = rule.detect(series, resolution, replace(rule_params, increase_pct=pct))
-        trajectory.append((pct, ev.evaluate(eps, catalog, farm_pos, monitored, quick)))
+        trajectory.append(
+            (pct, ev.evaluate(eps, catalog, farm_pos, monitored, quick, mainshocks=mainshocks))
+        )
     molchan = ev.molchan_points(trajectory)
     curve = (
         ev.binomial_confidence_curve(result.targets, ALPHA)

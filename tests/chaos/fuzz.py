@@ -389,3 +389,24 @@ def fuzz_movebank_reader(text: str, n: int, seed: int = 4) -> FuzzReport:
         MovebankFormatError,
         lambda exc: type(exc).__name__,
     )
+
+
+def fuzz_activity_reader(text: str, n: int, seed: int = 5) -> FuzzReport:
+    """Mutated activity CSV (the 2017 farm file) through ``parse_activity_csv``, read
+    half the time as UTC and half as Europe/Rome local time."""
+    from analytics.tabular import TabularError, parse_activity_csv
+
+    def check(_case, frame) -> None:
+        assert str(frame.index.tz) == "UTC"
+        assert frame.index.is_monotonic_increasing and frame.index.is_unique
+
+    cases = list(_text_mutations(text, n, seed))
+    zones = [None if i % 2 else "Europe/Rome" for i in range(len(cases))]
+    return _run(
+        "activity CSV reader",
+        list(zip(cases, zones, strict=True)),
+        lambda case: parse_activity_csv(case[0], timezone=case[1]),
+        TabularError,
+        lambda exc: type(exc).__name__,
+        check,
+    )

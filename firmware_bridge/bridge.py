@@ -26,6 +26,8 @@ from firmware_bridge.sources import FrameSource, SourceError, open_source
 
 log = logging.getLogger(__name__)
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
 
 class Bridge:
     """Wire a frame source to a publisher.
@@ -182,8 +184,7 @@ def main(argv: list[str]) -> int:
         source, publisher, gateway, batch_samples=args.batch_samples or bc.batch_samples
     )
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
     log.info("bridge running", extra={"source": source_url, "farm": farm, "gateway": gateway})
     try:
         bridge.run(stop)
@@ -192,6 +193,8 @@ def main(argv: list[str]) -> int:
         publisher.stop()
         source.close()
         spool.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     summary = bridge.summary() | {"drained": drained}
     print(json.dumps(summary), flush=True)
     return 0

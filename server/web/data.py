@@ -378,11 +378,11 @@ def alarm_detail(handles: Any, alarm_id: int) -> dict[str, Any]:
     record.update(
         {
             "reviews": reviews,
-            "lead_window": {"start": record["start"], "end": lead_end.isoformat()},
+            "lead_window": {"start": record["start"], "end": _iso(lead_end.to_pydatetime())},
             "lead_quakes": quake_records(targets),
             "reaction": {
                 "is_reaction": not shaking.empty,
-                "window_start": react_start.isoformat(),
+                "window_start": _iso(react_start.to_pydatetime()),
                 "shaking": quake_records(shaking),
             },
             "evaluation_params": params.as_dict(),

@@ -97,6 +97,15 @@ def test_login_timeline_alarm_span_and_screenshots(served, page):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "timeline.png"), full_page=True)
 
+    # zooming in re-queries the server: the six hours around the alarm come back raw
+    page.evaluate(
+        "() => { const el = document.getElementById('timeline-plot'); el.dataset.rendered = '0';"
+        " Plotly.relayout(el, {'xaxis.range': ['2024-03-10 08:00:00', '2024-03-10 14:00:00']}); }"
+    )
+    page.wait_for_selector("#timeline-plot[data-rendered='1']", timeout=30_000)
+    assert int(page.get_attribute("#timeline-plot", "data-points")) == 360
+    assert "bucket" not in page.text_content("#timeline-status")
+
     page.goto(f"{base}/")
     page.wait_for_selector("text=Animals reporting")
     page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)

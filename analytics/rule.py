@@ -425,6 +425,43 @@ def species_series(
     return pd.DataFrame(groups, index=wide.index)
 
 
+def quorum_flags(
+    anomalous: np.ndarray,
+    judged: np.ndarray,
+    quorum: float,
+    min_judged: float = 1.0,
+    return_components: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples at which the herd quorum holds.
+
+    anomalous : bool ndarray, shape (n_animals, n_samples). The rule's per-animal flags.
+    judged : bool ndarray, same shape. True where the animal has a value and a defined
+        baseline; only judged animals count (an anomalous flag elsewhere is ignored).
+    quorum : float. Fraction of the judged animals that must be anomalous at once [0..1].
+    min_judged : float. Fewest judged animals for the quorum to be decided at all
+        [animals]; at least one animal is always required. Where fewer are judged the
+        sample is not a quorum sample (too little data is never read as unrest).
+    return_components : also return the counts of judged and of anomalous animals per
+        sample (int ndarrays of shape (n_samples,)).
+    Returns bool ndarray (n_samples,): anomalous >= quorum * judged and
+    judged >= max(1, min_judged); or (flags, judged_count, anomalous_count).
+    """
+    flags_in = np.asarray(anomalous, dtype=bool)
+    judged_in = np.asarray(judged, dtype=bool)
+    if flags_in.shape != judged_in.shape or flags_in.ndim != 2:
+        raise ValueError(
+            f"anomalous {flags_in.shape} and judged {judged_in.shape} must be the same 2-D shape"
+        )
+    judged_count = judged_in.sum(axis=0)
+    anomalous_count = (flags_in & judged_in).sum(axis=0)
+    flags = (judged_count >= max(1.0, float(min_judged))) & (
+        anomalous_count >= quorum * judged_count
+    )
+    if return_components:
+        return flags, judged_count, anomalous_count
+    return flags
+
+
 def quorum_episodes(
     wide: pd.DataFrame,
     resolution: Any,
@@ -445,11 +482,11 @@ def quorum_episodes(
     grid, frame = _on_grid(wide.astype(np.float64), resolution)
     x = frame.to_numpy().T
     flags, base = detect_matrix(x, samples_per_day(resolution), params)
-    judged = (np.isfinite(x) & np.isfinite(base)).sum(axis=0)
-    anomalous = flags.sum(axis=0)
+    quorum, judged, anomalous = quorum_flags(
+        flags, np.isfinite(x) & np.isfinite(base), params.quorum, return_components=True
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = np.where(judged > 0, anomalous / np.maximum(judged, 1), np.nan)
-    quorum = (judged > 0) & (anomalous >= params.quorum * judged)
     ratio = _ratio(x, base)
     all_nan = np.isnan(ratio).all(axis=0)
     median_ratio = np.full(len(grid), np.nan)

@@ -13,7 +13,11 @@ state store:
 3. ``deliver_outbox``: sends due mails; a mail is claimed (``next_attempt`` pushed by a
    lease) before sending and marked ``sent_at`` once accepted, so two workers do not
    send the same mail. Server down or 4xx: retried with exponential backoff, never
-   dropped; 5xx: retried daily and logged.
+   dropped. 5xx (the server refuses this message or recipient): logged and retried
+   after ``refused_retry`` (a day) until ``max_refused_attempts`` attempts were
+   refused; the mail is then marked failed (``failed_at``, the server's answer in
+   ``last_error``), stays visible in the outbox and is not retried again. A recipient
+   address that is not a plain ``local@domain`` fails at once.
 """
 
 from __future__ import annotations
@@ -148,7 +152,9 @@ def compose_due(
                 note.outbox_id = mail.id
             created.append(mail.id)
         queued = session.scalar(
-            select(func.count()).select_from(OutboxMail).where(OutboxMail.sent_at.is_(None))
+            select(func.count())
+            .select_from(OutboxMail)
+            .where(OutboxMail.sent_at.is_(None), OutboxMail.failed_at.is_(None))
         )
         MAILS_QUEUED.set(queued or 0)
     return created
@@ -159,17 +165,32 @@ def _backoff(attempts: int) -> timedelta:
 
 
 def deliver_outbox(
-    engine: Engine, sender: SmtpSender, mail_from: str, now: datetime, limit: int = 100
+    engine: Engine,
+    sender: SmtpSender,
+    mail_from: str,
+    now: datetime,
+    limit: int = 100,
+    max_refused_attempts: int = 3,
+    refused_retry: timedelta = PERMANENT_RETRY,
 ) -> tuple[int, int]:
     """Send the due outbox mails; return (sent, failed attempts).
 
+    now : the current (or simulated) time [UTC]. limit : most mails tried per call.
+    max_refused_attempts : attempts refused with 5xx after which a mail is marked
+        failed for good [count, >= 1]. refused_retry : wait after a 5xx refusal.
     Stops at the first "server unavailable" failure (the rest wait for the next run).
     """
+    if max_refused_attempts < 1:
+        raise ValueError(f"max_refused_attempts must be >= 1, got {max_refused_attempts}")
     sent = failed = 0
     with session_scope(engine) as session:
         due = session.scalars(
             select(OutboxMail.id)
-            .where(OutboxMail.sent_at.is_(None), OutboxMail.next_attempt <= now)
+            .where(
+                OutboxMail.sent_at.is_(None),
+                OutboxMail.failed_at.is_(None),
+                OutboxMail.next_attempt <= now,
+            )
             .order_by(OutboxMail.id)
             .limit(limit)
         ).all()
@@ -180,6 +201,7 @@ def deliver_outbox(
                 .where(
                     OutboxMail.id == mail_id,
                     OutboxMail.sent_at.is_(None),
+                    OutboxMail.failed_at.is_(None),
                     OutboxMail.next_attempt <= now,
                 )
                 .values(next_attempt=now + CLAIM_LEASE)
@@ -210,11 +232,27 @@ def deliver_outbox(
                 break
             except (MailPermanentError, MailAddressError) as exc:
                 mail.attempts += 1
-                mail.next_attempt = now + PERMANENT_RETRY
+                mail.refused_attempts = (mail.refused_attempts or 0) + 1
                 mail.last_error = str(exc)[:1000]
+                final = (
+                    isinstance(exc, MailAddressError)
+                    or mail.refused_attempts >= max_refused_attempts
+                )
+                if final:
+                    mail.failed_at = now
+                else:
+                    mail.next_attempt = now + refused_retry
                 failed += 1
                 MAILS_FAILED.inc()
-                log.error("mail refused", extra={"outbox_id": mail_id, "error": str(exc)})
+                log.error(
+                    "mail failed for good" if final else "mail refused; will retry",
+                    extra={
+                        "outbox_id": mail_id,
+                        "recipient": mail.recipient,
+                        "attempts": mail.attempts,
+                        "error": str(exc),
+                    },
+                )
                 continue
             mail.attempts += 1
             mail.sent_at = now

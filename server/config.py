@@ -129,6 +129,10 @@ class MailConfig(_Section):
     password: str | None = Field(None, description="SMTP password; NAMAZU_MAIL__PASSWORD")
     sender: str = Field("namazu@localhost", description="From address")
     cooldown_min: float = Field(60.0, ge=0, description="per recipient+farm cooldown [min]")
+    max_refused_attempts: int = Field(
+        3, ge=1, description="5xx refusals after which a mail is marked failed [count]"
+    )
+    refused_retry_h: float = Field(24.0, gt=0, description="wait after a 5xx refusal [h]")
 
 
 class WebConfig(_Section):

@@ -46,10 +46,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from analytics.params import RULE_VERSION, RuleParams
-from analytics.rule import detect_matrix, herd_series, species_series
+from analytics.rule import detect_matrix, herd_series, quorum_flags, species_series
 from server.alarmlog import AlarmLog
 from server.influx import InfluxClient, point_line
-from server.state import SEVERITY_OF_KIND, Alarm, Checkpoint, session_scope
+from server.state import Alarm, Checkpoint, alarm_severity, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -303,13 +303,12 @@ class DetectionJob:
         ratio[inf] = np.inf
         # quorum: animals judged (value and baseline) and the share of them anomalous
         if n:
-            ax, ab, af = xs[:n], bs[:n], fs[:n]
-            judged = (np.isfinite(ax) & np.isfinite(ab)).sum(axis=0)
-            anomalous = af.sum(axis=0)
-            quorum = (
-                (judged > 0)
-                & (judged >= self.min_reporting_fraction * n)
-                & (anomalous >= self.params.quorum * judged)
+            quorum, judged, _ = quorum_flags(
+                fs[:n],
+                np.isfinite(xs[:n]) & np.isfinite(bs[:n]),
+                self.params.quorum,
+                min_judged=self.min_reporting_fraction * n,
+                return_components=True,
             )
             animal_ratio = ratio[:n]
             q_ratio = np.full(m, np.nan)
@@ -449,7 +448,7 @@ class DetectionJob:
         ).first()
         alarm = existing or Alarm(farm=farm, series=key.name, kind=key.kind, start=start)
         alarm.species = key.species
-        alarm.severity = SEVERITY_OF_KIND[key.kind]
+        alarm.severity = alarm_severity(key.kind, float(run[1]), self.params.increase_pct)
         alarm.last_anomalous = _dt(t)
         alarm.opened_at = _dt(t)
         alarm.end = None
@@ -523,15 +522,18 @@ class DetectionJob:
                     fields["ratio"] = float(rs[j])
                 lines.append(point_line("baseline", tags, fields, int(times[j])))
         for alarm in alarms:
+            fields: dict[str, Any] = {
+                "state": alarm.state,
+                "peak_ratio": float(min(alarm.peak_ratio, 1e9)),
+                "animals_reporting": int(alarm.animals_reporting),
+            }
+            if alarm.close_reason:
+                fields["close_reason"] = alarm.close_reason
             lines.append(
                 point_line(
                     "alarm",
                     {"farm": farm, "series": alarm.series, "kind": alarm.kind},
-                    {
-                        "state": alarm.state,
-                        "peak_ratio": float(min(alarm.peak_ratio, 1e9)),
-                        "animals_reporting": int(alarm.animals_reporting),
-                    },
+                    fields,
                     _ms(alarm.start),
                 )
             )

@@ -7,6 +7,16 @@ sample for longer than ``stale_after_s`` is ``silent``; a gateway whose last sta
 ``online = false`` is ``offline``, and so are the animals behind it. The result is kept
 in the state store's ``data_health`` table (status, last seen, since when), so silence is
 never mistaken for calm: the panel and every alarm show how many animals were reporting.
+
+The same findings go to InfluxDB as ``health`` points (tags ``farm``, ``subject``,
+``kind``) for Grafana and the panel:
+
+- ``kind`` = ``gateway`` or ``animal``: one point whenever a subject's status changes
+  (and when it is first seen), fields ``status`` ("ok", "silent", "offline"),
+  ``healthy`` (bool) and ``silent_s`` (time since its last data [s]);
+- ``kind`` = ``farm`` (``subject`` = the farm id): one point per run, fields
+  ``animals_total``, ``animals_ok``, ``animals_silent``, ``animals_offline`` and
+  ``gateways_offline`` [count].
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select
 
-from server.influx import InfluxClient
+from server.influx import InfluxClient, point_line
 from server.state import DataHealth, session_scope
 
 log = logging.getLogger(__name__)
@@ -30,6 +40,7 @@ class HealthReport:
 
     flagged: list[tuple[str, str, str, str]] = field(default_factory=list)
     recovered: list[tuple[str, str, str]] = field(default_factory=list)
+    points: int = 0
 
 
 def _ms(value: datetime) -> int:
@@ -114,19 +125,24 @@ class HealthJob:
                 tags.get("species"),
                 gateway,
             )
+        lines: list[str] = []
         with session_scope(self.engine) as session:
             rows = {
                 (r.kind, r.name): r
                 for r in session.scalars(select(DataHealth).where(DataHealth.farm == farm))
             }
             for key, row in rows.items():  # known but no longer seen within the lookback
-                if key not in observed and row.status == "ok":
-                    observed[key] = (row.last_seen, "silent", row.species, row.gateway)
+                if key not in observed:
+                    status = "silent" if row.status == "ok" else row.status
+                    observed[key] = (row.last_seen, status, row.species, row.gateway)
             for (kind, name), (seen, status, species, gateway) in observed.items():
                 row = rows.get((kind, name))
                 if row is None:
                     row = DataHealth(farm=farm, kind=kind, name=name, status="ok", since=now)
                     session.add(row)
+                    changed = True
+                else:
+                    changed = status != row.status
                 if status != row.status:
                     if status == "ok":
                         report.recovered.append((farm, kind, name))
@@ -134,7 +150,35 @@ class HealthJob:
                         report.flagged.append((farm, kind, name, status))
                     row.status = status
                     row.since = now
+                if changed:
+                    fields: dict[str, object] = {"status": status, "healthy": status == "ok"}
+                    if seen is not None:
+                        fields["silent_s"] = max(0.0, (now - seen).total_seconds())
+                    lines.append(
+                        point_line(
+                            "health", {"farm": farm, "subject": name, "kind": kind}, fields, hi
+                        )
+                    )
                 row.last_seen = seen
                 row.species = species or row.species
                 row.gateway = gateway or row.gateway
                 row.updated_at = now
+            statuses = [
+                status for (kind, _), (_, status, _, _) in observed.items() if kind == "animal"
+            ]
+            lines.append(
+                point_line(
+                    "health",
+                    {"farm": farm, "subject": farm, "kind": "farm"},
+                    {
+                        "animals_total": len(statuses),
+                        "animals_ok": statuses.count("ok"),
+                        "animals_silent": statuses.count("silent"),
+                        "animals_offline": statuses.count("offline"),
+                        "gateways_offline": len(offline),
+                    },
+                    hi,
+                )
+            )
+            self.influx.write_lines(lines)
+            report.points += len(lines)

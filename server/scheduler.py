@@ -129,7 +129,15 @@ def mail_cycle(services: Services, now: datetime) -> tuple[int, int]:
     compose_due(services.engine, now, services.cooldown, services.farm_names)
     if services.sender is None:
         return 0, 0
-    return deliver_outbox(services.engine, services.sender, services.config.mail.sender, now)
+    mail = services.config.mail
+    return deliver_outbox(
+        services.engine,
+        services.sender,
+        mail.sender,
+        now,
+        max_refused_attempts=mail.max_refused_attempts,
+        refused_retry=timedelta(hours=mail.refused_retry_h),
+    )
 
 
 def run_once(services: Services, now: datetime, catalog: bool = False) -> dict[str, Any]:

@@ -38,7 +38,9 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -47,6 +49,7 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "ALARM_KINDS",
     "SEVERITIES",
+    "STRONG_SURGE_FACTOR",
     "Alarm",
     "AlertNotification",
     "Base",
@@ -55,6 +58,7 @@ __all__ = [
     "OutboxMail",
     "QuakeRevision",
     "StateError",
+    "alarm_severity",
     "Subscription",
     "get_session",
     "init_db",
@@ -78,6 +82,30 @@ SEVERITY_OF_KIND = {
     "herd": "critical",
     "quorum": "critical",
 }
+
+#: An animal alarm whose peak ratio at opening reaches this multiple of the rule's
+#: threshold ratio (1 + increase_pct/100) is raised from ``info`` to ``warning``.
+STRONG_SURGE_FACTOR = 2.0
+
+
+def alarm_severity(kind: str, peak_ratio: float, increase_pct: float) -> str:
+    """Severity of an alarm when it opens (what subscriptions filter on).
+
+    kind : "animal", "species", "herd" or "quorum".
+    peak_ratio : largest value / baseline of the run so far [-].
+    increase_pct : the rule's threshold increase [%] (140 -> threshold ratio 2.4).
+    Returns "critical" for herd and quorum alarms (the whole herd is restless),
+    "warning" for a species group, or for one animal whose peak ratio is at least
+    ``STRONG_SURGE_FACTOR`` times the threshold ratio (4.8 by default), and "info" for
+    any other single-animal alarm. Raises ValueError for an unknown kind.
+    """
+    if kind not in SEVERITY_OF_KIND:
+        raise ValueError(f"unknown alarm kind {kind!r}; valid: {', '.join(ALARM_KINDS)}")
+    severity = SEVERITY_OF_KIND[kind]
+    strong = STRONG_SURGE_FACTOR * (1.0 + increase_pct / 100.0)
+    if severity == "info" and peak_ratio >= strong:
+        return "warning"
+    return severity
 
 
 class StateError(Exception):
@@ -216,8 +244,12 @@ class Subscription(Base):
 class OutboxMail(Base):
     """A message waiting for (or done with) SMTP delivery; never deleted on failure.
 
-    attempts : delivery attempts so far [count]; next_attempt : earliest retry [UTC];
-    sent_at : set exactly once, when the server accepted the message [UTC].
+    attempts : delivery attempts so far [count]; refused_attempts : those the server
+    refused with a 5xx answer [count]; next_attempt : earliest retry [UTC];
+    sent_at : set exactly once, when the server accepted the message [UTC];
+    failed_at : set when the server refused the message for good (5xx after the
+    configured number of attempts, or an unusable address) [UTC]; ``last_error`` then
+    holds the server's answer and the mail is no longer retried.
     """
 
     __tablename__ = "outbox"
@@ -236,6 +268,39 @@ class OutboxMail(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     alarm_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    refused_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True, default=0)
+
+    @property
+    def status(self) -> str:
+        """``sent``, ``failed`` (refused for good; ``last_error`` says why) or ``queued``."""
+        if self.sent_at is not None:
+            return "sent"
+        if self.failed_at is not None:
+            return "failed"
+        return "queued"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The mail's delivery record (no body), times as ISO 8601 UTC strings."""
+
+        def iso(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+        return {
+            "id": self.id,
+            "recipient": self.recipient,
+            "farm": self.farm,
+            "subject": self.subject,
+            "status": self.status,
+            "created": iso(self.created),
+            "attempts": self.attempts,
+            "refused_attempts": self.refused_attempts or 0,
+            "next_attempt": iso(self.next_attempt),
+            "sent_at": iso(self.sent_at),
+            "failed_at": iso(self.failed_at),
+            "last_error": self.last_error,
+            "alarm_ids": list(self.alarm_ids or []),
+        }
 
 
 class AlertNotification(Base):
@@ -369,7 +434,26 @@ def init_db(url: str | Engine) -> Engine:
         if exc.name not in {"server.web.models", "server.web"}:
             raise
     Base.metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add nullable columns that newer versions put on existing tables (create_all only
+    creates missing tables); a store made by an older version thus keeps working."""
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            with engine.begin() as connection:
+                connection.execute(
+                    sql_text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+                )
 
 
 _FACTORIES: dict[int, sessionmaker[Session]] = {}

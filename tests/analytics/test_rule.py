@@ -20,6 +20,7 @@ from analytics.rule import (
     episodes_from_flags,
     herd_series,
     quorum_episodes,
+    quorum_flags,
     reporting_counts,
     samples_per_day,
     species_series,
@@ -316,3 +317,26 @@ def test_quorum_needs_half_of_judged_animals_for_45_min():
     wide.iloc[start + 40 : start + 46, 2:] = np.nan
     later = quorum_episodes(wide, "15min")
     assert [e.start for e in later] == [wide.index[start], wide.index[start + 40]]
+
+
+def test_quorum_flags_counts_only_judged_animals_and_needs_enough_of_them():
+    # 4 animals x 5 samples; judged = value and baseline defined
+    anomalous = np.array(
+        [[1, 1, 0, 1, 1], [1, 0, 0, 1, 0], [0, 0, 0, 1, 0], [0, 0, 1, 1, 0]], dtype=bool
+    )
+    judged = np.array(
+        [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=bool
+    )
+    flags, n_judged, n_anomalous = quorum_flags(anomalous, judged, 0.5, return_components=True)
+    assert n_judged.tolist() == [4, 4, 3, 2, 1]
+    # animal 3 at sample 3 and animal 4 at samples 2-3 are anomalous but not judged
+    assert n_anomalous.tolist() == [2, 1, 0, 2, 1]
+    assert flags.tolist() == [True, False, False, True, True]
+    # too few judged animals: never a quorum, however many of them are anomalous
+    assert quorum_flags(anomalous, judged, 0.5, min_judged=2).tolist() == [
+        True, False, False, True, False,
+    ]  # fmt: skip
+    # nobody judged is not a quorum even with min_judged = 0
+    assert not quorum_flags(anomalous, np.zeros_like(judged), 0.5, min_judged=0).any()
+    with pytest.raises(ValueError, match="same 2-D shape"):
+        quorum_flags(anomalous, judged[:, :3], 0.5)

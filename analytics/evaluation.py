@@ -88,6 +88,19 @@ class Intervals:
                 j += 1
         return Intervals(np.asarray(starts, np.int64), np.asarray(ends, np.int64))
 
+    def complement(self, start_ns: int, end_ns: int) -> Intervals:
+        """The time in [start_ns, end_ns) [ns] that none of the intervals covers."""
+        starts, ends, cursor = [], [], int(start_ns)
+        for s, e in zip(self.start, self.end, strict=True):
+            if s > cursor:
+                starts.append(cursor)
+                ends.append(min(int(s), int(end_ns)))
+            cursor = max(cursor, int(e))
+        if cursor < end_ns:
+            starts.append(cursor)
+            ends.append(int(end_ns))
+        return merge_intervals(np.asarray(starts, np.int64), np.asarray(ends, np.int64))
+
     def as_frame(self) -> pd.DataFrame:
         """DataFrame with UTC ``start`` and ``end`` columns."""
         return pd.DataFrame(

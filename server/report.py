@@ -3,7 +3,9 @@
 Plots are drawn with matplotlib's Agg backend and embedded as SVG text:
 activity with baseline, threshold, alarm spans and target earthquakes; the Molchan
 error diagram with the random-guess diagonal and the 95 % binomial curve; lead time
-against distance for hits.
+against distance for hits. The page also states in plain words whether the scores are
+distinguishable from chance, and ends with the provenance of the run (input checksums,
+software versions, the command to rerun it).
 """
 
 from __future__ import annotations
@@ -206,6 +208,7 @@ def render_report(
         "window); gain = (h/N)/τ; p binomial = P(H ≥ h | N, τ); p shift: share of circular "
         "time shifts of the alarms with at least as many hits. Reactions to local shaking "
         "are not counted as alarms.</p>",
+        _statements(summary.get("statement")),
         "<figure>",
         activity_figure(components, episodes, reactions, results["all_events"].target_list, title),
         "<figcaption>Activity with baseline and threshold; orange spans are alarm episodes, "
@@ -217,6 +220,7 @@ def render_report(
         "curve. Right: lead time against distance of hit targets.</figcaption></figure>",
         "<h2>Parameters</h2>",
         f"<pre>{html.escape(_pretty(summary['parameters']))}</pre>",
+        _provenance(summary.get("provenance")),
         "</body></html>",
     ]
     return "\n".join(parts)
@@ -226,3 +230,42 @@ def _pretty(value: Any) -> str:
     import json
 
     return json.dumps(value, indent=2)
+
+
+def _statements(statements: dict[str, str] | None) -> str:
+    """HTML: the plain chance statements (all events, declustered)."""
+    if not statements:
+        return ""
+    labels = {"all_events": "All events", "declustered": "Declustered"}
+    items = "".join(
+        f"<li><strong>{html.escape(labels.get(k, k))}:</strong> {html.escape(text)}</li>"
+        for k, text in statements.items()
+    )
+    return f"<ul class='statement'>{items}</ul>"
+
+
+def _provenance(provenance: dict[str, Any] | None) -> str:
+    """HTML: input files with size and SHA-256, software versions, command, run time."""
+    if not provenance:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td><code>{html.escape(item['path'])}</code></td>"
+        f"<td>{item['bytes']}</td><td><code>{html.escape(item['sha256'])}</code></td></tr>"
+        for name, item in provenance["inputs"].items()
+    )
+    software = ", ".join(
+        f"{html.escape(name)} {html.escape(version)}"
+        for name, version in provenance["software"].items()
+    )
+    return "\n".join(
+        [
+            "<h2 id='provenance'>Provenance</h2>",
+            "<table><tr><th>input</th><th>path</th><th>bytes</th><th>SHA-256</th></tr>"
+            f"{rows}</table>",
+            f"<p>Software: {software}. Run at {html.escape(provenance['run_utc'])} (UTC).</p>",
+            "<p>To rerun with every parameter explicit:</p>",
+            f"<pre>{html.escape(provenance['rerun_command'])}</pre>",
+            "<p>To check that the inputs are unchanged and the figures reproduce: "
+            "<code>namazu analyze --verify summary.json</code>.</p>",
+        ]
+    )

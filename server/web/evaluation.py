@@ -2,13 +2,14 @@
 period, farm, species, rule parameters and catalogue filters, from the live stores.
 
 Wiring only: activity and the catalogue come from InfluxDB, farm events from the state
-store; baseline, episodes, monitored time, association, scores, declustering, the
-Molchan trajectory and its 95 % curve are ``analytics.rule`` / ``analytics.evaluation``.
+store; detection, monitored time, association, scores with and without declustering,
+the split inside/outside farm events, the Molchan trajectory, its 95 % curve and the
+chance statement are ``analytics.assessment.assess`` (the same pipeline as ``namazu
+analyze``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Any
 
@@ -17,14 +18,14 @@ import pandas as pd
 
 from analytics import evaluation as ev
 from analytics import rule
-from analytics.decluster import gardner_knopoff
+from analytics.assessment import ALPHA, assess, chance_statement
 from server import queries
-from server.analysis import MOLCHAN_INCREASE_PCT
 from server.web import data
 from server.web.models import EVENT_KINDS
 
+__all__ = ["ALPHA", "RESOLUTIONS_MIN", "chance_statement", "evaluate_request"]
+
 RESOLUTIONS_MIN = (1, 5, 15, 30, 60)
-ALPHA = 0.05
 
 
 def _series(handles: Any, farm: str, species: str | None, start: int, end: int, res_ms: int):
@@ -36,38 +37,6 @@ def _series(handles: Any, farm: str, species: str | None, start: int, end: int, 
     wide = frame.pivot_table(index="time", columns="animal", values="odba", aggfunc="mean")
     wide.index = pd.DatetimeIndex(wide.index).as_unit("ns")
     return rule.herd_series(wide).astype(float)
-
-
-def _complement(intervals: ev.Intervals, start_ns: int, end_ns: int) -> ev.Intervals:
-    starts, ends, cursor = [], [], start_ns
-    for s, e in zip(intervals.start, intervals.end, strict=True):
-        if s > cursor:
-            starts.append(cursor)
-            ends.append(min(int(s), end_ns))
-        cursor = max(cursor, int(e))
-    if cursor < end_ns:
-        starts.append(cursor)
-        ends.append(end_ns)
-    return ev.merge_intervals(np.asarray(starts, np.int64), np.asarray(ends, np.int64))
-
-
-def chance_statement(result: dict[str, Any]) -> str:
-    """A plain sentence on whether a result is distinguishable from chance (α = 5 %)."""
-    n, h = result["targets"], result["hits"]
-    p_bin, p_shift = result.get("p_binomial"), result.get("p_shift")
-    if not n:
-        return "No target earthquake fell in monitored time: the alarms cannot be judged."
-    ps = [p for p in (p_bin, p_shift) if p is not None and math.isfinite(p)]
-    if not ps or max(ps) > ALPHA:
-        return (
-            f"{h} of {n} target earthquakes were preceded by an alarm; this is "
-            "indistinguishable from chance (p > 0.05): no forecasting skill is shown."
-        )
-    return (
-        f"{h} of {n} target earthquakes were preceded by an alarm; both p-values are "
-        "below 0.05, so the hit rate is unlikely under random alarms (this is not proof "
-        "of a mechanism, and few targets make the estimate uncertain)."
-    )
 
 
 def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
@@ -143,67 +112,53 @@ def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
             statement="No activity data in this period: nothing to evaluate.",
         )
         return base
-    episodes, components = rule.detect(series, resolution, rule_params, return_components=True)
-    judged = components["value"].notna().to_numpy() & components["baseline"].notna().to_numpy()
-    monitored = ev.monitored_intervals(components.index, judged, resolution, eval_params.max_gap_h)
-    farm_pos = (farm.latitude, farm.longitude)
-    mainshocks = gardner_knopoff(catalog) if len(catalog) else np.zeros(0, dtype=bool)
-    result = ev.evaluate(episodes, catalog, farm_pos, monitored, eval_params)
-    declustered = ev.evaluate(
-        episodes, catalog, farm_pos, monitored, eval_params, declustered=True,
-        mainshocks=mainshocks,
-    )  # fmt: skip
-    quick = replace(eval_params, n_shifts=0)
-    trajectory = []
-    # the same trajectory as ``namazu analyze`` (its thresholds plus the chosen one)
-    for pct in sorted({*MOLCHAN_INCREASE_PCT, rule_params.increase_pct}):
-        eps = rule.detect(series, resolution, replace(rule_params, increase_pct=pct))
-        trajectory.append(
-            (pct, ev.evaluate(eps, catalog, farm_pos, monitored, quick, mainshocks=mainshocks))
-        )
-    molchan = ev.molchan_points(trajectory)
-    curve = (
-        ev.binomial_confidence_curve(result.targets, ALPHA)
-        if result.targets
-        else pd.DataFrame(columns=["tau", "nu"])
-    )
-    result_dict = result.as_dict()
-    base.update(
-        result=result_dict,
-        declustered=declustered.as_dict(),
-        alarms=[e.as_dict() for e in episodes][:500],
-        molchan=ev._clean(molchan.to_dict(orient="records")),
-        confidence_curve=ev._clean(curve.to_dict(orient="records")),
-        lead_vs_distance=[
-            {
-                "lead_time_h": h["lead_time_h"],
-                "distance_km": h["distance_km"],
-                "magnitude": h["magnitude"],
-            }
-            for h in result_dict["hit_list"]
-        ],  # fmt: skip
-        statement=chance_statement(result_dict),
-        statement_declustered=chance_statement(declustered.as_dict()),
-    )
+    periods = None
     if split:
         events = [
             e
             for e in data.farm_events(handles, farm.id, start, end)
             if e.kind == split and e.end is not None
         ]
-        periods = ev.merge_intervals(
+        inside = ev.merge_intervals(
             np.asarray([pd.Timestamp(e.start).value for e in events], np.int64),
             np.asarray([pd.Timestamp(e.end).value for e in events], np.int64),
         )
-        outside = _complement(periods, start * 1_000_000, end * 1_000_000)
+        periods = {
+            "inside": inside,
+            "outside": inside.complement(start * 1_000_000, end * 1_000_000),
+        }
+    assessment = assess(
+        series,
+        catalog,
+        (farm.latitude, farm.longitude),
+        resolution,
+        rule_params,
+        eval_params,
+        periods,
+        period_n_shifts=0,
+        alpha=ALPHA,
+        require_monitored=False,
+    )
+    outcome = assessment.as_dict()
+    statements = outcome["statement"]
+    base.update(
+        result=outcome["evaluation"]["all_events"],
+        declustered=outcome["evaluation"]["declustered"],
+        alarms=[e.as_dict() for e in assessment.episodes][:500],
+        molchan=[
+            {"threshold": row["increase_pct"], "tau": row["tau"], "nu": row["nu"]}
+            for row in outcome["molchan"]
+        ],
+        confidence_curve=outcome["confidence_curve"],
+        lead_vs_distance=outcome["lead_vs_distance"],
+        statement=statements["all_events"],
+        statement_declustered=statements["declustered"],
+    )
+    if split:
         base["split"] = {
             "kind": split,
             "periods": len(events),
-            "inside": ev.evaluate(
-                episodes, catalog, farm_pos, monitored.intersect(periods), quick
-            ).as_dict(),
-            "outside": ev.evaluate(
-                episodes, catalog, farm_pos, monitored.intersect(outside), quick
-            ).as_dict(),
+            "inside": outcome["periods"]["inside"]["all_events"],
+            "outside": outcome["periods"]["outside"]["all_events"],
         }
     return base

@@ -336,6 +336,70 @@ def _animal(item: Any, index: int) -> AnimalSamples:
     return AnimalSamples(animal, species, t_ms, odba, vedba, battery)
 
 
+def _animals_fast(items: list) -> list[AnimalSamples] | None:
+    """The animals of a well-formed message, with one conversion and one check per column
+    for the whole message instead of per animal (a 100-sample message often carries 100
+    animals of one sample each). Returns None at the first unusual thing; the per-animal
+    path (:func:`_animal`) then finds it and names it, so results and errors are the same.
+    """
+    heads: list[tuple[str, str, float | None]] = []
+    lengths: list[int] = []
+    t_all: list = []
+    odba_all: list = []
+    vedba_all: list = []
+    for item in items:
+        if type(item) is not dict or not _ANIMAL_REQUIRED <= item.keys() <= _ANIMAL_KEYS:
+            return None
+        animal, species = item["animal"], item["species"]
+        t_ms, odba, vedba = item["t_ms"], item["odba"], item["vedba"]
+        if type(t_ms) is not list or type(odba) is not list or type(vedba) is not list:
+            return None
+        n = len(t_ms)
+        if n == 0 or len(odba) != n or len(vedba) != n:
+            return None
+        if type(animal) is not str or not is_segment(animal) or species not in SPECIES:
+            return None
+        battery = None
+        if "battery_v" in item:
+            battery = item["battery_v"]
+            if type(battery) not in _NUMBER_TYPES or not 0 <= battery <= MAX_BATTERY_V:
+                return None
+            battery = float(battery)
+        heads.append((animal, species, battery))
+        lengths.append(n)
+        t_all += t_ms
+        odba_all += odba
+        vedba_all += vedba
+    if len(t_all) > MAX_SAMPLES or not set(map(type, t_all)) <= {int}:
+        return None
+    if not set(map(type, odba_all)) <= _NUMBER_TYPES or not set(map(type, vedba_all)) <= (
+        _NUMBER_TYPES
+    ):
+        return None
+    try:
+        t = np.array(t_all, dtype=np.int64)
+        odba_arr = np.array(odba_all, dtype=np.float64)
+        vedba_arr = np.array(vedba_all, dtype=np.float64)
+    except OverflowError:
+        return None
+    if t.min() < 0 or t.max() > MAX_EPOCH_MS:
+        return None
+    for arr in (odba_arr, vedba_arr):
+        if not np.isfinite(arr).all() or arr.min() < 0:
+            return None
+    out = []
+    start = 0
+    for (animal, species, battery), n in zip(heads, lengths, strict=True):
+        stop = start + n
+        out.append(
+            AnimalSamples(
+                animal, species, t[start:stop], odba_arr[start:stop], vedba_arr[start:stop], battery
+            )
+        )
+        start = stop
+    return out
+
+
 def validate_activity_document(document: Any) -> ActivityBatch:
     """Check a parsed activity document against schema v1 and return it as a batch.
 
@@ -361,7 +425,9 @@ def validate_activity_document(document: Any) -> ActivityBatch:
     seq = _integer_field(document["seq"], "seq", 0, MAX_SEQ, "schema")
     sent_ms = _integer_field(document["sent_ms"], "sent_ms", 0, MAX_EPOCH_MS, "time_out_of_range")
     items = _array(document["animals"], "animals", 1, MAX_ANIMALS)
-    animals = [_animal(item, i) for i, item in enumerate(items)]
+    animals = _animals_fast(items)
+    if animals is None:
+        animals = [_animal(item, i) for i, item in enumerate(items)]
     return ActivityBatch(farm, gateway, seq, sent_ms, animals)
 
 
@@ -387,6 +453,9 @@ def check_activity_batch(
     if total > MAX_SAMPLES:
         raise PayloadError("too_large", f"message holds {total} samples, at most {MAX_SAMPLES}")
     earliest, latest = now_ms - max_age_ms, now_ms + max_future_ms
+    every = np.concatenate([a.t_ms for a in batch.animals])
+    if earliest <= every.min() and every.max() <= latest:
+        return  # the common case, checked at once; otherwise find the animal to name
     for i, a in enumerate(batch.animals):
         low, high = int(a.t_ms.min()), int(a.t_ms.max())
         if high > latest:

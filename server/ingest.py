@@ -47,7 +47,7 @@ from server.influx import (
     InfluxError,
     InfluxUnavailable,
     InfluxWriteError,
-    float_series_lines,
+    multi_series_lines,
     point_line,
 )
 from server.mqtt import InboundMessage, MqttConsumer, MqttError, Subscription
@@ -72,13 +72,28 @@ STORE_REFUSED = "store_refused"
 def activity_lines(batch: ActivityBatch) -> list[str]:
     """Line-protocol points of a batch: ``activity`` (odba, vedba [g]) per sample and
     one ``collar`` point (battery_v [V]) per animal that reported its battery."""
+    animals = batch.animals
+    tags = [
+        {"farm": batch.farm, "gateway": batch.gateway, "animal": a.animal, "species": a.species}
+        for a in animals
+    ]
+    samples = multi_series_lines(
+        "activity",
+        tags,
+        {"odba": [a.odba for a in animals], "vedba": [a.vedba for a in animals]},
+        [a.t_ms for a in animals],
+    )
+    if all(a.battery_v is None for a in animals):
+        return samples
     lines: list[str] = []
-    for a in batch.animals:
-        tags = {"farm": batch.farm, "gateway": batch.gateway, "animal": a.animal}
-        tags["species"] = a.species
-        lines += float_series_lines("activity", tags, {"odba": a.odba, "vedba": a.vedba}, a.t_ms)
+    start = 0
+    for a, series in zip(animals, tags, strict=True):
+        lines += samples[start : start + len(a.t_ms)]
+        start += len(a.t_ms)
         if a.battery_v is not None:
-            lines.append(point_line("collar", tags, {"battery_v": a.battery_v}, int(a.t_ms.max())))
+            lines.append(
+                point_line("collar", series, {"battery_v": a.battery_v}, int(a.t_ms.max()))
+            )
     return lines
 
 
@@ -120,6 +135,10 @@ def deadletter_payload(message: InboundMessage, reason: str, detail: str) -> byt
             "payload_b64": base64.b64encode(message.payload).decode("ascii"),
         }
     )
+
+
+def _is_status(message: InboundMessage) -> bool:
+    return message.topic.endswith("/status")
 
 
 @dataclass
@@ -227,11 +246,12 @@ class IngestService:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Counters since start: ``received`` (messages), ``written_points``,
-        ``written_messages``, ``rejected`` (messages, total) and ``rejected_by_reason``,
-        ``acked``, ``ack_skipped`` (arrived on an earlier connection, redelivered),
-        ``status_points``, ``seq_gaps``, ``seq_replays``, ``write_retries``,
-        ``pending`` (queued, not yet taken by the writer)."""
+        """Counters since start. Activity messages: ``received``, ``written_messages``,
+        ``written_points`` (samples), ``rejected`` (total) and ``rejected_by_reason``,
+        ``acked``, ``ack_skipped`` (arrived on an earlier connection; its redelivered
+        copy is acknowledged instead), ``seq_gaps``, ``seq_replays``. Status messages:
+        ``status_received``, ``status_points``, ``status_acked``. Also
+        ``write_retries`` and ``pending`` (queued, not yet taken by the writer)."""
         with self._lock:
             out: dict[str, Any] = {
                 key: self._counts[key]
@@ -242,7 +262,9 @@ class IngestService:
                     "rejected",
                     "acked",
                     "ack_skipped",
+                    "status_received",
                     "status_points",
+                    "status_acked",
                     "seq_gaps",
                     "seq_replays",
                     "write_retries",
@@ -260,8 +282,11 @@ class IngestService:
     # --- network thread -----------------------------------------------------------
 
     def _on_message(self, message: InboundMessage) -> None:
-        self._count("received")
-        metrics.INGEST_MESSAGES_RECEIVED.inc()
+        if _is_status(message):
+            self._count("status_received")
+        else:
+            self._count("received")
+            metrics.INGEST_MESSAGES_RECEIVED.inc()
         # Blocks only for QoS 0 floods: QoS 1 is bounded by Receive Maximum.
         self._queue.put(message)
         metrics.INGEST_PENDING_MESSAGES.set(self._queue.qsize())
@@ -357,10 +382,12 @@ class IngestService:
                 self._ack(source)
 
     def _ack(self, message: InboundMessage) -> None:
-        if self._mqtt.ack(message):
-            self._count("acked")
-        else:
+        if not self._mqtt.ack(message):
             self._count("ack_skipped")
+        elif _is_status(message):
+            self._count("status_acked")
+        else:
+            self._count("acked")
 
     def _flush(self, batch: _Batch, give_up_after_s: float | None = None) -> None:
         started = time.monotonic()
@@ -387,10 +414,11 @@ class IngestService:
     def _written(self, messages: list[InboundMessage], activity_points: int) -> None:
         for message in messages:
             self._ack(message)
+        activity = sum(not _is_status(m) for m in messages)
         self._count("written_points", activity_points)
-        self._count("written_messages", len(messages))
+        self._count("written_messages", activity)
         metrics.INGEST_POINTS_WRITTEN.inc(activity_points)
-        metrics.INGEST_MESSAGES_WRITTEN.inc(len(messages))
+        metrics.INGEST_MESSAGES_WRITTEN.inc(activity)
         metrics.INGEST_PENDING_MESSAGES.set(self._queue.qsize())
 
     def _write(self, lines: list[str], started: float, give_up_after_s: float | None) -> str | None:

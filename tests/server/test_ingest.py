@@ -130,12 +130,14 @@ def test_status_becomes_gateway_status_point(stack, influx, farm):
         }
         pub.publish(f"namazu/v1/{farm}/gw-1/status", orjson.dumps(status), retain=True)
         wait_for(lambda: service.stats["status_points"] >= 1, what="status point")
-        wait_for(lambda: influx.count("gateway_status", "clock_offset_s") == 1, what="write")
+        where = f"farm = '{farm}'"
+        wait_for(lambda: influx.count("gateway_status", "clock_offset_s", where), what="write")
         rows = influx.query(f"SELECT * FROM gateway_status WHERE farm = '{farm}'")
         row = dict(zip(rows[0]["columns"], rows[0]["values"][0], strict=True))
         assert sent <= row["time"] <= now_ms() and row["online"] is True
         assert row["clock_offset_s"] == 1.5 and row["seq"] == 9 and row["spool_depth"] == 4
         assert row["receive_lag_s"] >= 0
+        assert service.stats["status_acked"] >= 1 and service.stats["received"] == 0
         pub.publish(f"namazu/v1/{farm}/gw-1/status", b"", retain=True)  # clear retained
         pub.close()
     finally:

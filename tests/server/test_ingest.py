@@ -331,3 +331,31 @@ def test_namazu_ingest_bad_config_is_one_line(tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "batch_max_points" in result.stderr
+
+
+@pytest.mark.services
+def test_points_influx_refuses_are_dead_lettered_others_stored(stack, influx, farm):
+    """A field type conflict in one shard: that message goes to the dead-letter topic
+    with reason store_refused; a message for another shard is stored."""
+    t_bad = now_ms() - 3 * 86_400_000
+    t_good = now_ms() - 30 * 86_400_000  # another 7-day shard group
+    influx.write_lines([f"activity,animal=x,farm={farm},gateway=gw-9,species=cow odba=1i {t_bad}"])
+    cfg = make_config(stack.mqtt_port, stack.influx_url, influx.database, batch_max_age_s=0.5)
+    watcher = Publisher(stack.mqtt_port, subscribe=f"namazu/v1/deadletter/{farm}/#")
+    service = IngestService(cfg, influx).start()
+    try:
+        assert service.wait_ready(10)
+        pub = Publisher(stack.mqtt_port)
+        topic = f"namazu/v1/{farm}/gw-9/activity"
+        pub.publish(topic, orjson.dumps(valid_document(farm, "gw-9", 1, t_bad)))
+        pub.publish(topic, orjson.dumps(valid_document(farm, "gw-9", 2, t_good)))
+        wait_for(lambda: watcher.received, what="dead letter")
+        letter = orjson.loads(watcher.received[0].payload)
+        assert letter["reason"] == "store_refused" and "conflict" in letter["detail"]
+        wait_for(lambda: service.stats["acked"] == 2, what="both acknowledged")
+        assert service.stats["rejected_by_reason"] == {"store_refused": 1}
+        assert stored(influx, farm) == 1 + 2 * 3
+        pub.close()
+    finally:
+        service.stop(end_session=True)
+        watcher.close()

@@ -1,0 +1,229 @@
+"""The one assessment pipeline on a built herd series whose answers follow from its design.
+
+The series is a flat 1.0 for 20 days at 15 min with surges to 5.0 (x 5 baseline) lasting
+one hour on four days, each at a different time of day (so no baseline median moves).
+Earthquakes are placed relative to the surges: hit targets, a missed target, an
+aftershock inside a hit's cover, a far event and one before monitored time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose
+
+from analytics.assessment import (
+    MOLCHAN_INCREASE_PCT,
+    NoMonitoredTimeError,
+    assess,
+    bursts_to_series,
+    chance_statement,
+)
+from analytics.evaluation import Intervals, merge_intervals
+from analytics.params import EvaluationParams, RuleParams
+
+FARM = (43.0, 13.0)
+START = pd.Timestamp("2024-01-01", tz="UTC")
+SURGES = ["2024-01-10 08:00", "2024-01-13 14:00", "2024-01-16 20:00", "2024-01-18 03:00"]
+
+
+def herd() -> pd.Series:
+    index = pd.date_range(START, periods=20 * 96, freq="15min", unit="ns")
+    values = pd.Series(1.0, index=index, name="herd")
+    for text in SURGES:
+        t0 = pd.Timestamp(text, tz="UTC")
+        values[t0 : t0 + pd.Timedelta("45min")] = 5.0
+    return values
+
+
+def quake(when: str, km_north: float, km_east: float, magnitude: float) -> dict:
+    return {
+        "time": pd.Timestamp(when, tz="UTC"),
+        "latitude": FARM[0] + km_north / 111.195,
+        "longitude": FARM[1] + km_east / (111.195 * np.cos(np.radians(FARM[0]))),
+        "depth_km": 10.0,
+        "magnitude": magnitude,
+    }
+
+
+def catalogue() -> pd.DataFrame:
+    """Events 60 km apart (beyond each other's Gardner-Knopoff windows, <= 38 km here)."""
+    rows = [
+        quake("2024-01-02 12:00", 60, 0, 4.6),  # before monitored time (no baseline yet)
+        quake("2024-01-10 14:00", -60, 0, 4.5),  # hit (6 h after the first surge)
+        quake("2024-01-10 15:00", -58, 0, 4.2),  # its aftershock: a hit, declustered away
+        quake("2024-01-13 20:00", 0, 60, 4.4),  # hit
+        quake("2024-01-16 22:00", 0, -60, 4.8),  # hit
+        quake("2024-01-12 06:00", 0, 0, 4.3),  # miss (no alarm in the 20 h before)
+        quake("2024-01-15 06:00", 900, 0, 4.2),  # outside the Dobrovolsky radius
+    ]
+    frame = pd.DataFrame(rows)
+    frame["time"] = frame["time"].dt.as_unit("ns")
+    return frame
+
+
+PARAMS = EvaluationParams(n_shifts=200)
+
+
+@pytest.fixture(scope="module")
+def assessed():
+    first_half = merge_intervals(
+        np.array([START.value]), np.array([pd.Timestamp("2024-01-14", tz="UTC").value])
+    )
+    periods = {"first": first_half, "second": first_half.complement(START.value, 2**62)}
+    return assess(herd(), catalogue(), FARM, "15min", RuleParams(), PARAMS, periods)
+
+
+def test_alarms_targets_hits_and_declustering(assessed):
+    assert [e.start for e in assessed.episodes] == [pd.Timestamp(t, tz="UTC") for t in SURGES]
+    assert not assessed.reactions.any()
+    whole = assessed.results["all_events"]
+    assert (whole.targets, whole.hits, whole.false_alarms) == (5, 4, 1)
+    declustered = assessed.results["declustered"]
+    assert declustered.declustered and (declustered.targets, declustered.hits) == (4, 3)
+    # monitored from day 4 (three previous days) to the end of the series
+    assert assessed.monitored.start[0] == pd.Timestamp("2024-01-04", tz="UTC").value
+    assert_allclose(assessed.monitored_h, 17 * 24)
+    # four covers from the first to the last anomalous sample (45 min) + 20 h, no overlap
+    assert_allclose(whole.alarm_fraction, 4 * 20.75 / (17 * 24))
+
+
+def test_periods_split_the_whole(assessed):
+    first, second = (assessed.periods[k]["all_events"] for k in ("first", "second"))
+    whole = assessed.results["all_events"]
+    assert first.targets + second.targets == whole.targets
+    assert first.hits + second.hits == whole.hits
+    assert_allclose(first.monitored_h + second.monitored_h, whole.monitored_h)
+    assert first.n_shifts == PARAMS.n_shifts
+
+
+def test_skilful_alarms_get_the_unlikely_statement(assessed):
+    whole = assessed.as_dict()["evaluation"]["all_events"]
+    assert whole["p_binomial"] < 0.05 and whole["p_shift"] < 0.05
+    statements = assessed.statements()
+    assert statements["all_events"].startswith("4 of 5 target earthquakes")
+    assert "unlikely under random alarms" in statements["all_events"]
+
+
+def test_molchan_trajectory_and_confidence_curve(assessed):
+    molchan = assessed.molchan
+    assert list(molchan["increase_pct"]) == sorted(MOLCHAN_INCREASE_PCT)
+    tau = molchan["tau"].to_numpy()
+    assert np.all(np.diff(tau) <= 1e-12), "a higher threshold never alarms more"
+    configured = molchan[molchan["increase_pct"] == 140]
+    assert_allclose(configured["tau"], assessed.results["all_events"].alarm_fraction)
+    assert assessed.confidence is not None and len(assessed.confidence) == 201
+
+
+def test_as_dict_is_json_ready_and_complete(assessed):
+    import json
+
+    out = assessed.as_dict()
+    json.dumps(out, allow_nan=False)
+    assert {"monitored", "alarms", "evaluation", "periods", "molchan", "statement"} <= set(out)
+    assert all(a["reaction"] is False and "params" not in a for a in out["alarms"])
+    assert len(out["lead_vs_distance"]) == 4
+    assert all(0 < h["lead_time_h"] <= 21 for h in out["lead_vs_distance"])
+
+
+def test_configured_threshold_joins_the_trajectory():
+    rule = RuleParams(increase_pct=150.0)
+    result = assess(herd(), catalogue(), FARM, "15min", rule, EvaluationParams(n_shifts=0))
+    assert 150.0 in set(result.molchan["increase_pct"])
+    assert len(result.molchan) == len(MOLCHAN_INCREASE_PCT) + 1
+
+
+def test_no_monitored_time():
+    short = herd()[: 2 * 96]
+    with pytest.raises(NoMonitoredTimeError, match="3 previous days"):
+        assess(short, catalogue(), FARM, "15min", RuleParams(), EvaluationParams(n_shifts=0))
+    lenient = assess(
+        short,
+        catalogue(),
+        FARM,
+        "15min",
+        RuleParams(),
+        EvaluationParams(n_shifts=0),
+        require_monitored=False,
+    )
+    assert lenient.monitored.total_ns == 0 and lenient.results["all_events"].targets == 0
+    assert lenient.confidence is None and lenient.as_dict()["confidence_curve"] == []
+
+
+def test_empty_catalogue_is_judged_as_no_targets():
+    empty = catalogue().iloc[0:0]
+    result = assess(herd(), empty, FARM, "15min", RuleParams(), EvaluationParams(n_shifts=0))
+    assert result.results["all_events"].targets == 0 and len(result.mainshocks) == 0
+    assert "cannot be judged" in result.statements()["all_events"]
+
+
+@pytest.mark.parametrize(
+    ("result", "expected"),
+    [
+        ({"targets": 0, "hits": 0}, "No target earthquake"),
+        ({"targets": 3, "hits": 1, "p_binomial": 0.4, "p_shift": 0.5}, "indistinguishable"),
+        ({"targets": 3, "hits": 3, "p_binomial": 0.01, "p_shift": 0.2}, "indistinguishable"),
+        ({"targets": 3, "hits": 3, "p_binomial": 0.01, "p_shift": None}, "unlikely"),
+        ({"targets": 3, "hits": 3, "p_binomial": None, "p_shift": None}, "indistinguishable"),
+    ],
+)
+def test_chance_statement(result, expected):
+    assert expected in chance_statement(result)
+
+
+def test_chance_statement_uses_the_given_level():
+    result = {"targets": 4, "hits": 3, "p_binomial": 0.03, "p_shift": 0.04}
+    assert "unlikely" in chance_statement(result, alpha=0.05)
+    strict = chance_statement(result, alpha=0.01)
+    assert "indistinguishable from chance (p > 0.01)" in strict
+
+
+def _covered(intervals: Intervals, grid: np.ndarray) -> np.ndarray:
+    return intervals.contains(grid)
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [],
+        [(0, 10)],
+        [(-5, 3), (4, 6), (8, 30)],
+        [(2, 4), (4, 7), (12, 13)],
+        [(25, 40)],
+    ],
+)
+def test_interval_complement(pairs):
+    start, end = 0, 20
+    given = merge_intervals(
+        np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+    )
+    rest = given.complement(start, end)
+    grid = np.arange(-10, 45)
+    inside = (grid >= start) & (grid < end)
+    assert np.array_equal(_covered(rest, grid), inside & ~_covered(given, grid))
+    assert np.all(rest.start >= start) and np.all(rest.end <= end)
+
+
+def test_bursts_to_series_means_per_cell_and_sums_individuals():
+    t = pd.to_datetime(
+        ["2021-03-03 00:01", "2021-03-03 00:10", "2021-03-03 00:05", "2021-03-03 00:50"],
+        utc=True,
+    )
+    bursts = pd.DataFrame(
+        {"individual": ["a", "a", "b", "a"], "time": t, "odba": [0.2, 0.4, 1.0, 0.5]}
+    )
+    series = bursts_to_series(bursts, "15min")
+    assert series.name == "odba" and str(series.index.tz) == "UTC"
+    assert list(series.index) == list(
+        pd.date_range("2021-03-03 00:00", periods=4, freq="15min", tz="UTC")
+    )
+    assert_allclose(series.to_numpy(), [0.3 + 1.0, np.nan, np.nan, 0.5])
+
+
+def test_bursts_to_series_errors():
+    with pytest.raises(ValueError, match="lacks columns: vedba"):
+        bursts_to_series(pd.DataFrame({"individual": [], "time": []}), "15min", "vedba")
+    empty = pd.DataFrame({"individual": ["a"], "time": [START], "odba": [np.nan]})
+    with pytest.raises(ValueError, match="no burst has a odba value"):
+        bursts_to_series(empty, "15min")

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scheduler": ("server.scheduler", "detection ticks, data health, catalogue refresh, e-mails"),
     "web": ("server.web", "the Flask panel and JSON API"),
     "users": ("server.users", "manage panel users (add the first admin)"),
+    "subscriptions": ("server.subscriptions", "alert e-mail subscriptions add|list|remove, outbox"),
     "import": ("server.importer", "import activity (Movebank, CSV) into InfluxDB or a file"),
     "catalog": ("server.catalog_cli", "fetch|import earthquake catalogues"),
     "analyze": ("server.analysis", "offline: activity + catalogue -> alarms, evaluation, report"),

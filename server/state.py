@@ -240,6 +240,19 @@ class Subscription(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The subscription as JSON-ready values (time as ISO 8601 UTC)."""
+        created = self.created_at
+        return {
+            "id": self.id,
+            "recipient": self.recipient,
+            "farm": self.farm,
+            "species": self.species,
+            "min_severity": self.min_severity,
+            "active": bool(self.active),
+            "created_at": None if created is None else created.isoformat().replace("+00:00", "Z"),
+        }
+
 
 class OutboxMail(Base):
     """A message waiting for (or done with) SMTP delivery; never deleted on failure.

@@ -27,7 +27,16 @@ from flask import (
 from sqlalchemy import select
 
 from server.influx import InfluxError
-from server.state import session_scope
+from server.state import SEVERITIES, session_scope
+from server.subscriptions import (
+    OUTBOX_STATUSES,
+    SUBSCRIPTION_SPECIES,
+    SubscriptionError,
+    add_subscription,
+    list_subscriptions,
+    outbox_mails,
+    remove_subscription,
+)
 from server.web import data
 from server.web.auth import AuthError, create_user, issue_token, role_required
 from server.web.models import EVENT_KINDS, ROLES, VERDICTS, User
@@ -227,6 +236,57 @@ def users() -> Any:
         rows = [u.to_dict() for u in db.scalars(select(User).order_by(User.name))]
     status = 400 if error else 200
     return render_template("users.html", users=rows, roles=ROLES, token=token, error=error), status
+
+
+@bp.route("/admin/subscriptions", methods=["GET", "POST"])
+@role_required("admin")
+def subscriptions() -> Any:
+    """Admins: alert e-mail subscriptions (list, add, remove) and the outbox's state."""
+    handles = _handles()
+    error = None
+    if request.method == "POST":
+        action = request.form.get("action")
+        try:
+            with session_scope(handles.sessions) as db:
+                if action == "add":
+                    row = add_subscription(
+                        db,
+                        request.form.get("recipient", ""),
+                        request.form.get("farm", ""),
+                        request.form.get("species", "all"),
+                        request.form.get("min_severity", "info"),
+                        known_farms=[f.id for f in handles.config.farms] or None,
+                    )
+                    flash(f"subscription {row.id} added")
+                elif action == "remove":
+                    ident = request.form.get("id", type=int)
+                    if ident is None:
+                        raise SubscriptionError("id: a subscription number is required")
+                    remove_subscription(db, ident)
+                    flash(f"subscription {ident} removed")
+                else:
+                    raise SubscriptionError(f"unknown action {action!r}")
+        except SubscriptionError as exc:
+            error = str(exc)
+        if error is None:
+            return redirect(url_for("pages.subscriptions"))
+    status_filter = request.args.get("outbox")
+    if status_filter not in OUTBOX_STATUSES:
+        status_filter = None
+    with session_scope(handles.sessions) as db:
+        rows = [s.to_dict() for s in list_subscriptions(db)]
+        mails = [m.to_dict() for m in outbox_mails(db, status_filter, 100)]
+    page = render_template(
+        "subscriptions.html",
+        subscriptions=rows,
+        mails=mails,
+        outbox_status=status_filter,
+        outbox_statuses=OUTBOX_STATUSES,
+        species=SUBSCRIPTION_SPECIES,
+        severities=SEVERITIES,
+        error=error,
+    )
+    return page, (400 if error else 200)
 
 
 def register_error_handlers(app: Flask) -> None:

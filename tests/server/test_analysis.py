@@ -139,3 +139,113 @@ def test_unreadable_inputs(tmp_path, capsys):
     assert code == 1 and "--farm must be LAT,LON" in err
     code, err = _run(tmp_path, capsys, **{"--increase-pct": "-150"})
     assert code == 1 and "increase_pct must be > -100" in err
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_provenance_records_checksums_versions_and_the_command(study_run):
+    import numpy as np
+    import scipy
+
+    out, summary = study_run
+    provenance = summary["provenance"]
+    periods = PROJECT_ROOT / "docs" / "periods-wikelski2020.csv"
+    for name, path in (
+        ("activity", require_data(ACTIVITY)),
+        ("catalog", require_data(CATALOG)),
+        ("periods", periods),
+    ):
+        record = provenance["inputs"][name]
+        assert record["sha256"] == _sha256(path)
+        assert record["bytes"] == path.stat().st_size
+        assert record["path"] == str(path.resolve())
+    software = provenance["software"]
+    assert software["numpy"] == np.__version__ and software["scipy"] == scipy.__version__
+    assert software["pandas"] == pd.__version__ and software["namazu"]
+    assert provenance["argv"][:2] == ["namazu", "analyze"] and "--periods" in provenance["argv"]
+    rerun = provenance["rerun"]
+    assert rerun[rerun.index("--increase-pct") + 1] == "140.0"
+    assert rerun[rerun.index("--seed") + 1] == str(summary["parameters"]["evaluation"]["seed"])
+    run_utc = pd.Timestamp(provenance["run_utc"])
+    assert run_utc.tzinfo is not None and run_utc <= pd.Timestamp.now(tz="UTC")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Provenance" in html and provenance["inputs"]["activity"]["sha256"] in html
+
+
+def test_chance_statement_in_summary_and_report(study_run):
+    out, summary = study_run
+    # the study data: 0 of 2 targets hit, p = 1 (docs/worked-example.md)
+    for key in ("all_events", "declustered"):
+        assert summary["statement"][key].startswith("0 of 2 target earthquakes")
+        assert "indistinguishable from chance" in summary["statement"][key]
+        assert "no forecasting skill is shown" in summary["statement"][key]
+    assert "no forecasting skill is shown" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_verify_reproduces_the_study_run(study_run, capsys):
+    out, _ = study_run
+    assert main(["--verify", str(out / "summary.json")]) == 0
+    assert "every figure identical" in capsys.readouterr().out
+
+
+def test_verify_names_a_changed_input(tmp_path, capsys):
+    activity = tmp_path / "activity.csv"
+    activity.write_bytes(require_data(ACTIVITY).read_bytes())
+    argv = [
+        "--activity", str(activity),
+        "--catalog", str(require_data(CATALOG)),
+        "--farm", FARM,
+        "--out", str(tmp_path / "out"),
+        "--n-shifts", "0",
+        "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "all events: 0 of 2 target earthquakes" in printed
+    assert "no forecasting skill is shown" in printed
+    summary_path = tmp_path / "out" / "summary.json"
+    assert main(["--verify", str(summary_path)]) == 0
+    capsys.readouterr()
+    lines = activity.read_text(encoding="utf-8").splitlines()
+    for k in range(len(lines) - 4, len(lines)):  # a huge surge in the last hour: one alarm more
+        cells = lines[k].split(",")
+        lines[k] = ",".join([*cells[:-1], "9999999"])
+    activity.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["--verify", str(summary_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"activity file {activity.resolve()} changed: sha256" in err
+    assert "alarms: the rerun gives different figures" in err
+
+
+def test_movebank_activity_of_one_day_has_no_monitored_time(tmp_path, capsys):
+    gulls = require_data("movebank/gulls_study985143423_events.csv")
+    code, err = _run(
+        tmp_path, capsys, **{"--activity": str(gulls), "--activity-format": "movebank"}
+    )
+    assert code == 1
+    assert err.strip().splitlines() == [
+        "namazu analyze: error: no monitored time: the baseline needs 3 previous days "
+        "of data at the same time of day"
+    ]
+
+
+def test_movebank_activity_needs_an_acceleration_metric(tmp_path, capsys):
+    gulls = require_data("movebank/gulls_study985143423_events.csv")
+    code, err = _run(
+        tmp_path,
+        capsys,
+        **{"--activity": str(gulls), "--activity-format": "movebank", "--column": "animal"},
+    )
+    assert code == 1 and "--column must be odba or vedba" in err
+
+
+def test_verify_rejects_a_summary_without_provenance(tmp_path, capsys):
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps({"inputs": {}}), encoding="utf-8")
+    assert main(["--verify", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "no provenance record" in err and len(err.strip().splitlines()) == 1

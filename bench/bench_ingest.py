@@ -233,46 +233,49 @@ def run(quick: bool = False, workdir: Path | None = None) -> list[dict[str, Any]
 
 
 def _ingest_rows(stack, messages, n_samples, raw, broker, tmp) -> list[dict[str, Any]]:
-    from server.influx import InfluxClient
-    from tests.chaos.harness import IngestWorker, wait_for_count
+    from tests.chaos.harness import measure_ingest
 
-    influx = InfluxClient(stack.influx_url, "bench_ingest", timeout_s=120)
-    influx.create_database()
-    worker = IngestWorker(stack, influx.database, "bench-ingest-1", tmp / "ingest-1.log")
-    worker.start()
-    rss = PeakRss([worker.pid]).start()
-    try:
-        worker.wait_subscribed()
-        t0 = time.perf_counter()
-        publish_all(stack.mqtt_port, messages, client_id="bench-gateway")
-        stored = wait_for_count(influx, n_samples, timeout_s=900, farm=FARM)
-        seconds = time.perf_counter() - t0
-    finally:
-        rss.stop()
-        worker.stop()
-        influx.close()
-    lost = n_samples - stored
-    rate = n_samples / seconds
-    return [
+    rows = []
+    one = measure_ingest(stack, tmp, messages, n_samples, FARM, workers=1)
+    lost = n_samples - one["stored"]
+    rss = max(one["peak_rss_mib"].values())
+    rows.append(
         result(
             "1 ingest",
-            f"gateway -> Mosquitto -> ingest -> InfluxDB, {n_samples:,} samples",
-            rate,
+            f"gateway -> Mosquitto -> ingest -> InfluxDB, {n_samples:,} samples, 1 worker",
+            one["samples_per_s"],
             "samples/s",
             raw,
             "raw /write, 50k-point batches",
             ">= 0.5, 0 lost",
-            note=f"lost {lost}; ingest peak RSS {rss.peak_mib[worker.pid]:.0f} MiB",
-        ),
+            note=f"lost {lost}; ingest peak RSS {rss:.0f} MiB",
+        )
+    )
+    rows.append(
         result(
             "2 broker path",
             "messages through the ingest subscriber (100 samples each)",
-            rate / SAMPLES_PER_MESSAGE,
+            one["samples_per_s"] / SAMPLES_PER_MESSAGE,
             "msg/s",
             broker,
             "minimal paho subscriber",
-        ),
-    ]
+        )
+    )
+    for workers in (2, 3):
+        many = measure_ingest(stack, tmp, messages, n_samples, FARM, workers=workers)
+        rows.append(
+            result(
+                "3 scale-out",
+                f"{workers} ingest workers, one shared subscription",
+                many["samples_per_s"],
+                "samples/s",
+                one["samples_per_s"],
+                "1 worker",
+                note=f"lost {n_samples - many['stored']}; messages per worker "
+                + "/".join(str(n) for n in many["received"]),
+            )
+        )
+    return rows
 
 
 def _sqlite_plain_rate(path: Path, messages: list[tuple[str, bytes]], group: int) -> float:

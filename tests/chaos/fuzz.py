@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -410,3 +411,121 @@ def fuzz_activity_reader(text: str, n: int, seed: int = 5) -> FuzzReport:
         lambda exc: type(exc).__name__,
         check,
     )
+
+
+def fuzz_live_ingest(stack: Any, database: str, n: int, seed: int = 16) -> dict[str, Any]:
+    """Publish ``n`` generated payloads to a live ``IngestService`` on ``stack``, with
+    valid traffic of another farm interleaved (one message in ten).
+
+    Returns counts: ``cases`` (published on activity topics), ``expected_rejects``
+    (what the decoder rejects), ``dead_letters`` (received on the dead-letter topics),
+    ``mismatched`` (dead letters whose payload or reason differ from the prediction),
+    ``valid_expected`` / ``valid_stored`` (points of the clean farm), ``rejected``
+    (the service's own count) and ``connected`` (still connected at the end).
+    """
+    import base64
+    import uuid
+    from collections import Counter
+
+    import paho.mqtt.client as paho
+
+    from firmware_bridge.payload import activity_topic, encode_activity
+    from server.config import load_config
+    from server.influx import InfluxClient
+    from server.ingest import IngestService
+    from server.payload import PayloadError, decode_activity
+
+    now = int(time.time() * 1000)
+    cases = [
+        (topic, body)
+        for topic, body in payload_cases(n, seed, now)
+        if topic.startswith("namazu/v1/") and topic.endswith("/activity") and topic.count("/") == 4
+    ]
+    expected: Counter[tuple[bytes, str]] = Counter()
+    for topic, body in cases:
+        try:
+            decode_activity(topic, body, now, MAX_FUTURE_MS, MAX_AGE_MS)
+        except PayloadError as exc:
+            expected[(body, exc.reason)] += 1
+    tag = uuid.uuid4().hex[:8]
+    config = load_config(
+        environ={
+            "NAMAZU_MQTT__PORT": str(stack.mqtt_port),
+            "NAMAZU_INFLUX__URL": stack.influx_url,
+            "NAMAZU_INFLUX__DATABASE": database,
+            "NAMAZU_INGEST__CLIENT_ID": f"fuzz-{tag}",
+            "NAMAZU_INGEST__SHARED_GROUP": f"fuzz-{tag}",
+        }
+    )
+    influx = InfluxClient(stack.influx_url, database)
+    service = IngestService(config, influx).start()
+    letters: list[bytes] = []
+    watcher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"dl-{tag}")
+    subscribed = threading.Event()
+    watcher.on_message = lambda _c, _u, m: letters.append(m.payload)
+    watcher.on_subscribe = lambda *_a: subscribed.set()
+    watcher.connect("127.0.0.1", stack.mqtt_port)
+    watcher.loop_start()
+    watcher.subscribe("namazu/v1/deadletter/#", qos=1)
+    sender = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"fuzzer-{tag}")
+    sender.max_queued_messages_set(0)
+    sender.connect("127.0.0.1", stack.mqtt_port)
+    sender.loop_start()
+    good = 0
+    try:
+        if not subscribed.wait(10) or not service.wait_ready(10):
+            raise RuntimeError("fuzz: broker subscriptions not confirmed")
+        t0 = now - 3 * 86_400_000
+        infos = []
+        for i, (topic, body) in enumerate(cases):
+            infos.append(sender.publish(topic, body, qos=1))
+            if i % 10 == 0:
+                animals = [
+                    {
+                        "animal": "good-cow",
+                        "species": "cow",
+                        "t_ms": t0 + 60_000 * (good + np.arange(20)),
+                        "odba": np.full(20, 0.2),
+                        "vedba": np.full(20, 0.1),
+                    }
+                ]
+                infos.append(
+                    sender.publish(
+                        activity_topic("good-farm", "gw-g"),
+                        encode_activity("good-farm", "gw-g", i, now, animals),
+                        qos=1,
+                    )
+                )
+                good += 20
+        for info in infos:
+            info.wait_for_publish(60)
+        deadline = time.monotonic() + 120
+        total = sum(expected.values())
+        stored = 0
+        while time.monotonic() < deadline:
+            stored = influx.count("activity", "odba", "farm = 'good-farm'")
+            if len(letters) >= total and stored >= good:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        got = Counter()
+        for raw in letters:
+            letter = json.loads(raw)
+            got[(base64.b64decode(letter["payload_b64"]), letter["reason"])] += 1
+        return {
+            "cases": len(cases),
+            "expected_rejects": total,
+            "dead_letters": len(letters),
+            "mismatched": sum(((got - expected) + (expected - got)).values()),
+            "valid_expected": good,
+            "valid_stored": influx.count("activity", "odba", "farm = 'good-farm'"),
+            "rejected": service.stats["rejected"],
+            "connected": service.stats["connected"],
+        }
+    finally:
+        sender.disconnect()
+        sender.loop_stop()
+        watcher.disconnect()
+        watcher.loop_stop()
+        service.stop(end_session=True)
+        influx.close()

@@ -383,6 +383,68 @@ def verify_gateway(
     }
 
 
+def measure_ingest(
+    stack: Stack,
+    workdir: Path,
+    messages: list[tuple[str, bytes]],
+    n_samples: int,
+    farm: str,
+    workers: int = 1,
+    kill_one: bool = False,
+    timeout_s: float = 900.0,
+) -> dict[str, Any]:
+    """End-to-end rate through ``workers`` ingest processes on one shared subscription.
+
+    messages : (topic, payload) of ``farm`` holding ``n_samples`` distinct samples.
+    kill_one : SIGKILL the last worker once half the messages are acknowledged by the
+        broker, and restart it a second later.
+    Returns ``samples_per_s`` [1/s], ``stored``, ``seconds`` [s], ``peak_rss_mib`` per
+    worker and ``received`` (messages each worker took, from its final counters).
+    """
+    from bench.bench_ingest import publish_all
+
+    database = f"ingest_{workers}w_{int(time.time() * 1000) % 10**9}"
+    influx = InfluxClient(stack.influx_url, database, timeout_s=120)
+    influx.create_database()
+    group = f"measure-{database}"
+    procs = [
+        IngestWorker(
+            stack, database, f"{group}-{i}", workdir / f"{group}-{i}.log", shared_group=group
+        )
+        for i in range(1, workers + 1)
+    ]
+    for worker in procs:
+        worker.start()
+    rss = PeakRss([w.pid for w in procs]).start()
+    try:
+        for worker in procs:
+            worker.wait_subscribed()
+        t0 = time.perf_counter()
+        if kill_one:
+            half = len(messages) // 2
+            publish_all(stack.mqtt_port, messages[:half], client_id=f"{group}-gw")
+            procs[-1].kill()
+            publish_all(stack.mqtt_port, messages[half:], client_id=f"{group}-gw")
+            time.sleep(1.0)
+            procs[-1].start()
+        else:
+            publish_all(stack.mqtt_port, messages, client_id=f"{group}-gw")
+        stored = wait_for_count(influx, n_samples, timeout_s, farm=farm)
+        seconds = time.perf_counter() - t0
+    finally:
+        rss.stop()
+        for worker in procs:
+            worker.stop()
+        influx.close()
+    return {
+        "samples_per_s": n_samples / seconds,
+        "stored": stored,
+        "seconds": seconds,
+        "peak_rss_mib": {w.client_id: rss.peak_mib.get(w.pid, 0.0) for w in procs},
+        "received": [sum(run["received"] for run in w.log_stats()) for w in procs],
+    }
+
+
 # ----------------------------------------------------------------- the run
 
 

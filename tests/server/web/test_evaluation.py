@@ -1,0 +1,64 @@
+"""The evaluation endpoint over the seeded farm: the split inside/outside farm events and
+the statement come from the same assessment as ``namazu analyze``."""
+
+from __future__ import annotations
+
+import pytest
+from numpy.testing import assert_allclose
+
+from analytics.assessment import chance_statement
+from tests.server.web.conftest import csrf_from
+from tests.server.web.seed import FARM
+
+RANGE = "start=2024-03-01T00:00:00Z&end=2024-03-11T00:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def housed_last_day(panel):
+    """A housing_stable farm event over the last day (the surge and the M4.3 after it)."""
+    from tests.server.web.conftest import login
+
+    client = panel.app.test_client()
+    assert login(client, "reviewer").status_code == 302
+    page = client.get("/events").get_data(as_text=True)
+    response = client.post(
+        "/events",
+        data={"farm": FARM, "kind": "housing_stable", "start": "2024-03-10T00:00:00Z",
+              "end": "2024-03-11T00:00:00Z", "csrf_token": csrf_from(page)},
+    )  # fmt: skip
+    assert response.status_code == 302
+    return panel
+
+
+def test_split_inside_and_outside_add_up_to_the_whole(housed_last_day, client_for):
+    body = (
+        client_for("viewer")
+        .get(f"/api/v1/evaluation?farm={FARM}&{RANGE}&resolution_min=15&split=housing_stable")
+        .json
+    )
+    whole, split = body["result"], body["split"]
+    inside, outside = split["inside"], split["outside"]
+    assert split["periods"] == 1
+    # the seeded M4.3 comes 12 h after the surge of the last day, inside the event
+    assert (inside["targets"], inside["hits"]) == (1, 1)
+    assert outside["targets"] == 0 and outside["alarms"] == 0
+    assert inside["targets"] + outside["targets"] == whole["targets"]
+    assert_allclose(inside["monitored_h"] + outside["monitored_h"], whole["monitored_h"])
+    assert inside["n_shifts"] == 0 and outside["p_shift"] is None
+    assert body["statement"] == chance_statement(whole)
+    assert body["statement_declustered"] == chance_statement(body["declustered"])
+    assert [h["lead_time_h"] for h in body["lead_vs_distance"]] == [
+        h["lead_time_h"] for h in whole["hit_list"]
+    ]
+    thresholds = [row["threshold"] for row in body["molchan"]]
+    assert thresholds == sorted(thresholds) and 140 in thresholds
+
+
+def test_a_period_without_data_says_so(panel, client_for):
+    body = (
+        client_for("viewer")
+        .get(f"/api/v1/evaluation?farm={FARM}&start=2020-01-01&end=2020-02-01")
+        .json
+    )
+    assert body["result"] is None and body["molchan"] == []
+    assert body["statement"] == "No activity data in this period: nothing to evaluate."

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -207,7 +207,10 @@ def assess(
         if on_step is not None:
             on_step(name)
 
-    episodes, components = detect(series, resolution, rule, return_components=True)
+    episodes, components = cast(
+        tuple[list[Episode], pd.DataFrame],
+        detect(series, resolution, rule, return_components=True),
+    )
     step("detect")
     judged = np.isfinite(components["value"].to_numpy(np.float64)) & np.isfinite(
         components["baseline"].to_numpy(np.float64)

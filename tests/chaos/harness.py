@@ -427,6 +427,7 @@ def measure_ingest(
             publish_all(stack.mqtt_port, messages[half:], client_id=f"{group}-gw")
             time.sleep(1.0)
             procs[-1].start()
+            rss.watch(procs[-1].pid)
         else:
             publish_all(stack.mqtt_port, messages, client_id=f"{group}-gw")
         stored = wait_for_count(influx, n_samples, timeout_s, farm=farm)
@@ -441,6 +442,7 @@ def measure_ingest(
         "stored": stored,
         "seconds": seconds,
         "peak_rss_mib": {w.client_id: rss.peak_mib.get(w.pid, 0.0) for w in procs},
+        "peak_rss_all_mib": max(rss.peak_mib.values()),
         "received": [sum(run["received"] for run in w.log_stats()) for w in procs],
     }
 

@@ -1,0 +1,213 @@
+"""``make chaos``: the fault-injection suite against real Mosquitto, InfluxDB and processes.
+
+1. Chaos run: 1,000,000 samples from 10 gateways while the broker restarts twice,
+   InfluxDB stops for 30 s, an ingest worker gets SIGKILL and one gateway is cut off
+   the network for a third of the run; then stored == published for every
+   (animal, timestamp).
+2. Backpressure: the ingest budget (``max_pending_messages``) is set far below what
+   piles up during the InfluxDB stop; peak RSS of ingest and of the gateways is
+   measured during the outage.
+3. Scale-out: throughput with 1, 2 and 3 ingest workers on one shared subscription,
+   and a SIGKILL of one of two workers mid-stream.
+4. Bad input: 10,000 generated payloads through the decoder and through the live
+   ingest service, plus collar frames, catalogue and activity-file readers.
+
+Prints the figures; ``--write docs/reliability.md`` also stores them in that file.
+
+    python -m tests.chaos.run [--quick] [--only chaos,scaleout,fuzz] [--write PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import machine_info
+from tests.chaos import fuzz
+from tests.chaos.harness import ChaosPlan, measure_ingest, run_chaos
+from tests.conftest import shared_data_dir
+
+PARTS = ("chaos", "scaleout", "fuzz")
+
+
+def chaos_part(quick: bool, workdir: Path) -> tuple[list[str], bool]:
+    """Items 1 and 2: the chaos run with a small ingest budget."""
+    plan = ChaosPlan()
+    if quick:
+        plan = ChaosPlan(samples_per_gateway=20_000, duration_s=90.0, influx_outage=(0.3, 15.0))
+    report = run_chaos(plan, workdir / "chaos")
+    lines = [
+        "### 1-2. Chaos run and backpressure",
+        "",
+        f"- published **{report.published:,}** samples from {plan.gateways} gateways "
+        f"({plan.animals_per_gateway} animals each, 100 samples per message) to "
+        f"{plan.workers} ingest workers over {plan.duration_s:.0f} s of spooling",
+        f"- stored **{report.stored:,}**: missing **{report.missing}**, duplicates "
+        f"**{report.duplicates}**, extra {report.extra}, wrong values {report.wrong_value}"
+        f" -> {'LOSSLESS' if report.lossless else 'NOT LOSSLESS'}",
+        f"- total time {report.seconds:.0f} s, of which the faults:",
+    ]
+    lines += [f"  - t = {t:5.1f} s: {what}" for t, what in report.events]
+    budget = plan.ingest_max_pending
+    lines.append(
+        f"- ingest in-memory budget {budget} unacknowledged messages per worker "
+        f"(= {budget * 100:,} samples); the InfluxDB stop held back about "
+        f"{plan.total_samples / plan.duration_s * plan.influx_outage[1]:,.0f} samples "
+        "(broker and gateway spools kept the rest)"
+        if plan.influx_outage
+        else ""
+    )
+    if report.outage_rss_mib:
+        lines.append(
+            "- peak RSS during the InfluxDB stop [MiB]: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in sorted(report.outage_rss_mib.items()))
+        )
+    if report.peak_rss_mib:
+        lines.append(
+            "- peak RSS over the whole run [MiB]: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in sorted(report.peak_rss_mib.items()))
+        )
+    for name, stats in sorted(report.ingest_stats.items()):
+        keys = ("received", "written_messages", "ack_skipped", "seq_replays", "write_retries")
+        lines.append(f"- {name} (last run): " + ", ".join(f"{k} {stats.get(k, 0)}" for k in keys))
+    connects = {k: v.get("connects", 0) for k, v in sorted(report.gateway_stats.items())}
+    lines.append(f"- gateway connections (1 = never lost): {connects}")
+    return lines, report.lossless
+
+
+def scaleout_part(quick: bool, workdir: Path) -> tuple[list[str], bool]:
+    """Item 3: 1, 2, 3 workers, and a SIGKILL of one of two."""
+    from bench.bench_ingest import FARM, payloads, synthetic_points
+    from server.stack import Stack
+
+    n = 100_000 if quick else 300_000
+    messages = payloads(synthetic_points(n))
+    lines = ["### 3. Scale-out (one MQTT v5 shared subscription)", ""]
+    lines += [
+        "| workers | samples/s | stored / published | messages per worker | peak RSS per worker |",
+        "| ---: | ---: | ---: | --- | --- |",
+    ]
+    ok = True
+    stack = Stack(workdir / "scaleout-stack").start()
+    try:
+        for workers, kill in ((1, False), (2, False), (3, False), (2, True)):
+            got = measure_ingest(stack, workdir, messages, n, FARM, workers=workers, kill_one=kill)
+            ok &= got["stored"] == n
+            label = f"{workers}" + (" (one SIGKILLed mid-stream, restarted)" if kill else "")
+            rss = "/".join(f"{v:.0f} MiB" for v in got["peak_rss_mib"].values())
+            lines.append(
+                f"| {label} | {got['samples_per_s']:,.0f} | {got['stored']:,} / {n:,} "
+                f"| {'/'.join(str(r) for r in got['received'])} | {rss} |"
+            )
+    finally:
+        stack.stop()
+    return lines, ok
+
+
+def fuzz_part(quick: bool, workdir: Path) -> tuple[list[str], bool]:
+    """Item 4: decoders and the live service against generated bad input."""
+    from server.influx import InfluxClient
+    from server.stack import Stack
+
+    n = 2_000 if quick else 10_000
+    data = shared_data_dir()
+    reports = [fuzz.fuzz_payload_decoder(n), fuzz.fuzz_frame_decoder(n)]
+    catalogs = sorted((data / "catalogs").glob("*.*")) + sorted(
+        (data / "wikelski2020").glob("catalog_*.csv")
+    )
+    texts = {
+        p.name: "\n".join(p.read_text(encoding="utf-8").splitlines()[:80])
+        for p in catalogs
+        if p.suffix in {".csv", ".txt", ".geojson", ".xml"}
+    }
+    if texts:
+        reports.append(fuzz.fuzz_catalog_reader(texts, n // 5))
+    activity = data / "wikelski2020" / "activity_2017-01-17_2017-04-14.csv"
+    if activity.exists():
+        lines = activity.read_text(encoding="utf-8").splitlines()
+        reports.append(fuzz.fuzz_activity_reader("\n".join(lines[:1] + lines[6400:6600]), n // 10))
+    gulls = data / "movebank" / "gulls_study985143423_events.csv"
+    if gulls.exists():
+        text = "\n".join(gulls.read_text(encoding="utf-8").splitlines()[:150])
+        reports.append(fuzz.fuzz_movebank_reader(text, n // 20))
+    stack = Stack(workdir / "fuzz-stack").start()
+    try:
+        influx = InfluxClient(stack.influx_url, "fuzz")
+        influx.create_database()
+        live = fuzz.fuzz_live_ingest(stack, "fuzz", n)
+    finally:
+        stack.stop()
+    ok = all(not r.crashes for r in reports) and live["mismatched"] == 0
+    ok &= live["dead_letters"] == live["expected_rejects"]
+    ok &= live["valid_stored"] == live["valid_expected"] and bool(live["connected"])
+    out = ["### 4. Bad input", ""]
+    out += [f"- {r.line()}" for r in reports]
+    out.append(
+        f"- live ingest: {live['cases']:,} generated payloads published, "
+        f"{live['expected_rejects']:,} invalid -> {live['dead_letters']:,} dead letters "
+        f"({live['mismatched']} with a wrong reason or payload); interleaved valid traffic "
+        f"stored {live['valid_stored']:,} / {live['valid_expected']:,} samples; service "
+        f"{'still connected' if live['connected'] else 'DISCONNECTED'}"
+    )
+    for r in reports:
+        for case, error in r.crashes[:3]:
+            out.append(f"  - crash in {r.target}: {error} on {case[:120]}")
+    return out, ok
+
+
+def write_doc(path: Path, text: str) -> None:
+    """Replace the latest-figures block of ``path`` (created when missing)."""
+    start, end = "<!-- chaos:latest:start -->", "<!-- chaos:latest:end -->"
+    block = f"{start}\n{text}\n{end}"
+    doc = path.read_text(encoding="utf-8") if path.exists() else "# Reliability\n"
+    if start in doc and end in doc:
+        doc = doc[: doc.index(start)] + block + doc[doc.index(end) + len(end) :]
+    else:
+        doc = doc.rstrip() + "\n\n## Latest figures\n\n" + block + "\n"
+    path.write_text(doc, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite; exit 1 when any part lost data, crashed or mis-reported."""
+    parser = argparse.ArgumentParser(prog="tests.chaos.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a few minutes)")
+    parser.add_argument("--only", help="comma-separated subset of " + ",".join(PARTS))
+    parser.add_argument("--write", type=Path, help="store the figures in this Markdown file")
+    args = parser.parse_args(argv)
+    parts = args.only.split(",") if args.only else list(PARTS)
+    if not set(parts) <= set(PARTS):
+        print(f"tests.chaos.run: unknown part in --only {args.only!r}", file=sys.stderr)
+        return 2
+    machine = machine_info()
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    sections = [
+        f"Run {when}{' (quick sizes)' if args.quick else ''} on {machine['cpu']}, "
+        f"{machine['cores']} logical cores, {machine['ram_gib']} GiB RAM.",
+        "",
+    ]
+    verdicts = {}
+    runners = {"chaos": chaos_part, "scaleout": scaleout_part, "fuzz": fuzz_part}
+    with tempfile.TemporaryDirectory(prefix="namazu-chaos-") as tmp:
+        for part in parts:
+            print(f"== {part}", flush=True)
+            started = time.monotonic()
+            lines, ok = runners[part](args.quick, Path(tmp))
+            verdicts[part] = ok
+            lines.append(
+                f"- took {time.monotonic() - started:.0f} s; verdict: {'PASS' if ok else 'FAIL'}"
+            )
+            print("\n".join(lines), flush=True)
+            sections += lines + [""]
+    text = "\n".join(sections).rstrip()
+    if args.write:
+        write_doc(args.write, text)
+    print("\n" + ", ".join(f"{k}: {'PASS' if v else 'FAIL'}" for k, v in verdicts.items()))
+    return 0 if all(verdicts.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

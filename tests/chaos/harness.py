@@ -714,10 +714,10 @@ def _role(pid: int, workers: list[IngestWorker], gateways: list[GatewayProcess])
     for worker in workers:
         if worker.pid == pid:
             return f"ingest {worker.client_id}"
-    for worker in workers:
-        if worker.starts > 1:
-            return f"ingest {worker.client_id} before SIGKILL"
     for gateway in gateways:
         if gateway.pid == pid:
             return f"gateway {gateway_name(gateway.index)}"
+    for worker in workers:
+        if worker.starts > 1:
+            return f"ingest {worker.client_id} before SIGKILL"
     return f"pid {pid}"

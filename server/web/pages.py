@@ -27,7 +27,7 @@ from flask import (
 from sqlalchemy import select
 
 from server.influx import InfluxError
-from server.state import SEVERITIES, session_scope
+from server.state import SEVERITIES, DataHealth, session_scope
 from server.subscriptions import (
     OUTBOX_STATUSES,
     SUBSCRIPTION_SPECIES,
@@ -195,6 +195,34 @@ def catalog() -> Any:
     return render_template(
         "catalog.html", farm=farm, catalog=data.catalog(handles, farm, request.args)
     )
+
+
+def _iso(value: Any) -> str:
+    """ISO 8601 UTC text of an aware datetime ("" for None)."""
+    return "" if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+@bp.get("/health")
+@role_required("viewer")
+def health() -> Any:
+    """Data health: offline gateways and silent animals first, then the healthy ones."""
+    order = {"offline": 0, "silent": 1, "ok": 2}
+    with session_scope(_handles().sessions) as db:
+        rows = [
+            {
+                "farm": r.farm,
+                "kind": r.kind,
+                "name": r.name,
+                "species": r.species or "",
+                "gateway": r.gateway or "",
+                "status": r.status,
+                "since": _iso(r.since),
+                "last_seen": _iso(r.last_seen),
+            }
+            for r in db.scalars(select(DataHealth))
+        ]
+    rows.sort(key=lambda r: (order.get(r["status"], 3), r["farm"], r["kind"], r["name"]))
+    return render_template("health.html", rows=rows)
 
 
 @bp.get("/export")

@@ -1,4 +1,5 @@
-"""The admin page for alert e-mail subscriptions and the outbox, for every role."""
+"""The admin page for alert e-mail subscriptions and the outbox, and the data-health page,
+for every role."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from server.state import OutboxMail, Subscription, init_db, session_scope
+from server.state import DataHealth, OutboxMail, Subscription, init_db, session_scope
 from tests.server.web.conftest import csrf_from
 from tests.server.web.seed import FARM
 
@@ -119,3 +120,27 @@ def test_outbox_shows_failed_mails_with_the_reason(panel, client_for):
     assert "550 &lt;b&gt;no such user&lt;/b&gt;" in html  # escaped, never markup
     every = [r[1] for r in _rows(client.get(URL).get_data(as_text=True), "outbox")]
     assert "sent" in every and "failed" in every
+
+
+@pytest.mark.parametrize("role", ["viewer", "reviewer", "admin"])
+def test_data_health_page_lists_problems_first_for_every_role(panel, client_for, role):
+    when = datetime(2026, 3, 1, 4, 0, tzinfo=UTC)
+    with session_scope(init_db(panel.state_url)) as db:
+        if not db.query(DataHealth).filter(DataHealth.farm == "health-farm").count():
+            db.add_all(
+                [
+                    DataHealth(farm="health-farm", kind="animal", name="cow-ok", status="ok",
+                               since=when, last_seen=when, species="cow", gateway="gw-1"),
+                    DataHealth(farm="health-farm", kind="gateway", name="gw-2",
+                               status="offline", since=when, last_seen=when),
+                    DataHealth(farm="health-farm", kind="animal", name="cow-quiet",
+                               status="silent", since=when, species="cow", gateway="gw-1"),
+                ]
+            )  # fmt: skip
+    page = client_for(role).get("/health")
+    assert page.status_code == 200
+    rows = [r for r in _rows(page.get_data(as_text=True), "health") if r[0] == "health-farm"]
+    assert [(r[2], r[5]) for r in rows] == [("gw-2", "offline"), ("cow-quiet", "silent"),
+                                            ("cow-ok", "ok")]  # fmt: skip
+    assert rows[1][6] == "2026-03-01T04:00:00Z" and rows[1][7] == ""
+    assert panel.app.test_client().get("/health").status_code == 302  # anonymous: log in

@@ -61,22 +61,28 @@ def chaos_part(quick: bool, workdir: Path) -> tuple[list[str], bool]:
         if plan.influx_outage
         else ""
     )
-    if report.outage_rss_mib:
-        lines.append(
-            "- peak RSS during the InfluxDB stop [MiB]: "
-            + ", ".join(f"{k} {v:.0f}" for k, v in sorted(report.outage_rss_mib.items()))
-        )
-    if report.peak_rss_mib:
-        lines.append(
-            "- peak RSS over the whole run [MiB]: "
-            + ", ".join(f"{k} {v:.0f}" for k, v in sorted(report.peak_rss_mib.items()))
-        )
+    for label, figures in (
+        ("during the InfluxDB stop", report.outage_rss_mib),
+        ("over the whole run", report.peak_rss_mib),
+    ):
+        if figures:
+            lines.append(f"- peak RSS {label}: {_rss_summary(figures)}")
     for name, stats in sorted(report.ingest_stats.items()):
         keys = ("received", "written_messages", "ack_skipped", "seq_replays", "write_retries")
         lines.append(f"- {name} (last run): " + ", ".join(f"{k} {stats.get(k, 0)}" for k in keys))
     connects = {k: v.get("connects", 0) for k, v in sorted(report.gateway_stats.items())}
     lines.append(f"- gateway connections (1 = never lost): {connects}")
     return lines, report.lossless
+
+
+def _rss_summary(figures: dict[str, float]) -> str:
+    """Ingest workers one by one, gateways as their largest value [MiB]."""
+    ingest = [f"{k} {v:.0f} MiB" for k, v in sorted(figures.items()) if k.startswith("ingest")]
+    gateways = [v for k, v in figures.items() if k.startswith("gateway")]
+    parts = ingest
+    if gateways:
+        parts.append(f"gateways at most {max(gateways):.0f} MiB each ({len(gateways)} processes)")
+    return "; ".join(parts)
 
 
 def scaleout_part(quick: bool, workdir: Path) -> tuple[list[str], bool]:

@@ -20,6 +20,11 @@ Guarantees:
 - Several workers can share the load: activity comes through the MQTT v5 shared
   subscription ``$share/{ingest.shared_group}/namazu/v1/+/+/activity``; each worker
   needs its own stable ``ingest.client_id``.
+- Mosquitto 2.0 does not restore shared subscriptions from its persistence file: after
+  a broker restart, activity published before a worker has reconnected (backoff of at
+  most 5 s) has no subscriber and is dropped by the broker. A single worker with
+  ``ingest.shared_group = ""`` subscribes without ``$share`` instead; that
+  subscription is restored with the session, so a broker restart loses nothing.
 """
 
 from __future__ import annotations
@@ -67,6 +72,13 @@ ACTIVITY_FILTER = "namazu/v1/+/+/activity"
 STATUS_FILTER = "namazu/v1/+/+/status"
 #: Reason code for points InfluxDB refused (e.g. a field type conflict); see data-path.md.
 STORE_REFUSED = "store_refused"
+
+
+def activity_subscription(shared_group: str) -> Subscription:
+    """The activity subscription: shared by ``shared_group``, or durable ("" = one worker)."""
+    if shared_group:
+        return Subscription(f"$share/{shared_group}/{ACTIVITY_FILTER}", 1, 2)
+    return Subscription(ACTIVITY_FILTER, 1, 1)
 
 
 def activity_lines(batch: ActivityBatch) -> list[str]:
@@ -191,11 +203,12 @@ class IngestService:
             config.mqtt,
             client_id=cfg.client_id,
             subscriptions=[
-                Subscription(f"$share/{cfg.shared_group}/{ACTIVITY_FILTER}", 1, 2),
+                activity_subscription(cfg.shared_group),
                 Subscription(STATUS_FILTER, 1, 1),
             ],
             on_message=self._on_message,
             receive_maximum=receive_maximum,
+            reconnect_max_s=5,
         )
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None

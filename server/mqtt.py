@@ -164,6 +164,7 @@ class MqttConsumer:
         subscriptions: Sequence[Subscription],
         on_message: Callable[[InboundMessage], None],
         receive_maximum: int,
+        reconnect_max_s: int = 30,
     ) -> MqttConsumer:
         """Build from a ``server.config.MqttConfig``."""
         return cls(
@@ -178,6 +179,7 @@ class MqttConsumer:
             tls=mqtt.tls,
             ca_file=mqtt.ca_file,
             keepalive_s=mqtt.keepalive_s,
+            reconnect_max_s=reconnect_max_s,
         )
 
     # --- life cycle ---------------------------------------------------------------

@@ -137,7 +137,8 @@ def test_status_becomes_gateway_status_point(stack, influx, farm):
         assert sent <= row["time"] <= now_ms() and row["online"] is True
         assert row["clock_offset_s"] == 1.5 and row["seq"] == 9 and row["spool_depth"] == 4
         assert row["receive_lag_s"] >= 0
-        assert service.stats["status_acked"] >= 1 and service.stats["received"] == 0
+        wait_for(lambda: service.stats["status_acked"] >= 1, what="status acknowledged")
+        assert service.stats["received"] == 0
         pub.publish(f"namazu/v1/{farm}/gw-1/status", b"", retain=True)  # clear retained
         pub.close()
     finally:
@@ -359,3 +360,35 @@ def test_points_influx_refuses_are_dead_lettered_others_stored(stack, influx, fa
     finally:
         service.stop(end_session=True)
         watcher.close()
+
+
+@pytest.mark.services
+def test_broker_restart_shared_versus_durable_subscription(private_stack, farm):
+    """Mosquitto 2.0 restores a plain subscription of a persistent session after a
+    restart but not a shared one: with both workers offline, activity published after
+    the restart reaches only the durable (``shared_group = ""``) worker."""
+    influx = InfluxClient(private_stack.influx_url, "namazu_restart")
+    shared_cfg = make_config(private_stack.mqtt_port, private_stack.influx_url, "namazu_restart")
+    durable_cfg = make_config(
+        private_stack.mqtt_port, private_stack.influx_url, "namazu_restart", shared_group=""
+    )
+    for cfg in (shared_cfg, durable_cfg):
+        worker = IngestService(cfg, influx).start()
+        assert worker.wait_ready(10)
+        worker.stop()
+    private_stack.stop_mosquitto()
+    private_stack.start_mosquitto()
+    pub = Publisher(private_stack.mqtt_port)
+    publish_docs(pub, farm, "gw-r", 5)
+    pub.close()
+    shared = IngestService(shared_cfg, influx).start()
+    durable = IngestService(durable_cfg, influx).start()
+    try:
+        wait_for(lambda: durable.stats["acked"] == 5, what="durable worker gets all five")
+        time.sleep(0.5)
+        assert shared.stats["received"] == 0
+        assert stored(influx, farm) == 5 * 2 * 10
+    finally:
+        shared.stop(end_session=True)
+        durable.stop(end_session=True)
+        influx.close()

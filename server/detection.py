@@ -12,8 +12,8 @@ One tick, per farm:
    A tick's cost therefore grows with the new data, never with the stored history.
 3. The slices are laid side by side as a compact series whose "day" is the new span, so
    ``analytics.rule.detect_matrix`` applies the rule unchanged to every animal, every
-   species group, the herd's collective series, and (from the animals' flags) the
-   quorum.
+   species group and the herd's collective series; the quorum comes from the animals'
+   flags through ``analytics.rule.quorum_flags``.
 4. Runs of anomalous samples continue across ticks through a small per-series state
    (run start, peak ratio) saved with the checkpoint. An alarm OPENS at the sample where
    its run reaches ``min_duration`` (it is then written to the hash-chained log and

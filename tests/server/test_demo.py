@@ -1,11 +1,22 @@
-"""``namazu demo`` end to end on its own stack: every published sample is stored."""
+"""``namazu demo`` end to end on its own stack: every published sample is stored, and
+the injected unrest episode (the demo's ground truth) opens a herd alarm."""
 
 from __future__ import annotations
+
+import re
 
 import psutil
 import pytest
 
 from server import demo
+
+
+def _no_leftovers(data_dir) -> list[int]:
+    return [
+        p.info["pid"]
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if any(str(data_dir) in part for part in p.info["cmdline"] or [])
+    ]
 
 
 @pytest.mark.services
@@ -20,12 +31,23 @@ def test_demo_stores_every_published_sample(tmp_path, capsys):
     total = [line for line in out.splitlines() if line.startswith("total")][0].split()
     assert int(total[1]) == int(total[2]) == sum(int(r[2]) for r in rows)
     assert (data_dir / "mosquitto" / "mosquitto.conf").exists()
-    leftovers = [
-        p.info["pid"]
-        for p in psutil.process_iter(["pid", "cmdline"])
-        if any(str(data_dir) in part for part in p.info["cmdline"] or [])
-    ]
-    assert leftovers == [], "demo left services running"
+    assert _no_leftovers(data_dir) == [], "demo left services running"
+
+
+@pytest.mark.services
+def test_demo_detects_its_injected_episode(tmp_path, capsys, monkeypatch):
+    data_dir = tmp_path / "demo"
+    monkeypatch.setenv("NAMAZU_DATA_DIR", str(tmp_path / "no-data"))  # no replay: fast
+    assert demo.main(["--data-dir", str(data_dir), "--days", "4.5", "--no-serve"]) == 0
+    out = capsys.readouterr().out
+    truth = re.search(r"injected unrest episode \(ground truth\): (\S+ \S+) UTC", out)
+    assert truth is not None
+    herd = [line.split() for line in out.splitlines() if line.strip().startswith("herd ")]
+    assert len(herd) == 1, out
+    assert f"{herd[0][2]} {herd[0][3]}" == truth.group(1)  # opened at the episode's start
+    assert "no catalogue replayed" in out
+    assert (data_dir / "alarm-log.jsonl").exists()
+    assert _no_leftovers(data_dir) == []
 
 
 def test_demo_rejects_bad_days(capsys):

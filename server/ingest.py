@@ -40,6 +40,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,6 +217,7 @@ class IngestService:
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
         self._deadletters_waiting: dict[int, InboundMessage] = {}
+        self._deadletter_lock = threading.Lock()
         self._last_seq: dict[tuple[str, str], int] = {}
         self._influx_down_since: float | None = None
         self._stop_timeout_s = 5.0
@@ -307,8 +309,16 @@ class IngestService:
     # --- writer thread ------------------------------------------------------------
 
     def _run(self) -> None:
+        # One write in flight while the next batch is decoded: a batch is handed to the
+        # flusher thread, which writes it and acknowledges its messages; the writer waits
+        # for that write to finish before handing over the next one.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-flush") as flusher:
+            self._decode_loop(flusher)
+
+    def _decode_loop(self, flusher: ThreadPoolExecutor) -> None:
         cfg = self.config.ingest
         batch = _Batch()
+        in_flight: Future | None = None
         while not self._stop.is_set():
             self._ack_delivered_deadletters()
             timeout = cfg.batch_max_age_s
@@ -330,8 +340,12 @@ class IngestService:
                 batch.activity_points >= cfg.batch_max_points
                 or time.monotonic() - batch.started >= cfg.batch_max_age_s
             ):
-                self._flush(batch)
+                if in_flight is not None:
+                    in_flight.result()
+                in_flight = flusher.submit(self._flush, batch)
                 batch = _Batch()
+        if in_flight is not None:
+            in_flight.result()
         if batch:
             self._flush(batch, give_up_after_s=self._stop_timeout_s)
         self._ack_delivered_deadletters()
@@ -379,18 +393,24 @@ class IngestService:
             "payload rejected",
             extra={"topic": message.topic, "reason": reason, "detail": detail[:300]},
         )
-        try:
-            mid = self._mqtt.publish(
-                deadletter_topic(message.topic), deadletter_payload(message, reason, detail)
-            )
-        except MqttError as exc:
-            log.error("dead letter not published", extra={"error": str(exc)})
-            return  # not acknowledged: the broker delivers it again
-        self._deadletters_waiting[mid] = message
+        # Publishing and recording the packet id happen under one lock, so that the
+        # writer and the flusher thread never see a delivery before its record.
+        with self._deadletter_lock:
+            try:
+                mid = self._mqtt.publish(
+                    deadletter_topic(message.topic), deadletter_payload(message, reason, detail)
+                )
+            except MqttError as exc:
+                log.error("dead letter not published", extra={"error": str(exc)})
+                return  # not acknowledged: the broker delivers it again
+            self._deadletters_waiting[mid] = message
 
     def _ack_delivered_deadletters(self) -> None:
-        for mid in self._mqtt.take_delivered():
-            source = self._deadletters_waiting.pop(mid, None)
+        with self._deadletter_lock:
+            delivered = [
+                self._deadletters_waiting.pop(mid, None) for mid in self._mqtt.take_delivered()
+            ]
+        for source in delivered:
             if source is not None:
                 self._ack(source)
 
@@ -498,9 +518,12 @@ def main(argv: list[str]) -> int:
             update={"ingest": config.ingest.model_copy(update={"client_id": args.client_id})}
         )
     server = None
-    if args.metrics_port is not None:
+    metrics_port = args.metrics_port
+    if metrics_port is None and config.ingest.metrics_port:
+        metrics_port = config.ingest.metrics_port
+    if metrics_port is not None:
         try:
-            server = metrics.start_metrics_server(args.metrics_port, args.metrics_host)
+            server = metrics.start_metrics_server(metrics_port, args.metrics_host)
         except metrics.MetricsServerError as exc:
             print(f"namazu ingest: {exc}", file=sys.stderr)
             return 1

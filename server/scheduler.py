@@ -45,7 +45,12 @@ from server.fdsn import FdsnClient
 from server.health import HealthJob
 from server.influx import InfluxClient
 from server.mail import SmtpSender
-from server.metrics import SCHEDULER_TICK_FAILURES, SCHEDULER_TICK_SECONDS
+from server.metrics import (
+    SCHEDULER_TICK_FAILURES,
+    SCHEDULER_TICK_SECONDS,
+    MetricsServerError,
+    start_metrics_server,
+)
 from server.state import init_db
 
 log = logging.getLogger(__name__)
@@ -299,6 +304,12 @@ def main(argv: list[str]) -> int:
     if args.once:
         run_once(services, datetime.now(UTC), catalog=services.catalog is not None)
         return 0
+    if config.scheduler.metrics_port:
+        try:
+            start_metrics_server(config.scheduler.metrics_port)
+        except MetricsServerError as exc:
+            print(f"namazu scheduler: {exc}", file=sys.stderr)
+            return 1
     scheduler = make_scheduler(services, blocking=True)
     signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
     log.info("scheduler started", extra={"farms": list(services.farm_names)})

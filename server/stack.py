@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -311,6 +312,81 @@ def status(data_dir: Path) -> dict:
     return report
 
 
+def _http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1.0, allow_redirects=False).status_code < 400
+    except requests.RequestException:
+        return False
+
+
+def services_health(config: Any, influx_url: str | None = None) -> dict[str, Any]:
+    """Health of the parts above the stack, as far as this machine can see them.
+
+    config : a ``NamazuConfig``. influx_url : the stack's InfluxDB (default config's).
+    Returns a dict: ``ingest`` / ``scheduler`` (their /metrics endpoints when a metrics
+    port is configured), ``scheduler.last_tick`` (age of the newest detection
+    checkpoint [s]), ``web`` (the panel's login page answers), ``data`` (age of the
+    newest activity sample [s] and the gateways' last reported online state).
+    """
+    from server.influx import InfluxClient, InfluxError
+
+    report: dict[str, Any] = {}
+    for name, port in (
+        ("ingest", config.ingest.metrics_port),
+        ("scheduler", config.scheduler.metrics_port),
+    ):
+        report[name] = (
+            {"metrics": _http_ok(f"http://127.0.0.1:{port}/metrics"), "port": port}
+            if port
+            else {"metrics": None, "note": f"{name}.metrics_port not set"}
+        )
+    report["scheduler"]["last_tick_age_s"] = _last_tick_age_s(config.state.url)
+    web = config.web
+    report["web"] = {"url": f"http://{web.host}:{web.port}/", "answers": False}
+    if web.port:
+        report["web"]["answers"] = _http_ok(f"http://{web.host}:{web.port}/login")
+    client = InfluxClient(influx_url or config.influx.url, config.influx.database, timeout_s=2)
+    data: dict[str, Any] = {"newest_sample_age_s": None, "gateways": {}}
+    try:
+        rows = client.query('SELECT last("odba") FROM "activity"')
+        if rows:
+            data["newest_sample_age_s"] = round(time.time() - rows[0]["values"][0][0] / 1000, 1)
+        for item in client.query('SELECT last("online") FROM "gateway_status" GROUP BY *'):
+            tags = item.get("tags") or {}
+            key = f"{tags.get('farm', '?')}/{tags.get('gateway', '?')}"
+            data["gateways"][key] = "online" if item["values"][0][1] else "offline"
+    except InfluxError as exc:
+        data["error"] = str(exc)[:200]
+    finally:
+        client.close()
+    report["data"] = data
+    return report
+
+
+def _last_tick_age_s(state_url: str) -> float | None:
+    """Seconds since the newest detection checkpoint, or None when there is none."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from server.state import Checkpoint, make_engine, session_scope
+
+    if state_url.startswith("sqlite:///") and not Path(state_url[10:]).exists():
+        return None
+    try:
+        engine = make_engine(state_url)
+        with session_scope(engine) as session:
+            times = session.scalars(
+                select(Checkpoint.updated_at).where(Checkpoint.name.like("detection:%"))
+            ).all()
+        engine.dispose()
+    except SQLAlchemyError:
+        return None
+    stamps = [t for t in times if t is not None]
+    if not stamps:
+        return None
+    return round(time.time() - max(stamps).timestamp(), 1)
+
+
 def stop_detached(data_dir: Path, timeout_s: float = 15.0) -> list[str]:
     """Stop the services of a detached stack; returns the names stopped."""
     state = read_state(data_dir)
@@ -345,13 +421,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--influx-port", type=int, help="InfluxDB HTTP port (0 = free port)")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config).stack
+        config = load_config(args.config)
+        cfg = config.stack
     except ConfigError as exc:
         print(f"namazu stack: {exc}", file=sys.stderr)
         return 1
     data_dir = (args.data_dir or cfg.data_dir).resolve()
     if args.action == "status":
         report = status(data_dir)
+        state = read_state(data_dir)
+        report["services"] = services_health(config, state["influx_url"] if state else None)
         print(json.dumps(report, indent=2))
         return 0 if report.get("running") else 3
     if args.action == "stop":

@@ -41,3 +41,40 @@ def test_private_stack_restarts_on_same_ports(private_stack: Stack):
     assert not InfluxClient(private_stack.influx_url, "x").ping()
     private_stack.start_influx()
     assert InfluxClient(private_stack.influx_url, "x").ping()
+
+
+def test_services_health_reports_every_part(influx, tmp_path):
+    import time as _time
+
+    from server.config import load_config
+    from server.influx import point_line
+    from server.metrics import start_metrics_server
+    from server.stack import free_port, services_health
+
+    now_ms = int(_time.time() * 1000)
+    influx.write_lines(
+        [
+            point_line("activity", {"farm": "f", "animal": "a", "species": "cow"}, {"odba": 0.1},
+                       now_ms - 5000),
+            point_line("gateway_status", {"farm": "f", "gateway": "g1"}, {"online": True}, now_ms),
+            point_line("gateway_status", {"farm": "f", "gateway": "g2"}, {"online": False}, now_ms),
+        ]
+    )  # fmt: skip
+    metrics = start_metrics_server(0)
+    config = load_config(
+        environ={
+            "NAMAZU_INFLUX__DATABASE": influx.database,
+            "NAMAZU_INGEST__METRICS_PORT": str(metrics.port),
+            "NAMAZU_SCHEDULER__METRICS_PORT": str(free_port()),
+            "NAMAZU_WEB__PORT": str(free_port()),
+            "NAMAZU_STATE__URL": f"sqlite:///{tmp_path / 'none.sqlite'}",
+        }
+    )
+    report = services_health(config, influx.url)
+    metrics.close()
+    assert report["ingest"]["metrics"] is True
+    assert report["scheduler"]["metrics"] is False  # nothing listens there
+    assert report["scheduler"]["last_tick_age_s"] is None
+    assert report["web"]["answers"] is False
+    assert 4 <= report["data"]["newest_sample_age_s"] < 60
+    assert report["data"]["gateways"] == {"f/g1": "online", "f/g2": "offline"}

@@ -107,7 +107,7 @@ def _mutations(doc: dict[str, Any], rng: random.Random, now_ms: int) -> tuple[st
         )
         return topic, text.encode()
     elif kind == 8:
-        animal["t_ms"][0] = now_ms + rng.choice([MAX_FUTURE_MS + 60_000, 10**9, 10**13])
+        animal["t_ms"][0] = now_ms + rng.choice([MAX_FUTURE_MS + 3_600_000, 10**9, 10**13])
     elif kind == 9:
         animal["t_ms"][0] = now_ms - MAX_AGE_MS - rng.randint(1, 10**10)
     elif kind == 10:

@@ -34,7 +34,7 @@ def valid_document(rng: random.Random, now_ms: int) -> dict[str, Any]:
     animals = []
     for a in range(rng.randint(1, 5)):
         n = rng.randint(1, 30)
-        t0 = now_ms - rng.randint(60_000, 86_400_000)
+        t0 = now_ms - rng.randint(60_000 * (n + 1), 86_400_000)  # last sample in the past
         animals.append(
             {
                 "animal": f"cow-{a:03d}",
@@ -522,6 +522,12 @@ def fuzz_live_ingest(stack: Any, database: str, n: int, seed: int = 16) -> dict[
             "expected_rejects": total,
             "dead_letters": len(letters),
             "mismatched": sum(((got - expected) + (expected - got)).values()),
+            "missing_examples": [
+                (reason, body[:160]) for (body, reason) in list((expected - got).keys())[:5]
+            ],
+            "unexpected_examples": [
+                (reason, body[:160]) for (body, reason) in list((got - expected).keys())[:5]
+            ],
             "valid_expected": good,
             "valid_stored": influx.count("activity", "odba", "farm = 'good-farm'"),
             "rejected": service.stats["rejected"],

@@ -5,7 +5,8 @@ Threads and flow::
     paho network thread ──on_message──▶ bounded queue ──▶ writer thread
         writer: decode (server.payload) ─ valid ──▶ batch of line-protocol points
                                         └ invalid ─▶ dead-letter topic, then ack
-        batch full (points) or old (age) ─▶ InfluxDB /write ─▶ ack every message in it
+        batch full (points) or old (age) ─▶ flusher thread: InfluxDB /write ─▶ ack every
+        message in it (one write in flight while the writer decodes the next batch)
 
 Guarantees:
 

@@ -33,7 +33,7 @@ MODULES = [
 
 DOC_HEADER = """# Benchmarks
 
-`make bench` (``python -m bench.run_all``) runs every benchmark on the local machine and
+`make bench` (`python -m bench.run_all`) runs every benchmark on the local machine and
 prints this table. Each figure is compared with a limit **measured in the same run on
 the same machine** (or with the fixed target named in the row), so the ratios, not the
 absolute numbers, are what carries over to other hardware. A ratio of 1 means "as good

@@ -636,13 +636,7 @@ def run_chaos(plan: ChaosPlan, workdir: Path, log: Callable[[str], None] = print
             schedule.append((at + length / plan.duration_s, "InfluxDB started", influx_up))
         if plan.kill_worker_at is not None:
             victim = workers[-1]
-            killed: list[int] = []
-
-            def kill_victim() -> None:
-                killed.append(victim.pid)
-                victim.kill()
-
-            schedule.append((plan.kill_worker_at, f"SIGKILL {victim.client_id}", kill_victim))
+            schedule.append((plan.kill_worker_at, f"SIGKILL {victim.client_id}", victim.kill))
 
             def revive() -> None:
                 victim.start()

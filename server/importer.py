@@ -18,8 +18,10 @@ Output (``--out FILE`` or stdout): ``time,individual,odba,vedba`` with time ISO 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +37,11 @@ class ImportFileError(Exception):
     """An input file cannot be read or understood; the message names the path."""
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn the ways reading ``path`` can fail into one ImportFileError naming it."""
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, compression="infer")
+        yield
     except FileNotFoundError as exc:
         raise ImportFileError(f"{path}: no such file") from exc
     except (OSError, EOFError) as exc:
@@ -46,6 +50,11 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise ImportFileError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ImportFileError(f"{path}: not a readable CSV: {exc}") from exc
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    with _reading(path):
+        return pd.read_csv(path, dtype=str, keep_default_na=False, compression="infer")
 
 
 def read_movebank(path: str | Path) -> pd.DataFrame:
@@ -64,17 +73,11 @@ def read_movebank(path: str | Path) -> pd.DataFrame:
 
 
 def _read_text(path: Path) -> str:
-    try:
+    with _reading(path):
         raw = path.read_bytes()
         if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
         return raw.decode("utf-8-sig")
-    except FileNotFoundError as exc:
-        raise ImportFileError(f"{path}: no such file") from exc
-    except (OSError, EOFError) as exc:
-        raise ImportFileError(f"{path}: cannot read: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ImportFileError(f"{path}: not UTF-8 text ({exc.reason})") from exc
 
 
 def read_activity_column(

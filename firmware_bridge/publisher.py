@@ -16,6 +16,18 @@ Flow of one activity batch::
 - Availability: a retained status on ``namazu/v1/{farm}/{gateway}/status`` is
   published on every connection (``online: true``) and at ``stop()`` (``online:
   false``); the Last Will carries ``online: false`` for a connection that dies.
+- Ingest presence gate (``wait_for_ingest``): Mosquitto 2.0 forgets shared
+  subscriptions when it restarts, so a message accepted (PUBACK) before an ingest
+  worker has subscribed again has no subscriber and is dropped. With the gate, after
+  every (re)connect the publisher sends no activity (it keeps spooling) until a
+  heartbeat of an ingest worker arrives on ``namazu/v1/_ingest/alive`` over the
+  current connection; workers send one right after each SUBACK, so it proves that
+  their subscriptions exist on the broker's current run. Messages handed to paho on
+  the previous connection and not acknowledged are dropped from paho's queue at the
+  reconnect and sent again from the spool once the gate opens (possibly a duplicate;
+  ingest writes are idempotent). The status and the Last Will are never gated; a
+  connection that stays up keeps sending while ingest is away (the broker queues for
+  the workers' persistent sessions).
 """
 
 from __future__ import annotations
@@ -48,6 +60,8 @@ except ImportError:  # pragma: no cover
 
 #: paho refuses more than this many unacknowledged messages per client.
 PAHO_MAX_QUEUE = 65_535
+#: Presence heartbeat of the ingest workers (published by ``server/ingest.py``).
+INGEST_ALIVE_TOPIC = "namazu/v1/_ingest/alive"
 
 
 def _now_ms() -> int:
@@ -70,6 +84,10 @@ class GatewayPublisher:
         it; reported in the status.
     reconnect_max_s : longest wait between reconnection attempts [s].
     status_interval_s : status refresh cadence while connected [s].
+    wait_for_ingest : after every (re)connect, send activity only once an ingest
+        heartbeat has arrived on that connection (the presence gate above); False
+        sends at once (a broker without Namazu ingest, or a single ingest worker
+        with a durable, non-shared subscription).
     """
 
     def __init__(
@@ -90,6 +108,7 @@ class GatewayPublisher:
         clock_offset_s: float | Callable[[], float] = 0.0,
         reconnect_max_s: float = 30.0,
         status_interval_s: float = 30.0,
+        wait_for_ingest: bool = False,
     ) -> None:
         if not 1 <= max_inflight <= PAHO_MAX_QUEUE - 1:
             raise ValueError(f"max_inflight={max_inflight}; must be 1..{PAHO_MAX_QUEUE - 1}")
@@ -110,6 +129,7 @@ class GatewayPublisher:
         self._status_topic = status_topic(farm, gateway)
         self._v5 = protocol == "5"
         self._session_expiry_s = session_expiry_s
+        self.wait_for_ingest = bool(wait_for_ingest)
 
         self._append_lock = threading.Lock()
         self._wake = threading.Event()
@@ -119,6 +139,13 @@ class GatewayPublisher:
         self._inflight: dict[int, int] = {}  # paho mid -> spool seq (pump thread only)
         self._handed_upto = 0  # highest seq handed to paho (pump thread only)
         self._pump: threading.Thread | None = None
+        # Presence gate: connection counter (paho thread, under _handover_lock), the
+        # connection on which an ingest heartbeat last arrived, and the connection the
+        # pump last saw (pump thread only).
+        self._handover_lock = threading.Lock()
+        self._connection = 0
+        self._ingest_seen_on = 0
+        self._pump_connection = 0
         self.stats: dict[str, int] = {
             "spooled": 0,
             "handed": 0,
@@ -126,6 +153,8 @@ class GatewayPublisher:
             "connects": 0,
             "disconnects": 0,
             "max_inflight_seen": 0,
+            "ingest_heartbeats": 0,
+            "resend_dropped": 0,
         }
 
         if self._v5:
@@ -152,6 +181,7 @@ class GatewayPublisher:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
 
     # --- public API ----------------------------------------------------------------
     def start(self) -> GatewayPublisher:
@@ -200,6 +230,11 @@ class GatewayPublisher:
         """True while the MQTT connection is up."""
         return self._connected.is_set()
 
+    @property
+    def ingest_present(self) -> bool:
+        """True while connected and the gate is open (or ``wait_for_ingest`` is off)."""
+        return self._connected.is_set() and self._gate_open()
+
     def stop(self, timeout_s: float = 5.0) -> None:
         """Publish ``online: false`` (retained), disconnect cleanly and stop the threads."""
         self._stopping.set()
@@ -243,6 +278,12 @@ class GatewayPublisher:
         if reason_code.is_failure:
             log.warning("broker refused connection: %s", reason_code)
             return
+        with self._handover_lock:
+            if self.wait_for_ingest:
+                # paho would resend these at once, possibly to a broker where no ingest
+                # worker has subscribed yet; the spool sends them again once it has.
+                self.stats["resend_dropped"] += len(client.drop_out_messages())
+            self._connection += 1
         self.stats["connects"] += 1
         self._connected.set()
         log.info(
@@ -250,7 +291,22 @@ class GatewayPublisher:
             extra={"host": self.host, "port": self.port, "session": flags.session_present},
         )
         client.publish(self._status_topic, self._status(True), qos=1, retain=True)
+        if self.wait_for_ingest:
+            client.subscribe(INGEST_ALIVE_TOPIC, qos=0)
         self._wake.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        # A heartbeat on this connection was routed by the broker's current run from a
+        # worker that had its SUBACK there: its subscriptions exist, the gate opens.
+        if message.topic == INGEST_ALIVE_TOPIC and not message.retain:
+            self.stats["ingest_heartbeats"] += 1
+            if self._ingest_seen_on != self._connection:
+                log.info("ingest present; sending the spool")
+                self._ingest_seen_on = self._connection
+                self._wake.set()
+
+    def _gate_open(self) -> bool:
+        return not self.wait_for_ingest or self._ingest_seen_on == self._connection
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connected.is_set() and not self._stopping.is_set():
@@ -283,7 +339,10 @@ class GatewayPublisher:
             try:
                 self._flush_acks()
                 if self._connected.is_set():
-                    self._hand_over()
+                    with self._handover_lock:
+                        self._new_connection_reset()
+                        if self._gate_open():
+                            self._hand_over()
                     if time.monotonic() - last_status >= self._status_interval_s:
                         self._client.publish(
                             self._status_topic, self._status(True), qos=1, retain=True
@@ -294,6 +353,16 @@ class GatewayPublisher:
             except Exception:  # keep the pump alive; the spool keeps the data
                 log.exception("publisher pump error")
                 time.sleep(0.5)
+
+    def _new_connection_reset(self) -> None:
+        """With the gate, forget what paho dropped at the reconnect (pump thread)."""
+        if self._pump_connection == self._connection:
+            return
+        self._pump_connection = self._connection
+        if self.wait_for_ingest:
+            self._flush_acks()  # acknowledgements that arrived before the reconnect
+            self._inflight.clear()
+            self._handed_upto = 0
 
     def _hand_over(self) -> None:
         room = self.max_inflight - len(self._inflight)

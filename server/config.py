@@ -79,6 +79,13 @@ class IngestConfig(_Section):
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics port of ingest (0 = disabled)"
     )
+    heartbeat_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="period of the presence heartbeat on namazu/v1/_ingest/alive, sent "
+        "while subscribed (the first right after each SUBACK) [s]",
+    )
 
 
 class BridgeConfig(_Section):
@@ -90,6 +97,11 @@ class BridgeConfig(_Section):
     batch_samples: int = Field(100, ge=1, description="samples per published message")
     max_inflight: int = Field(1000, ge=1, le=65535, description="unacknowledged QoS1 messages")
     source: str = Field("simulator", description="simulator | udp://HOST:PORT | serial:///dev/X")
+    wait_for_ingest: bool = Field(
+        True,
+        description="after every (re)connect, hold the spool until an ingest heartbeat "
+        "arrives on namazu/v1/_ingest/alive (false: send at once, e.g. without Namazu ingest)",
+    )
 
 
 class FarmConfig(_Section):

@@ -21,11 +21,12 @@ Guarantees:
 - Several workers can share the load: activity comes through the MQTT v5 shared
   subscription ``$share/{ingest.shared_group}/namazu/v1/+/+/activity``; each worker
   needs its own stable ``ingest.client_id``.
-- Mosquitto 2.0 does not restore shared subscriptions from its persistence file: after
-  a broker restart, activity published before a worker has reconnected (backoff of at
-  most 5 s) has no subscriber and is dropped by the broker. A single worker with
-  ``ingest.shared_group = ""`` subscribes without ``$share`` instead; that
-  subscription is restored with the session, so a broker restart loses nothing.
+- Mosquitto 2.0 does not restore shared subscriptions from its persistence file, so
+  after a broker restart activity published before a worker has subscribed again
+  would be dropped. Each worker therefore publishes a presence heartbeat on
+  ``namazu/v1/_ingest/alive`` right after every SUBACK and then every
+  ``ingest.heartbeat_s`` while subscribed; gateways hold their spool after each
+  (re)connect until they see one (``bridge.wait_for_ingest``).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from server.influx import (
     multi_series_lines,
     point_line,
 )
-from server.mqtt import InboundMessage, MqttConsumer, MqttError, Subscription
+from server.mqtt import Heartbeat, InboundMessage, MqttConsumer, MqttError, Subscription
 from server.payload import (
     ActivityBatch,
     GatewayStatus,
@@ -72,6 +73,8 @@ log = logging.getLogger(__name__)
 
 ACTIVITY_FILTER = "namazu/v1/+/+/activity"
 STATUS_FILTER = "namazu/v1/+/+/status"
+#: Presence heartbeat of ingest workers (the "_" cannot start a farm id).
+INGEST_ALIVE_TOPIC = "namazu/v1/_ingest/alive"
 #: Reason code for points InfluxDB refused (e.g. a field type conflict); see data-path.md.
 STORE_REFUSED = "store_refused"
 
@@ -81,6 +84,23 @@ def activity_subscription(shared_group: str) -> Subscription:
     if shared_group:
         return Subscription(f"$share/{shared_group}/{ACTIVITY_FILTER}", 1, 2)
     return Subscription(ACTIVITY_FILTER, 1, 1)
+
+
+def ingest_heartbeat(client_id: str, shared_group: str, period_s: float) -> Heartbeat:
+    """The presence heartbeat of one worker, sent every ``period_s`` [s] while subscribed:
+    JSON ``{"client_id", "sent_ms" [UTC epoch ms], "shared_group"}`` on
+    :data:`INGEST_ALIVE_TOPIC`, QoS 0, not retained."""
+
+    def payload() -> bytes:
+        return orjson.dumps(
+            {
+                "client_id": client_id,
+                "sent_ms": time.time_ns() // 1_000_000,
+                "shared_group": shared_group,
+            }
+        )
+
+    return Heartbeat(INGEST_ALIVE_TOPIC, payload, period_s)
 
 
 def activity_lines(batch: ActivityBatch) -> list[str]:
@@ -211,6 +231,7 @@ class IngestService:
             on_message=self._on_message,
             receive_maximum=receive_maximum,
             reconnect_max_s=5,
+            heartbeat=ingest_heartbeat(cfg.client_id, cfg.shared_group, cfg.heartbeat_s),
         )
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None

@@ -12,7 +12,12 @@ ingest:
 - Receive Maximum: the broker never has more than that many unacknowledged QoS 1
   messages outstanding towards this client, which bounds what the service holds;
 - reconnection with exponential backoff (paho's loop thread);
-- QoS 1 publishing with delivery reports (used for dead letters).
+- QoS 1 publishing with delivery reports (used for dead letters);
+- an optional presence heartbeat (:class:`Heartbeat`): a small QoS 0 message
+  published right after every SUBACK and then periodically while subscribed, so
+  that other clients can tell that this service's subscriptions exist on the
+  broker's current run (gateways hold their spool until they see one; see
+  ``docs/data-path.md``).
 
 An acknowledgement belongs to the connection a message arrived on. After a
 reconnect the broker resends every unacknowledged message, possibly reusing packet
@@ -83,6 +88,21 @@ class Subscription:
     retain_handling: int = 1
 
 
+@dataclass(frozen=True)
+class Heartbeat:
+    """A presence message published only while every subscription is confirmed.
+
+    topic : where to publish (QoS 0, never retained).
+    payload : called for every heartbeat; returns the message body.
+    period_s : interval between heartbeats while subscribed [s]; the first one goes
+        out as soon as the broker's SUBACK arrives.
+    """
+
+    topic: str
+    payload: Callable[[], bytes]
+    period_s: float
+
+
 class MqttConsumer:
     """A persistent MQTT v5 session that hands messages to a callback and acks on demand.
 
@@ -97,6 +117,8 @@ class MqttConsumer:
     session_expiry_s : how long the broker keeps the session after a disconnect [s].
     keepalive_s : MQTT keepalive [s].
     reconnect_min_s, reconnect_max_s : exponential reconnect backoff bounds [s].
+    heartbeat : optional presence message sent after each SUBACK and then every
+        ``heartbeat.period_s`` while subscribed (see :class:`Heartbeat`).
     """
 
     def __init__(
@@ -116,7 +138,10 @@ class MqttConsumer:
         keepalive_s: int = 30,
         reconnect_min_s: int = 1,
         reconnect_max_s: int = 30,
+        heartbeat: Heartbeat | None = None,
     ):
+        if heartbeat is not None and not heartbeat.period_s > 0:
+            raise ValueError(f"heartbeat period {heartbeat.period_s} s must be > 0")
         if not 1 <= receive_maximum <= MAX_RECEIVE_MAXIMUM:
             raise ValueError(f"receive_maximum {receive_maximum} is outside 1..65535")
         self.host = host
@@ -135,6 +160,10 @@ class MqttConsumer:
         self.connects = 0
         self.disconnects = 0
         self._stopping = False
+        self.heartbeat = heartbeat
+        self.heartbeats_sent = 0
+        self._heartbeat_stop = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
 
         client = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
@@ -165,6 +194,7 @@ class MqttConsumer:
         on_message: Callable[[InboundMessage], None],
         receive_maximum: int,
         reconnect_max_s: int = 30,
+        heartbeat: Heartbeat | None = None,
     ) -> MqttConsumer:
         """Build from a ``server.config.MqttConfig``."""
         return cls(
@@ -180,6 +210,7 @@ class MqttConsumer:
             ca_file=mqtt.ca_file,
             keepalive_s=mqtt.keepalive_s,
             reconnect_max_s=reconnect_max_s,
+            heartbeat=heartbeat,
         )
 
     # --- life cycle ---------------------------------------------------------------
@@ -198,6 +229,12 @@ class MqttConsumer:
             properties=props,
         )
         self._client.loop_start()
+        if self.heartbeat is not None:
+            self._heartbeat_stop.clear()
+            self._heartbeat_thread = threading.Thread(
+                target=self._heartbeat_loop, name="mqtt-heartbeat", daemon=True
+            )
+            self._heartbeat_thread.start()
 
     def stop(self, end_session: bool = False) -> None:
         """Disconnect cleanly and stop the network thread.
@@ -206,6 +243,10 @@ class MqttConsumer:
         ``end_session`` is true, which sets its expiry to zero on the way out.
         """
         self._stopping = True
+        self._heartbeat_stop.set()
+        if self._heartbeat_thread is not None:
+            self._heartbeat_thread.join(timeout=5)
+            self._heartbeat_thread = None
         props = None
         if end_session:
             props = Properties(PacketTypes.DISCONNECT)
@@ -304,13 +345,38 @@ class MqttConsumer:
             log.error("MQTT subscribe refused", extra={"reasons": failed})
             return
         self._subscribed.set()
+        self._send_heartbeat()  # at once: the subscriptions exist on this broker run now
+
+    def _send_heartbeat(self) -> None:
+        """Publish one heartbeat if subscribed on the current connection (any thread)."""
+        if self.heartbeat is None:
+            return
+        # Under the lock that _on_disconnect takes to clear _subscribed: a heartbeat is
+        # never queued after a disconnect, so none can reach the broker on the next
+        # connection before its SUBACK.
+        with self._lock:
+            if not (self._connected.is_set() and self._subscribed.is_set()):
+                return
+            try:
+                payload = self.heartbeat.payload()
+            except Exception:  # a broken payload builder must not kill the network thread
+                log.exception("heartbeat payload failed")
+                return
+            info = self._client.publish(self.heartbeat.topic, payload, qos=0, retain=False)
+            if info.rc == paho.MQTT_ERR_SUCCESS:
+                self.heartbeats_sent += 1
+
+    def _heartbeat_loop(self) -> None:
+        assert self.heartbeat is not None
+        while not self._heartbeat_stop.wait(self.heartbeat.period_s):
+            self._send_heartbeat()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._lock:
             self._generation += 1
             self.disconnects += 1
-        self._connected.clear()
-        self._subscribed.clear()
+            self._connected.clear()
+            self._subscribed.clear()
         if self._stopping:
             log.info("MQTT disconnected", extra={"broker": f"{self.host}:{self.port}"})
             return

@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-inflight", type=int)
     p.add_argument("--keepalive-s", type=int, default=30)
     p.add_argument("--drain-timeout-s", type=float, default=30.0)
+    p.add_argument(
+        "--no-wait-for-ingest",
+        action="store_true",
+        help="send at once after a (re)connect, without waiting for an ingest heartbeat "
+        "(overrides bridge.wait_for_ingest)",
+    )
     sim = p.add_argument_group("simulator source")
     sim.add_argument("--cows", type=int, default=10)
     sim.add_argument("--sheep", type=int, default=0)
@@ -179,6 +185,7 @@ def main(argv: list[str]) -> int:
         tls_ca=str(mc.ca_file) if mc.tls and mc.ca_file else None,
         max_inflight=args.max_inflight or bc.max_inflight,
         keepalive_s=args.keepalive_s,
+        wait_for_ingest=bc.wait_for_ingest and not args.no_wait_for_ingest,
     ).start()
     bridge = Bridge(
         source, publisher, gateway, batch_samples=args.batch_samples or bc.batch_samples

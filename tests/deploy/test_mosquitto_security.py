@@ -81,6 +81,7 @@ def test_gateway_publishes_its_own_subtree(secure_broker, monitor):
         "namazu/v1/farmA/gw2/activity",  # another gateway of the same farm
         "namazu/v1/farmA/gw1/other",  # not a contract topic
         "namazu/v1/deadletter/farmA/gw1",  # forged dead letter
+        "namazu/v1/_ingest/alive",  # forged ingest heartbeat: would open the gates
     ],
 )
 def test_gateway_cannot_publish_outside_its_subtree_v311(secure_broker, monitor, forbidden):
@@ -100,6 +101,26 @@ def test_gateway_publish_into_other_farm_gets_not_authorized_puback_v5(secure_br
         accepted = gateway.publish("namazu/v1/farmA/gw1/activity")
         assert accepted in (0, NO_MATCHING_SUBSCRIBERS_V5)
     finally:
+        gateway.close()
+
+
+def test_gateway_forged_heartbeat_gets_not_authorized_puback_v5(secure_broker):
+    gateway = _login(secure_broker, "farmA/gw1")
+    try:
+        assert gateway.publish("namazu/v1/_ingest/alive") == NOT_AUTHORIZED_V5
+    finally:
+        gateway.close()
+
+
+def test_gateway_receives_the_ingest_heartbeat(secure_broker):
+    gateway = _login(secure_broker, "farmA/gw1")
+    ingest = _login(secure_broker, "namazu-ingest")
+    try:
+        assert gateway.subscribe("namazu/v1/_ingest/alive") == [1]
+        assert ingest.publish("namazu/v1/_ingest/alive", b'{"client_id": "i1"}') == 0
+        assert gateway.wait_for_topic("namazu/v1/_ingest/alive")
+    finally:
+        ingest.close()
         gateway.close()
 
 

@@ -158,6 +158,7 @@ def test_bridge_command_with_simulator_source(broker, tmp_path, subscriber_facto
             str(broker.mqtt_port),
             "--spool",
             str(tmp_path / "b.sqlite"),
+            "--no-wait-for-ingest",  # a plain subscriber here, no ingest heartbeat
             "--batch-samples",
             "20",
         ]

@@ -113,6 +113,35 @@ def _series_prefix(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
     return series_key(measurement, dict(tags)) + " "
 
 
+def series_prefix(measurement: str, sorted_tags: tuple[tuple[str, str], ...]) -> str:
+    """The escaped series key of a point followed by a space, from a cache.
+
+    sorted_tags : (key, value) pairs sorted by key (the order InfluxDB stores).
+    """
+    return _series_prefix(measurement, sorted_tags)
+
+
+def prefixed_float_lines(
+    prefixes: Sequence[str],
+    counts: Sequence[int],
+    columns: Mapping[str, Sequence[float]],
+    time_ms: Sequence[int],
+) -> list[str]:
+    """Line-protocol points of consecutive series given by their cached prefixes.
+
+    prefixes : :func:`series_prefix` of each series; counts : its number of samples.
+    columns : exactly two field names -> floats [any unit], all series one after the other.
+    time_ms : UTC epoch milliseconds (ints), aligned with the columns.
+    Equals the concatenation of ``float_series_lines`` per series (the float values are
+    written by ``repr``, as there), in one pass without per-series setup.
+    """
+    (n1, x1), (n2, x2) = ((escape_tag(k) + "=", v) for k, v in columns.items())
+    series_heads = [p + n1 for p in prefixes]
+    heads = [h for h, n in zip(series_heads, counts, strict=True) for _ in range(n)]
+    tail = "," + n2
+    return [f"{h}{x!r}{tail}{y!r} {t}" for h, x, y, t in zip(heads, x1, x2, time_ms, strict=True)]
+
+
 def multi_series_lines(
     measurement: str,
     series_tags: Sequence[Mapping[str, str]],

@@ -57,6 +57,8 @@ from server.influx import (
     InfluxWriteError,
     multi_series_lines,
     point_line,
+    prefixed_float_lines,
+    series_prefix,
 )
 from server.mqtt import Heartbeat, InboundMessage, MqttConsumer, MqttError, Subscription
 from server.payload import (
@@ -107,18 +109,42 @@ def activity_lines(batch: ActivityBatch) -> list[str]:
     """Line-protocol points of a batch: ``activity`` (odba, vedba [g]) per sample and
     one ``collar`` point (battery_v [V]) per animal that reported its battery."""
     animals = batch.animals
+    farm, gateway = batch.farm, batch.gateway
+    if batch.columns is not None:
+        # fast path: flat columns and cached series keys (tags in sorted order)
+        columns = batch.columns
+        samples = prefixed_float_lines(
+            [
+                series_prefix(
+                    "activity",
+                    (
+                        ("animal", a.animal),
+                        ("farm", farm),
+                        ("gateway", gateway),
+                        ("species", a.species),
+                    ),
+                )
+                for a in animals
+            ],
+            columns.lengths,
+            {"odba": columns.odba.tolist(), "vedba": columns.vedba.tolist()},
+            columns.t_ms,
+        )
+        if all(a.battery_v is None for a in animals):
+            return samples
     tags = [
-        {"farm": batch.farm, "gateway": batch.gateway, "animal": a.animal, "species": a.species}
+        {"farm": farm, "gateway": gateway, "animal": a.animal, "species": a.species}
         for a in animals
     ]
-    samples = multi_series_lines(
-        "activity",
-        tags,
-        {"odba": [a.odba for a in animals], "vedba": [a.vedba for a in animals]},
-        [a.t_ms for a in animals],
-    )
-    if all(a.battery_v is None for a in animals):
-        return samples
+    if batch.columns is None:
+        samples = multi_series_lines(
+            "activity",
+            tags,
+            {"odba": [a.odba for a in animals], "vedba": [a.vedba for a in animals]},
+            [a.t_ms for a in animals],
+        )
+        if all(a.battery_v is None for a in animals):
+            return samples
     lines: list[str] = []
     start = 0
     for a, series in zip(animals, tags, strict=True):

@@ -88,3 +88,55 @@ def test_validate_document_with_many_single_sample_animals():
     batch = validate_activity_document(json.loads(json.dumps(doc)))
     assert [int(a.t_ms[0]) for a in batch.animals] == list(range(100))
     assert batch.n_samples == 100
+
+
+def test_flat_columns_give_the_same_lines_as_the_per_animal_path():
+    from server.ingest import activity_lines
+    from server.payload import ActivityBatch, decode_activity
+
+    now = int(time.time() * 1000)
+    window = (300_000, 400 * 86_400_000)
+    compared = 0
+    for topic, body in fuzz.payload_cases(1500, seed=5, now_ms=now):
+        try:
+            batch = decode_activity(topic, body, now, *window)
+        except PayloadError:
+            continue
+        if batch.columns is None:
+            continue
+        compared += 1
+        reference = ActivityBatch(
+            batch.farm, batch.gateway, batch.seq, batch.sent_ms, batch.animals
+        )
+        assert reference.columns is None
+        assert activity_lines(batch) == activity_lines(reference)
+        assert batch.columns.lengths == [len(a.t_ms) for a in batch.animals]
+        assert sum(batch.columns.lengths) == batch.n_samples
+    assert compared > 200
+
+
+def test_prefixed_float_lines_equal_per_series_lines():
+    from server.influx import prefixed_float_lines, series_prefix
+
+    tags = [
+        {"animal": f"cow,{k}", "farm": "f 1", "gateway": "g=1", "species": "cow"} for k in range(4)
+    ]
+    sizes = [2, 1, 3, 1]
+    rng = np.random.default_rng(9)
+    odba = rng.gamma(2.0, 0.1, sum(sizes))
+    times = 1_700_000_000_000 + 60_000 * np.arange(sum(sizes))
+    expected, start = [], 0
+    for tag, n in zip(tags, sizes, strict=True):
+        stop = start + n
+        expected += float_series_lines(
+            "activity",
+            tag,
+            {"odba": odba[start:stop], "vedba": odba[start:stop] / 2},
+            times[start:stop],
+        )
+        start = stop
+    prefixes = [series_prefix("activity", tuple(sorted(t.items()))) for t in tags]
+    got = prefixed_float_lines(
+        prefixes, sizes, {"odba": odba.tolist(), "vedba": (odba / 2).tolist()}, times.tolist()
+    )
+    assert got == expected

@@ -180,7 +180,11 @@ def run_herds(
     spool_dir.mkdir(parents=True, exist_ok=True)
     gateways = {
         gw: GatewayPublisher(
-            farm, gw, Spool(spool_dir / f"spool-{gw}.sqlite"), port=run.stack.mqtt_port
+            farm,
+            gw,
+            Spool(spool_dir / f"spool-{gw}.sqlite"),
+            port=run.stack.mqtt_port,
+            wait_for_ingest=run.config.bridge.wait_for_ingest,
         ).start()
         for gw in DEMO_GATEWAYS
     }
@@ -361,7 +365,11 @@ def go_live(run: DemoRun, services: Any, farm: str, seed: int, spool_dir: Path) 
     }
     gateways = {
         gw: GatewayPublisher(
-            farm, gw, Spool(spool_dir / f"spool-{gw}.sqlite"), port=run.stack.mqtt_port
+            farm,
+            gw,
+            Spool(spool_dir / f"spool-{gw}.sqlite"),
+            port=run.stack.mqtt_port,
+            wait_for_ingest=run.config.bridge.wait_for_ingest,
         ).start()
         for gw in DEMO_GATEWAYS
     }

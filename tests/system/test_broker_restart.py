@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from firmware_bridge.payload import batches_from_frame
@@ -18,8 +19,8 @@ from firmware_bridge.publisher import GatewayPublisher
 from firmware_bridge.simulator import Herd
 from firmware_bridge.spool import Spool
 from server.influx import InfluxClient
-from server.ingest import IngestService
-from tests.server.ingest_support import make_config, wait_for
+from server.ingest import INGEST_ALIVE_TOPIC, IngestService
+from tests.server.ingest_support import Publisher, make_config, wait_for
 
 pytestmark = pytest.mark.services
 
@@ -107,3 +108,25 @@ def test_without_gate_messages_sent_before_resubscription_are_lost(private_stack
     lost = published - stored
     during = samples(herd_batches("nogate-farm", "gw-1", 120, hours_ago=1))
     assert lost == during > 0
+
+
+def test_first_heartbeat_follows_the_suback_not_a_full_period(stack, tmp_path):
+    """A 30 s period, yet the heartbeat arrives at once: it is sent on the SUBACK, so a
+    gateway that reconnects while ingest is up waits milliseconds, not a period."""
+    watcher = Publisher(stack.mqtt_port, subscribe=INGEST_ALIVE_TOPIC)
+    cfg = make_config(stack.mqtt_port, stack.influx_url, "unused_db", heartbeat_s=30.0)
+    ingest = IngestService(cfg, InfluxClient(stack.influx_url, "unused_db"))
+    try:
+        started = time.monotonic()
+        ingest.start()
+        wait_for(lambda: watcher.received, 5, "first heartbeat")
+        assert time.monotonic() - started < 5
+        beat = orjson.loads(watcher.received[0].payload)
+        assert beat["client_id"] == cfg.ingest.client_id
+        assert beat["shared_group"] == cfg.ingest.shared_group
+        assert not watcher.received[0].retain
+    finally:
+        ingest.stop(end_session=True)
+        ingest.influx.drop_database()
+        ingest.influx.close()
+        watcher.close()

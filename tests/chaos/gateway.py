@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         keepalive_s=5,
         reconnect_max_s=2.0,
         status_interval_s=5.0,
+        wait_for_ingest=True,  # hold the spool after a broker restart until ingest is back
     )
     publisher.start()
     batches = list(

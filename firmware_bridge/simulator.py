@@ -670,6 +670,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-port", type=int, default=1883)
     p.add_argument("--spool", default="var/simulate-spool.sqlite")
     p.add_argument("--drain-timeout-s", type=float, default=120.0)
+    p.add_argument(
+        "--wait-for-ingest",
+        action="store_true",
+        help="after every (re)connect, hold the spool until an ingest heartbeat arrives "
+        "(as namazu bridge does by default; closes the broker-restart window)",
+    )
     return p
 
 
@@ -715,6 +721,7 @@ def main(argv: list[str]) -> int:
         args.mqtt_host,
         args.mqtt_port,
         clock_offset_s=lambda: herd.clock_offset_s(time.time_ns() // 1_000_000),
+        wait_for_ingest=args.wait_for_ingest,
     ).start()
     wall0 = time.monotonic()
     samples = messages = 0

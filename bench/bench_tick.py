@@ -52,21 +52,54 @@ def _write(client: InfluxClient, herd: Herd, ticks: int) -> int:
     return points
 
 
-def run(n_animals: int, ticks: int, workdir: Path, stack: Stack) -> list[float]:
-    """Durations of ``ticks`` consecutive 1-min ticks for a herd of ``n_animals`` [s]."""
-    client = InfluxClient(stack.influx_url, f"bench_{n_animals}", timeout_s=120)
+def _write_history(client: InfluxClient, herd: Herd, ticks: int, days: int) -> int:
+    """Every minute of the last ``days`` days (and the tick minutes), one day at a time."""
+    points = 0
+    end = NOW + timedelta(minutes=ticks + 5)
+    for k in range(days, -1, -1):
+        start = max(NOW - timedelta(days=k + 1), NOW - timedelta(days=days))
+        stop = min(start + timedelta(days=1), end)
+        if stop <= start:
+            continue
+        frame = herd.activity(start, stop)
+        frame = frame.iloc[np.argsort(frame["animal"].to_numpy(), kind="stable")]
+        lines: list[str] = []
+        for (name, species), group in frame.groupby(["animal", "species"], sort=False):
+            tags = {"farm": herd.farm, "gateway": herd.gateway, "animal": name, "species": species}
+            columns = {"odba": group["odba"].to_numpy(), "vedba": group["vedba"].to_numpy()}
+            lines += float_series_lines("activity", tags, columns, group["t_ms"].to_numpy())
+        for i in range(0, len(lines), 100_000):
+            client.write_lines(lines[i : i + 100_000])
+        points += len(lines)
+    return points
+
+
+def run(
+    n_animals: int, ticks: int, workdir: Path, stack: Stack, history_days: int | None = None
+) -> list[float]:
+    """Durations of ``ticks`` consecutive 1-min ticks for a herd of ``n_animals`` [s].
+
+    history_days : None stores only the slices a tick reads (the new minutes and the
+        same minutes on each of the previous 7 days); a number stores every minute of
+        that many days, to show that the tick time does not grow with stored history.
+    """
+    suffix = "" if history_days is None else f"_h{history_days}"
+    client = InfluxClient(stack.influx_url, f"bench_{n_animals}{suffix}", timeout_s=120)
     client.create_database()
     counts = {"cow": n_animals * 6 // 10, "sheep": n_animals * 3 // 10}
     counts["dog"] = n_animals - counts["cow"] - counts["sheep"]
     herd = Herd("bench-farm", "gw-1", counts, seed=1)
     started = time.perf_counter()
-    points = _write(client, herd, ticks)
+    if history_days is None:
+        points = _write(client, herd, ticks)
+    else:
+        points = _write_history(client, herd, ticks, history_days)
     print(f"  wrote {points:,} points in {time.perf_counter() - started:.1f} s")
-    engine = init_db(f"sqlite:///{workdir}/state-{n_animals}.sqlite")
+    engine = init_db(f"sqlite:///{workdir}/state-{n_animals}{suffix}.sqlite")
     job = DetectionJob(
         client,
         engine,
-        AlarmLog(workdir / f"log-{n_animals}.jsonl"),
+        AlarmLog(workdir / f"log-{n_animals}{suffix}.jsonl"),
         ["bench-farm"],
         settle_s=0,
         initial_lookback_s=60,

@@ -109,8 +109,33 @@ def tick_rows(quick: bool) -> list[dict[str, Any]]:
                         note=f"{median / n * 1e3:.2f} ms per animal",
                     )
                 )
+            rows += history_rows(bt, stack, Path(tmp), quick)
         finally:
             stack.stop()
+    return rows
+
+
+def history_rows(bt: Any, stack: Any, workdir: Path, quick: bool) -> list[dict[str, Any]]:
+    """The same tick with every minute of 7 and of 30 days stored: time flat in history."""
+    rows = []
+    n = 100
+    ticks = 3 if quick else 5
+    medians = {}
+    for days in (7, 30):
+        medians[days] = statistics.median(bt.run(n, ticks, workdir, stack, history_days=days))
+    rows.append(
+        result(
+            "5 detection tick",
+            f"{n:,} animals, 30 days of minute data stored, median of {ticks} ticks",
+            medians[30],
+            "s",
+            medians[7],
+            "same tick, 7 days stored",
+            "ratio ~ 1 (flat in history)",
+            higher_is_better=False,
+            note=f"{n * 1440 * 30:,} stored samples vs {n * 1440 * 7:,}",
+        )
+    )
     return rows
 
 

@@ -422,6 +422,7 @@ def _gateway_rows(stack, tmp: Path, quick: bool, messages) -> list[dict[str, Any
             "--drain-timeout-s=300",
             "--gateway=gw-bridge",
             f"--farm={FARM}",
+            "--no-wait-for-ingest",  # no ingest worker runs here: measure the gateway alone
         ],
         {},
         log,

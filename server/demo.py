@@ -116,6 +116,7 @@ def demo_config(base: NamazuConfig, stack: Stack, web_port: int | None = None) -
                     "host": "127.0.0.1",
                     "port": base.web.port if web_port is None else web_port,
                     "secure_cookies": False,
+                    "secret_key": base.web.secret_key or secrets.token_urlsafe(32),
                 }
             ),
         }
@@ -348,6 +349,21 @@ def serve_panel(run: DemoRun) -> str:
     return f"http://127.0.0.1:{port}/"
 
 
+def wait_gateways_online(run: DemoRun, farm: str, timeout_s: float) -> bool:
+    """Wait until every demo gateway's latest stored status says online."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        series = run.influx.query(
+            'SELECT last("online") FROM "gateway_status" WHERE "farm" = $farm GROUP BY "gateway"',
+            params={"farm": farm},
+        )
+        online = {s["tags"]["gateway"] for s in series if s["values"][0][1]}
+        if online >= set(DEMO_GATEWAYS):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def go_live(run: DemoRun, services: Any, farm: str, seed: int, spool_dir: Path) -> None:
     """Keep the herds publishing every minute and the scheduler ticking, in threads."""
     from firmware_bridge.payload import batches_from_frame
@@ -356,9 +372,6 @@ def go_live(run: DemoRun, services: Any, farm: str, seed: int, spool_dir: Path) 
     from firmware_bridge.spool import Spool
     from server.scheduler import make_scheduler
 
-    scheduler = make_scheduler(services, blocking=False)
-    scheduler.start()
-    run.extras.append(lambda: scheduler.shutdown(wait=False))
     herds = {
         gw: Herd(farm, gw, DEMO_HERD, seed=seed + k, dropout_rate=0.01)
         for k, gw in enumerate(DEMO_GATEWAYS)
@@ -373,6 +386,12 @@ def go_live(run: DemoRun, services: Any, farm: str, seed: int, spool_dir: Path) 
         ).start()
         for gw in DEMO_GATEWAYS
     }
+    # The back-fill gateways signed off (status offline); let the live ones report
+    # online before the first health check, so it does not flag a whole farm.
+    wait_gateways_online(run, farm, timeout_s=15.0)
+    scheduler = make_scheduler(services, blocking=False)
+    scheduler.start()
+    run.extras.append(lambda: scheduler.shutdown(wait=False))
     stop = threading.Event()
 
     def publish_every_minute() -> None:

@@ -144,6 +144,32 @@ def demo_episode(end: datetime, days: float) -> Any:
     return UnrestEpisode(end - EPISODE_BEFORE_END, EPISODE_DURATION_MIN, EPISODE_INTENSITY)
 
 
+def start_gateways(
+    run: DemoRun, farm: str, seed: int, spool_dir: Path, episodes: tuple = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The demo herds (one per gateway, seeded) and their started, spooled publishers."""
+    from firmware_bridge.publisher import GatewayPublisher
+    from firmware_bridge.simulator import Herd
+    from firmware_bridge.spool import Spool
+
+    herds = {
+        gw: Herd(farm, gw, DEMO_HERD, seed=seed + k, dropout_rate=0.01, episodes=episodes)
+        for k, gw in enumerate(DEMO_GATEWAYS)
+    }
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    gateways = {
+        gw: GatewayPublisher(
+            farm,
+            gw,
+            Spool(spool_dir / f"spool-{gw}.sqlite"),
+            port=run.stack.mqtt_port,
+            wait_for_ingest=run.config.bridge.wait_for_ingest,
+        ).start()
+        for gw in DEMO_GATEWAYS
+    }
+    return herds, gateways
+
+
 def run_herds(
     run: DemoRun,
     farm: str,
@@ -160,35 +186,11 @@ def run_herds(
     Returns every published sample (columns animal, species, t_ms, odba, vedba).
     """
     from firmware_bridge.payload import batches_from_frame
-    from firmware_bridge.publisher import GatewayPublisher
-    from firmware_bridge.simulator import Herd
-    from firmware_bridge.spool import Spool
 
     end = end or datetime.now(UTC).replace(second=0, microsecond=0)
     start = end - timedelta(days=days)
     episode = demo_episode(end, days)
-    herds = {
-        gw: Herd(
-            farm,
-            gw,
-            DEMO_HERD,
-            seed=seed + k,
-            dropout_rate=0.01,
-            episodes=(episode,) if episode else (),
-        )
-        for k, gw in enumerate(DEMO_GATEWAYS)
-    }
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    gateways = {
-        gw: GatewayPublisher(
-            farm,
-            gw,
-            Spool(spool_dir / f"spool-{gw}.sqlite"),
-            port=run.stack.mqtt_port,
-            wait_for_ingest=run.config.bridge.wait_for_ingest,
-        ).start()
-        for gw in DEMO_GATEWAYS
-    }
+    herds, gateways = start_gateways(run, farm, seed, spool_dir, (episode,) if episode else ())
     published = []
     began = time.monotonic()
     try:
@@ -367,25 +369,9 @@ def wait_gateways_online(run: DemoRun, farm: str, timeout_s: float) -> bool:
 def go_live(run: DemoRun, services: Any, farm: str, seed: int, spool_dir: Path) -> None:
     """Keep the herds publishing every minute and the scheduler ticking, in threads."""
     from firmware_bridge.payload import batches_from_frame
-    from firmware_bridge.publisher import GatewayPublisher
-    from firmware_bridge.simulator import Herd
-    from firmware_bridge.spool import Spool
     from server.scheduler import make_scheduler
 
-    herds = {
-        gw: Herd(farm, gw, DEMO_HERD, seed=seed + k, dropout_rate=0.01)
-        for k, gw in enumerate(DEMO_GATEWAYS)
-    }
-    gateways = {
-        gw: GatewayPublisher(
-            farm,
-            gw,
-            Spool(spool_dir / f"spool-{gw}.sqlite"),
-            port=run.stack.mqtt_port,
-            wait_for_ingest=run.config.bridge.wait_for_ingest,
-        ).start()
-        for gw in DEMO_GATEWAYS
-    }
+    herds, gateways = start_gateways(run, farm, seed, spool_dir)
     # The back-fill gateways signed off (status offline); let the live ones report
     # online before the first health check, so it does not flag a whole farm.
     wait_gateways_online(run, farm, timeout_s=15.0)

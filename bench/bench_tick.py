@@ -31,6 +31,18 @@ LIMITS_S = {1000: 2.0, 5000: 10.0}
 NOW = datetime(2024, 5, 8, 12, 0, tzinfo=UTC)
 
 
+def _write_frame(client: InfluxClient, herd: Herd, frame) -> int:
+    """Write a simulator activity frame (sorted by animal) as ``activity`` points."""
+    lines: list[str] = []
+    for (name, species), group in frame.groupby(["animal", "species"], sort=False):
+        tags = {"farm": herd.farm, "gateway": herd.gateway, "animal": name, "species": species}
+        columns = {"odba": group["odba"].to_numpy(), "vedba": group["vedba"].to_numpy()}
+        lines += float_series_lines("activity", tags, columns, group["t_ms"].to_numpy())
+    for i in range(0, len(lines), 100_000):
+        client.write_lines(lines[i : i + 100_000])
+    return len(lines)
+
+
 def _write(client: InfluxClient, herd: Herd, ticks: int) -> int:
     points = 0
     for k in range(8):
@@ -41,14 +53,7 @@ def _write(client: InfluxClient, herd: Herd, ticks: int) -> int:
         animal = frame["animal"].to_numpy()
         order = np.argsort(animal, kind="stable")
         frame = frame.iloc[order]
-        lines: list[str] = []
-        for (name, species), group in frame.groupby(["animal", "species"], sort=False):
-            tags = {"farm": herd.farm, "gateway": herd.gateway, "animal": name, "species": species}
-            columns = {"odba": group["odba"].to_numpy(), "vedba": group["vedba"].to_numpy()}
-            lines += float_series_lines("activity", tags, columns, group["t_ms"].to_numpy())
-        for i in range(0, len(lines), 100_000):
-            client.write_lines(lines[i : i + 100_000])
-        points += len(lines)
+        points += _write_frame(client, herd, frame)
     return points
 
 
@@ -63,14 +68,7 @@ def _write_history(client: InfluxClient, herd: Herd, ticks: int, days: int) -> i
             continue
         frame = herd.activity(start, stop)
         frame = frame.iloc[np.argsort(frame["animal"].to_numpy(), kind="stable")]
-        lines: list[str] = []
-        for (name, species), group in frame.groupby(["animal", "species"], sort=False):
-            tags = {"farm": herd.farm, "gateway": herd.gateway, "animal": name, "species": species}
-            columns = {"odba": group["odba"].to_numpy(), "vedba": group["vedba"].to_numpy()}
-            lines += float_series_lines("activity", tags, columns, group["t_ms"].to_numpy())
-        for i in range(0, len(lines), 100_000):
-            client.write_lines(lines[i : i + 100_000])
-        points += len(lines)
+        points += _write_frame(client, herd, frame)
     return points
 
 

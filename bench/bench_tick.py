@@ -58,17 +58,15 @@ def _write(client: InfluxClient, herd: Herd, ticks: int) -> int:
 
 
 def _write_history(client: InfluxClient, herd: Herd, ticks: int, days: int) -> int:
-    """Every minute of the last ``days`` days (and the tick minutes), one day at a time."""
+    """Every minute of the last ``days`` days and of the tick minutes, one day at a time."""
     points = 0
-    end = NOW + timedelta(minutes=ticks + 5)
-    for k in range(days, -1, -1):
-        start = max(NOW - timedelta(days=k + 1), NOW - timedelta(days=days))
+    start, end = NOW - timedelta(days=days), NOW + timedelta(minutes=ticks + 5)
+    while start < end:
         stop = min(start + timedelta(days=1), end)
-        if stop <= start:
-            continue
         frame = herd.activity(start, stop)
         frame = frame.iloc[np.argsort(frame["animal"].to_numpy(), kind="stable")]
         points += _write_frame(client, herd, frame)
+        start = stop
     return points
 
 

@@ -8,7 +8,7 @@ STAMP_APT := $(VENV)/.apt-done
 STAMP_PY := $(VENV)/.py-done
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench chaos setup apt venv clean format
+.PHONY: demo test lint bench chaos fuzz setup apt venv clean format
 
 setup: $(STAMP_APT) $(STAMP_PY)
 
@@ -50,6 +50,12 @@ bench: setup
 
 chaos: setup
 	$(PY) -m tests.chaos.run
+
+# A longer hunt than `make test`: fresh random examples, 20x as many (about 15 minutes).
+fuzz: setup
+	NAMAZU_HYPOTHESIS_PROFILE=default NAMAZU_HYPOTHESIS_SCALE=$${NAMAZU_HYPOTHESIS_SCALE:-20} \
+	  $(VENV)/bin/pytest -q tests/analytics/test_rule.py tests/server/test_payload.py \
+	  tests/server/web/test_openapi.py tests/system/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

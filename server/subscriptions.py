@@ -144,7 +144,8 @@ def remove_subscription(db: Session, subscription_id: int) -> Subscription:
 
     Mails already composed for the recipient stay in the outbox.
     """
-    row = db.get(Subscription, subscription_id)
+    in_store_range = 0 <= subscription_id < 2**63  # keys are signed 64-bit integers
+    row = db.get(Subscription, subscription_id) if in_store_range else None
     if row is None:
         raise SubscriptionError(f"no subscription with id {subscription_id}")
     db.delete(row)

@@ -3,6 +3,11 @@
 Data: ``NAMAZU_DATA_DIR`` (default ``../shared/data``). A test that needs a file calls
 ``require_data("relative/path")``: it skips with a reason when the file is absent, and
 fails instead when ``NAMAZU_REQUIRE_DATA=1`` (as in CI).
+
+Property-based tests (hypothesis, schemathesis): ``NAMAZU_HYPOTHESIS_PROFILE`` picks
+the profile. ``default`` draws new random examples on every run; ``ci`` (set by
+``.ci/run``) derives them from each test's name, so a CI result can be reproduced
+exactly; ``make fuzz`` runs the random profile with many more examples.
 """
 
 from __future__ import annotations
@@ -11,6 +16,10 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("NAMAZU_HYPOTHESIS_PROFILE", "default"))
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,6 +31,8 @@ DEFAULT_MAX_POINTS = 2000
 MAX_POINTS_LIMIT = 20000
 NEARBY_KM = 300.0
 _DAY_MS = 86_400_000
+_LATEST_MS = 7_258_118_400_000  # 2200-01-01T00:00:00Z as UTC epoch ms
+_LARGEST_ROW_ID = 2**63 - 1  # the state store's integer keys are signed 64-bit
 
 
 class InputError(ValueError):
@@ -51,8 +53,11 @@ def parse_time_ms(value: str | None, name: str, default: int | None = None) -> i
             raise InputError(f"{name}: required (ISO 8601 time or epoch milliseconds)")
         return default
     text = str(value).strip()
-    if re.fullmatch(r"-?\d{1,16}", text):
-        return int(text)
+    if re.fullmatch(r"-?\d{1,19}", text):
+        epoch_ms = int(text)
+        if not 0 <= epoch_ms <= _LATEST_MS:
+            raise InputError(f"{name}: {text[:40]!r} epoch ms is outside 1970..2200")
+        return epoch_ms
     try:
         stamp = pd.Timestamp(text)
     except (ValueError, TypeError, OverflowError) as exc:
@@ -70,12 +75,25 @@ def time_range(args: Any, default_days: float = 7.0) -> tuple[int, int]:
     """``start``/``end`` request arguments as a checked UTC ms range (end defaults to now)."""
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
     end = parse_time_ms(args.get("end"), "end", default=now_ms)
-    start = parse_time_ms(args.get("start"), "start", default=end - int(default_days * _DAY_MS))
+    default_start = max(0, end - int(default_days * _DAY_MS))
+    start = parse_time_ms(args.get("start"), "start", default=default_start)
     if end <= start:
         raise InputError("end: must be after start")
     if end - start > MAX_RANGE_DAYS * _DAY_MS:
         raise InputError(f"start..end: at most {MAX_RANGE_DAYS} days")
     return start, end
+
+
+def _stored_row(db: Any, model: Any, row_id: int, what: str) -> Any:
+    """The ``model`` row with primary key ``row_id``; NotFound when there is none.
+
+    Ids beyond a signed 64-bit integer cannot exist in the store and are answered the
+    same way instead of overflowing the database driver.
+    """
+    row = db.get(model, row_id) if 0 <= row_id <= _LARGEST_ROW_ID else None
+    if row is None:
+        raise NotFound(f"{what} {row_id} does not exist")
+    return row
 
 
 def check_id(value: str | None, name: str) -> str:
@@ -337,9 +355,7 @@ def alarm_detail(handles: Any, alarm_id: int) -> dict[str, Any]:
     reaction, not a precursor.
     """
     with session_scope(handles.sessions) as db:
-        alarm = db.get(Alarm, alarm_id)
-        if alarm is None:
-            raise NotFound(f"alarm {alarm_id} does not exist")
+        alarm = _stored_row(db, Alarm, alarm_id, "alarm")
         reviews = [
             r.to_dict()
             for r in db.scalars(
@@ -561,8 +577,7 @@ def add_review(handles: Any, user: Any, alarm_id: int, values: Any) -> dict[str,
     if len(comment) > 4000:
         raise InputError("comment: at most 4000 characters")
     with session_scope(handles.sessions) as db:
-        if db.get(Alarm, alarm_id) is None:
-            raise NotFound(f"alarm {alarm_id} does not exist")
+        _stored_row(db, Alarm, alarm_id, "alarm")
         review = Review(
             alarm_id=alarm_id, user_id=user.id, user_name=user.name, verdict=verdict,
             comment=comment,
@@ -579,9 +594,7 @@ def update_review(
     from server.web.models import VERDICTS
 
     with session_scope(handles.sessions) as db:
-        review = db.get(Review, review_id)
-        if review is None:
-            raise NotFound(f"review {review_id} does not exist")
+        review = _stored_row(db, Review, review_id, "review")
         if review.user_id != user.id and user.role != "admin":
             raise PermissionError("only the author or an admin may change a review")
         if delete:

@@ -25,6 +25,7 @@ from analytics.rule import (
     samples_per_day,
     species_series,
 )
+from tests.budget import examples
 
 DAY = 96  # samples per day at 15 min
 T0 = pd.Timestamp("2017-01-01", tz="UTC")
@@ -183,7 +184,7 @@ def test_detect_matrix_matches_brute_force_median():
             assert np.array_equal(flags, x >= expected * 2.4)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     factor=st.floats(1e-3, 1e3),
@@ -203,7 +204,7 @@ def test_scaling_by_a_positive_constant_changes_no_alarm(seed, factor, missing):
     assert_allclose([e.peak_ratio for e in plain], [e.peak_ratio for e in scaled])
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     cut=st.integers(DAY, 12 * DAY - 1),

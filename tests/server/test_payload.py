@@ -24,6 +24,7 @@ from server.payload import (
     decode_status,
     parse_topic,
 )
+from tests.budget import examples
 from tests.server.payload_cases import malformed_corpus, valid_document
 
 SCHEMA_PATH = (
@@ -305,7 +306,7 @@ def documents(draw):
 
 
 @given(doc=documents())
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_decoder_agrees_with_json_schema(doc):
     validator = _VALIDATOR
     payload = orjson.dumps(doc)
@@ -340,7 +341,7 @@ _VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text())
     ),
     where=st.sampled_from(["odba", "vedba", "battery_v"]),
 )
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 def test_non_finite_tokens_are_non_finite(values, where):
     doc = valid_document("farm-a", "gw-1", 1, NOW_MS - 600_000, animals=1, samples=len(values))
     text = orjson.dumps(doc).decode()

@@ -153,6 +153,7 @@ def test_cli_add_list_remove_and_errors(config_file, capsys):
         (["add", "vet@example.org", "--farm", "farm-a", "--species", "goat"], "species 'goat'"),
         (["add", "vet@example.org", "--farm", "farm-a", "--min-severity", "high"], "'high'"),
         (["remove", "99"], "no subscription with id 99"),
+        (["remove", str(2**70)], f"no subscription with id {2**70}"),
     ]:
         assert namazu([*base, *argv]) == 1, argv
         err = capsys.readouterr().err

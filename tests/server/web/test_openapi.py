@@ -1,6 +1,8 @@
 """The served OpenAPI document describes the API: schemathesis generates requests from it
 (valid and invalid) and checks every response (status codes, content types, response
-schemas, no server errors) against the real app on a real InfluxDB."""
+schemas, no server errors) against the real app on a real InfluxDB.
+
+20 generated requests per operation; ``make fuzz`` scales that up (``tests/budget.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from tests.budget import examples
 from tests.server.web.conftest import build_panel
 
 
@@ -45,7 +48,7 @@ def test_api_conforms_to_its_document(api_schema, api_panel):
 
         @given(case=operation.as_strategy())
         @settings(
-            max_examples=20,
+            max_examples=examples(20),
             deadline=None,
             database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

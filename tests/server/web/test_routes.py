@@ -138,6 +138,9 @@ def test_invalid_inputs_are_400_with_a_message(panel, client_for):
         ("series=herd&start=yesterday", "start"),
         ("series=herd&start=2024-03-02&end=2024-03-01", "end"),
         ("series=herd&start=2000-01-01&end=2024-01-01", "days"),
+        ("series=species:dog&end=7513511601946500", "end"),
+        ("series=herd&start=-5&end=1000", "start"),
+        ("series=herd&end=2200-01-02", "end"),
     ]:
         response = client.get(f"/api/v1/timeline?farm={FARM}&{query}")
         assert response.status_code == 400, query
@@ -145,6 +148,11 @@ def test_invalid_inputs_are_400_with_a_message(panel, client_for):
     assert client.get("/api/v1/timeline?farm=nowhere&series=herd").status_code == 404
     assert client.get("/api/v1/alarms/999999").status_code == 404
     assert client.get("/alarms/999999").status_code == 404
+    assert client.get(f"/api/v1/alarms/{2**70}").status_code == 404
+    assert client.get(f"/alarms/{2**70}").status_code == 404
+    admin = {"Authorization": f"Bearer {panel.tokens['admin']}"}
+    gone = panel.app.test_client().delete(f"/api/v1/reviews/{2**70}", headers=admin)
+    assert gone.status_code == 404, gone.json
 
 
 def test_alarm_detail_lists_lead_quakes_params_and_log_hash(panel, client_for):

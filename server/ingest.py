@@ -44,6 +44,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -105,6 +106,13 @@ def ingest_heartbeat(client_id: str, shared_group: str, period_s: float) -> Hear
     return Heartbeat(INGEST_ALIVE_TOPIC, payload, period_s)
 
 
+@lru_cache(maxsize=65_536)
+def _activity_prefix(animal: str, farm: str, gateway: str, species: str) -> str:
+    """The ``activity`` series key of one animal plus a space (tags in sorted order)."""
+    tags = (("animal", animal), ("farm", farm), ("gateway", gateway), ("species", species))
+    return series_prefix("activity", tags)
+
+
 def activity_lines(batch: ActivityBatch) -> list[str]:
     """Line-protocol points of a batch: ``activity`` (odba, vedba [g]) per sample and
     one ``collar`` point (battery_v [V]) per animal that reported its battery."""
@@ -114,18 +122,7 @@ def activity_lines(batch: ActivityBatch) -> list[str]:
         # fast path: flat columns and cached series keys (tags in sorted order)
         columns = batch.columns
         samples = prefixed_float_lines(
-            [
-                series_prefix(
-                    "activity",
-                    (
-                        ("animal", a.animal),
-                        ("farm", farm),
-                        ("gateway", gateway),
-                        ("species", a.species),
-                    ),
-                )
-                for a in animals
-            ],
+            [_activity_prefix(a.animal, farm, gateway, a.species) for a in animals],
             columns.lengths,
             {"odba": columns.odba.tolist(), "vedba": columns.vedba.tolist()},
             columns.t_ms,

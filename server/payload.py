@@ -149,6 +149,24 @@ def is_segment(value: object) -> bool:
     return isinstance(value, str) and _SEGMENT.fullmatch(value) is not None
 
 
+#: Animal ids already found valid; a farm's few thousand ids repeat in every message.
+_VALID_IDS: set[str] = set()
+_VALID_IDS_MAX = 100_000
+
+
+def _is_known_segment(value: str) -> bool:
+    """``is_segment`` for a str, remembering valid ids (the set is bounded and reset when
+    full, so arbitrary ids from a hostile client cannot grow memory)."""
+    if value in _VALID_IDS:
+        return True
+    if _SEGMENT.fullmatch(value) is None:
+        return False
+    if len(_VALID_IDS) >= _VALID_IDS_MAX:
+        _VALID_IDS.clear()
+    _VALID_IDS.add(value)
+    return True
+
+
 def parse_topic(topic: str) -> tuple[str, str, str]:
     """Split ``namazu/v1/{farm}/{gateway}/{kind}`` into (farm, gateway, kind).
 
@@ -368,23 +386,6 @@ def _animals_fast(items: list) -> list[AnimalSamples] | None:
     return None if found is None else found[0]
 
 
-def _checked_samples(
-    animal: str,
-    species: str,
-    t_ms: np.ndarray,
-    odba: np.ndarray,
-    vedba: np.ndarray,
-    battery_v: float | None,
-) -> AnimalSamples:
-    # The frozen dataclass's __init__ sets each field through object.__setattr__, which
-    # costs five times this direct fill; the values here are already checked.
-    samples = object.__new__(AnimalSamples)
-    samples.__dict__.update(
-        animal=animal, species=species, t_ms=t_ms, odba=odba, vedba=vedba, battery_v=battery_v
-    )
-    return samples
-
-
 def _animals_and_columns_fast(items: list) -> tuple[list[AnimalSamples], FlatColumns] | None:
     """:func:`_animals_fast`, also returning the samples as flat columns."""
     heads: list[tuple[str, str, float | None]] = []
@@ -392,22 +393,29 @@ def _animals_and_columns_fast(items: list) -> tuple[list[AnimalSamples], FlatCol
     t_all: list = []
     odba_all: list = []
     vedba_all: list = []
+    species_names, number_types, known_id = SPECIES, _NUMBER_TYPES, _is_known_segment
     for item in items:
-        if type(item) is not dict or not _ANIMAL_REQUIRED <= item.keys() <= _ANIMAL_KEYS:
+        # Exactly the five required keys, or those and battery_v (checked by count).
+        if type(item) is not dict:
             return None
-        animal, species = item["animal"], item["species"]
-        t_ms, odba, vedba = item["t_ms"], item["odba"], item["vedba"]
+        try:
+            animal, species = item["animal"], item["species"]
+            t_ms, odba, vedba = item["t_ms"], item["odba"], item["vedba"]
+        except KeyError:
+            return None
         if type(t_ms) is not list or type(odba) is not list or type(vedba) is not list:
             return None
         n = len(t_ms)
         if n == 0 or len(odba) != n or len(vedba) != n:
             return None
-        if type(animal) is not str or not is_segment(animal) or species not in SPECIES:
+        if type(animal) is not str or not known_id(animal) or species not in species_names:
             return None
         battery = None
-        if "battery_v" in item:
+        if len(item) != 5:
+            if len(item) != 6 or "battery_v" not in item:
+                return None
             battery = item["battery_v"]
-            if type(battery) not in _NUMBER_TYPES or not 0 <= battery <= MAX_BATTERY_V:
+            if type(battery) not in number_types or not 0 <= battery <= MAX_BATTERY_V:
                 return None
             battery = float(battery)
         heads.append((animal, species, battery))
@@ -417,8 +425,8 @@ def _animals_and_columns_fast(items: list) -> tuple[list[AnimalSamples], FlatCol
         vedba_all += vedba
     if len(t_all) > MAX_SAMPLES or not set(map(type, t_all)) <= {int}:
         return None
-    if not set(map(type, odba_all)) <= _NUMBER_TYPES or not set(map(type, vedba_all)) <= (
-        _NUMBER_TYPES
+    if not set(map(type, odba_all)) <= number_types or not set(map(type, vedba_all)) <= (
+        number_types
     ):
         return None
     try:
@@ -434,13 +442,21 @@ def _animals_and_columns_fast(items: list) -> tuple[list[AnimalSamples], FlatCol
             return None
     out = []
     start = 0
+    new_samples = object.__new__
     for (animal, species, battery), n in zip(heads, lengths, strict=True):
         stop = start + n
-        out.append(
-            _checked_samples(
-                animal, species, t[start:stop], odba_arr[start:stop], vedba_arr[start:stop], battery
-            )
+        # The frozen dataclass's __init__ sets each field through object.__setattr__,
+        # which costs five times this direct fill; the values here are already checked.
+        samples = new_samples(AnimalSamples)
+        samples.__dict__.update(
+            animal=animal,
+            species=species,
+            t_ms=t[start:stop],
+            odba=odba_arr[start:stop],
+            vedba=vedba_arr[start:stop],
+            battery_v=battery,
         )
+        out.append(samples)
         start = stop
     return out, FlatColumns(lengths, t_all, odba_arr, vedba_arr)
 

@@ -87,7 +87,7 @@ def start_stack(data_dir: Path) -> Stack:
             f"a stack is already running under {data_dir}; stop it with "
             f"'namazu stack stop --data-dir {data_dir}' or choose another --data-dir"
         )
-    stack = Stack(data_dir)
+    stack = Stack(data_dir, shielded=True)
     try:
         return stack.start()
     except StackError as exc:

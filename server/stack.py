@@ -5,6 +5,11 @@ developer's machine: configs, data and logs live under one data directory, both
 services listen on loopback only, on chosen or free ports. Neither service
 daemonises itself; they run as child processes (``start_new_session`` for the
 detached CLI form) and their pids are recorded in ``<data_dir>/stack.json``.
+
+A ``shielded`` stack (the demo) puts its services in their own process group, so a
+Ctrl-C at the terminal reaches only the caller, which stops its clients first and the
+services last; on Linux the services also receive SIGTERM when the thread that
+started them exits, so a killed caller leaves nothing running.
 """
 
 from __future__ import annotations
@@ -153,6 +158,7 @@ class Stack:
     influx_rpc_port: int = 0
     mosquitto_extra: str = ""
     detached: bool = False
+    shielded: bool = False
     mosquitto_bin: str = MOSQUITTO_BIN
     influxd_bin: str = INFLUXD_BIN
     _procs: dict[str, subprocess.Popen] = field(default_factory=dict, repr=False)
@@ -178,6 +184,7 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str], log: Path) -> subprocess.Popen:
         log.parent.mkdir(parents=True, exist_ok=True)
+        shielded = self.shielded and not self.detached
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 argv,
@@ -185,6 +192,8 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=self.detached,
+                process_group=0 if shielded else None,
+                preexec_fn=_terminate_with_parent if shielded else None,
             )
         self._procs[name] = proc
         return proc
@@ -268,6 +277,15 @@ class Stack:
             "influx_url": self.influx_url,
             "pids": {name: proc.pid for name, proc in self._procs.items()},
         }
+
+
+def _terminate_with_parent() -> None:
+    """In a shielded child before exec: SIGTERM when the starting thread exits (Linux)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -78,3 +78,50 @@ def test_services_health_reports_every_part(influx, tmp_path):
     assert report["web"]["answers"] is False
     assert 4 <= report["data"]["newest_sample_age_s"] < 60
     assert report["data"]["gateways"] == {"f/g1": "online", "f/g2": "offline"}
+
+
+def test_shielded_stack_ignores_the_callers_group_signal_and_dies_with_it(tmp_path):
+    """A shielded stack (the demo's): Ctrl-C to the caller's process group leaves the
+    services to the caller, and a caller killed with SIGKILL takes them with it."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def running(pid: int) -> bool:  # a zombie awaiting its reaper counts as gone
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    script = (
+        "import json, signal, sys, time\n"
+        "from server.stack import Stack\n"
+        "signal.signal(signal.SIGINT, lambda *_: print('caller got SIGINT', flush=True))\n"
+        f"stack = Stack({str(tmp_path / 'stack')!r}, shielded=True).start()\n"
+        "print(json.dumps(stack.state()['pids']), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    caller = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, process_group=0
+    )
+    try:
+        pids = json.loads(caller.stdout.readline())
+        assert sorted(pids) == ["influxd", "mosquitto"]
+        os.killpg(caller.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert caller.stdout.readline().strip() == "caller got SIGINT"
+        time.sleep(1.0)
+        assert all(running(pid) for pid in pids.values()), "a service took the Ctrl-C"
+        caller.kill()
+        caller.wait(10)
+        deadline = time.monotonic() + 20
+        while any(running(pid) for pid in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(running(pid) for pid in pids.values()), "services outlived caller"
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+        caller.wait(10)

@@ -176,14 +176,15 @@ def encode_status(
     gateway: str,
     online: bool,
     sent_ms: int,
-    clock_offset_s: float = 0.0,
+    clock_offset_s: float | None = None,
     spool_depth: int = 0,
     last_seq: int = 0,
 ) -> bytes:
     """Serialise a retained gateway status (``namazu.status/1``, see status-v1.schema.json).
 
     sent_ms : gateway clock at publication, UTC epoch [ms].
-    clock_offset_s : gateway clock minus reference time [s] (positive = gateway ahead).
+    clock_offset_s : gateway clock minus reference time [s] (positive = gateway ahead);
+        None (JSON null) while it has not been measured.
     spool_depth : messages waiting for broker acknowledgement [messages].
     last_seq : highest sequence number handed out so far (0 = none yet; seqs start at 1).
     """
@@ -194,7 +195,7 @@ def encode_status(
             "gateway": gateway,
             "online": bool(online),
             "sent_ms": int(sent_ms),
-            "clock_offset_s": float(clock_offset_s),
+            "clock_offset_s": None if clock_offset_s is None else float(clock_offset_s),
             "spool_depth": int(spool_depth),
             "last_seq": int(last_seq),
         }

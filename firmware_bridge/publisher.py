@@ -28,6 +28,13 @@ Flow of one activity batch::
   ingest writes are idempotent). The status and the Last Will are never gated; a
   connection that stays up keeps sending while ingest is away (the broker queues for
   the workers' persistent sessions).
+- Clock offset: every ingest heartbeat carries the server's clock (``sent_ms``). The
+  publisher subscribes to it on every connection (gate or not) and reports, in its
+  status, the gateway clock minus the server clock as the smallest of the last
+  ``OFFSET_SAMPLES`` differences (receive time - send time = offset + transit delay,
+  and the delay is never negative, so the smallest difference is the closest). The
+  status is republished when the estimate moves by more than ``OFFSET_REPORT_STEP_S``.
+  A clock source of the gateway's own (``clock_offset_s``) takes precedence.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -62,6 +70,10 @@ except ImportError:  # pragma: no cover
 PAHO_MAX_QUEUE = 65_535
 #: Presence heartbeat of the ingest workers (published by ``server/ingest.py``).
 INGEST_ALIVE_TOPIC = "namazu/v1/_ingest/alive"
+#: Heartbeats the clock-offset estimate is the minimum over.
+OFFSET_SAMPLES = 8
+#: A status is republished when the offset estimate moves by more than this [s].
+OFFSET_REPORT_STEP_S = 0.5
 
 
 def _now_ms() -> int:
@@ -81,7 +93,9 @@ class GatewayPublisher:
     protocol : "3.1.1" (clean_session=False) or "5" (clean_start=False, session
         expiry ``session_expiry_s``).
     clock_offset_s : gateway clock minus reference time [s], or a callable returning
-        it; reported in the status.
+        it, from a clock source of the gateway's own (GPS, NTP); None (default) reports
+        the offset measured against the ingest heartbeats (null until the first).
+    clock_ms : the gateway clock, UTC epoch [ms] (default: the system clock).
     reconnect_max_s : longest wait between reconnection attempts [s].
     status_interval_s : status refresh cadence while connected [s].
     wait_for_ingest : after every (re)connect, send activity only once an ingest
@@ -105,7 +119,8 @@ class GatewayPublisher:
         keepalive_s: int = 30,
         protocol: str = "3.1.1",
         session_expiry_s: int = 7 * 86400,
-        clock_offset_s: float | Callable[[], float] = 0.0,
+        clock_offset_s: float | Callable[[], float] | None = None,
+        clock_ms: Callable[[], int] = _now_ms,
         reconnect_max_s: float = 30.0,
         status_interval_s: float = 30.0,
         wait_for_ingest: bool = False,
@@ -124,6 +139,9 @@ class GatewayPublisher:
         self.max_inflight = int(max_inflight)
         self.keepalive_s = int(keepalive_s)
         self._clock_offset = clock_offset_s
+        self._clock_ms = clock_ms
+        self._offset_samples: collections.deque[float] = collections.deque(maxlen=OFFSET_SAMPLES)
+        self._reported_offset: float | None = None
         self._status_interval_s = status_interval_s
         self._topic = activity_topic(farm, gateway)
         self._status_topic = status_topic(farm, gateway)
@@ -206,7 +224,7 @@ class GatewayPublisher:
 
     def publish_batches(self, batches: Iterable[list[dict[str, Any]]]) -> list[int]:
         """Spool several batches in one durable transaction (in order); return their seqs."""
-        sent_ms = _now_ms()
+        sent_ms = self._clock_ms()
         builders = [self._builder(animals, sent_ms) for animals in batches]
         if not builders:
             return []
@@ -229,6 +247,13 @@ class GatewayPublisher:
     def connected(self) -> bool:
         """True while the MQTT connection is up."""
         return self._connected.is_set()
+
+    @property
+    def measured_clock_offset_s(self) -> float | None:
+        """Gateway clock minus server clock from the recent ingest heartbeats [s]
+        (smallest receive - send difference), or None before the first heartbeat."""
+        samples = list(self._offset_samples)
+        return min(samples) if samples else None
 
     @property
     def ingest_present(self) -> bool:
@@ -259,17 +284,21 @@ class GatewayPublisher:
 
         return build
 
-    def _offset(self) -> float:
+    def _offset(self) -> float | None:
         value = self._clock_offset
+        if value is None:
+            return self.measured_clock_offset_s
         return float(value() if callable(value) else value)
 
     def _status(self, online: bool) -> bytes:
+        offset = self._offset()
+        self._reported_offset = offset
         return encode_status(
             self.farm,
             self.gateway,
             online,
-            _now_ms(),
-            clock_offset_s=self._offset(),
+            self._clock_ms(),
+            clock_offset_s=offset,
             spool_depth=self.spool.depth(),
             last_seq=self.spool.last_seq(),
         )
@@ -291,8 +320,7 @@ class GatewayPublisher:
             extra={"host": self.host, "port": self.port, "session": flags.session_present},
         )
         client.publish(self._status_topic, self._status(True), qos=1, retain=True)
-        if self.wait_for_ingest:
-            client.subscribe(INGEST_ALIVE_TOPIC, qos=0)
+        client.subscribe(INGEST_ALIVE_TOPIC, qos=0)
         self._wake.set()
 
     def _on_message(self, client, userdata, message) -> None:
@@ -300,10 +328,30 @@ class GatewayPublisher:
         # worker that had its SUBACK there: its subscriptions exist, the gate opens.
         if message.topic == INGEST_ALIVE_TOPIC and not message.retain:
             self.stats["ingest_heartbeats"] += 1
+            self._measure_offset(client, message.payload)
             if self._ingest_seen_on != self._connection:
-                log.info("ingest present; sending the spool")
+                if self.wait_for_ingest:
+                    log.info("ingest present; sending the spool")
                 self._ingest_seen_on = self._connection
                 self._wake.set()
+
+    def _measure_offset(self, client, payload: bytes) -> None:
+        """One clock-offset sample from a heartbeat; republish the status when the
+        reported offset is stale (paho thread)."""
+        received_ms = self._clock_ms()
+        try:
+            server_ms = orjson.loads(payload)["sent_ms"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.debug("ingest heartbeat without a server time")
+            return
+        if type(server_ms) is not int:
+            return
+        self._offset_samples.append((received_ms - server_ms) / 1000.0)
+        if self._clock_offset is not None:
+            return
+        reported, measured = self._reported_offset, self.measured_clock_offset_s
+        if reported is None or abs(measured - reported) > OFFSET_REPORT_STEP_S:
+            client.publish(self._status_topic, self._status(True), qos=1, retain=True)
 
     def _gate_open(self) -> bool:
         return not self.wait_for_ingest or self._ingest_seen_on == self._connection

@@ -73,3 +73,11 @@ def test_status_round_trip(online):
     assert status.online is online
     assert status.clock_offset_s == 1.25 and status.spool_depth == 17
     assert status.last_seq == (0 if online else 42) and status.sent_ms == NOW_MS
+
+
+def test_status_with_an_unmeasured_clock_offset_round_trips_as_null():
+    payload = encode_status("farm.a", "gw_7", True, NOW_MS, None, 0, 0)
+    document = orjson.loads(payload)
+    assert document["clock_offset_s"] is None
+    jsonschema.validate(document, load_schema("status-v1.schema.json"))
+    assert decode_status(status_topic("farm.a", "gw_7"), payload).clock_offset_s is None

@@ -51,7 +51,7 @@ bench: setup
 chaos: setup
 	$(PY) -m tests.chaos.run
 
-# A longer hunt than `make test`: fresh random examples, 20x as many (about 15 minutes).
+# A longer hunt than `make test`: fresh random examples, 20x as many (about 3 minutes).
 fuzz: setup
 	NAMAZU_HYPOTHESIS_PROFILE=default NAMAZU_HYPOTHESIS_SCALE=$${NAMAZU_HYPOTHESIS_SCALE:-20} \
 	  $(VENV)/bin/pytest -q tests/analytics/test_rule.py tests/server/test_payload.py \

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import orjson
 
 from server import metrics
@@ -116,41 +117,56 @@ def _activity_prefix(animal: str, farm: str, gateway: str, species: str) -> str:
 def activity_lines(batch: ActivityBatch) -> list[str]:
     """Line-protocol points of a batch: ``activity`` (odba, vedba [g]) per sample and
     one ``collar`` point (battery_v [V]) per animal that reported its battery."""
-    animals = batch.animals
     farm, gateway = batch.farm, batch.gateway
-    if batch.columns is not None:
+    columns = batch.columns
+    if columns is not None:
         # fast path: flat columns and cached series keys (tags in sorted order)
-        columns = batch.columns
         samples = prefixed_float_lines(
-            [_activity_prefix(a.animal, farm, gateway, a.species) for a in animals],
+            [
+                _activity_prefix(animal, farm, gateway, species)
+                for animal, species in zip(columns.animals, columns.species, strict=True)
+            ],
             columns.lengths,
             {"odba": columns.odba.tolist(), "vedba": columns.vedba.tolist()},
             columns.t_ms,
         )
-        if all(a.battery_v is None for a in animals):
+        if all(battery is None for battery in columns.batteries):
             return samples
-    tags = [
-        {"farm": farm, "gateway": gateway, "animal": a.animal, "species": a.species}
-        for a in animals
-    ]
-    if batch.columns is None:
+        heads = zip(columns.animals, columns.species, columns.batteries, strict=True)
+        times = np.split(columns.times, np.cumsum(columns.lengths)[:-1])
+    else:
+        animals = batch.animals
         samples = multi_series_lines(
             "activity",
-            tags,
+            [{"farm": farm, "gateway": gateway, "animal": a.animal, "species": a.species}
+             for a in animals],
             {"odba": [a.odba for a in animals], "vedba": [a.vedba for a in animals]},
             [a.t_ms for a in animals],
-        )
-        if all(a.battery_v is None for a in animals):
-            return samples
+        )  # fmt: skip
+        heads = ((a.animal, a.species, a.battery_v) for a in animals)
+        times = [a.t_ms for a in animals]
+    return _with_collar_points(samples, farm, gateway, heads, times)
+
+
+def _with_collar_points(
+    samples: list[str], farm: str, gateway: str, heads: Any, times: Any
+) -> list[str]:
+    """``samples`` (the activity lines, animal after animal) with a ``collar`` point
+    (battery_v [V], at the animal's last sample time [UTC ms]) after each animal that
+    reported its battery. heads : (animal, species, battery or None) per animal;
+    times : each animal's sample times."""
+    heads = list(heads)
+    if all(battery is None for _, _, battery in heads):
+        return samples
     lines: list[str] = []
     start = 0
-    for a, series in zip(animals, tags, strict=True):
-        lines += samples[start : start + len(a.t_ms)]
-        start += len(a.t_ms)
-        if a.battery_v is not None:
-            lines.append(
-                point_line("collar", series, {"battery_v": a.battery_v}, int(a.t_ms.max()))
-            )
+    for (animal, species, battery), t_ms in zip(heads, times, strict=True):
+        stop = start + len(t_ms)
+        lines += samples[start:stop]
+        if battery is not None:
+            tags = {"farm": farm, "gateway": gateway, "animal": animal, "species": species}
+            lines.append(point_line("collar", tags, {"battery_v": battery}, int(max(t_ms))))
+        start = stop
     return lines
 
 

@@ -19,6 +19,8 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ STATUS_SCHEMA = "namazu.status/1"
 TOPIC_ROOT = "namazu/v1"
 TOPIC_KINDS = ("activity", "raw", "status")
 SPECIES = ("cow", "sheep", "dog")
+_SPECIES_SET = frozenset(SPECIES)
 
 MAX_ANIMALS = 1000
 MAX_SAMPLES = 10_000
@@ -55,6 +58,8 @@ _TOP_KEYS = frozenset({"schema", "farm", "gateway", "seq", "sent_ms", "animals"}
 _ANIMAL_REQUIRED = frozenset({"animal", "species", "t_ms", "odba", "vedba"})
 _ANIMAL_KEYS = _ANIMAL_REQUIRED | {"battery_v"}
 _NUMBER_TYPES = frozenset({int, float})
+#: The five required fields of an animal entry, fetched in one call.
+_ANIMAL_FIELDS = itemgetter("animal", "species", "t_ms", "odba", "vedba")
 
 
 class PayloadError(ValueError):
@@ -91,17 +96,47 @@ class AnimalSamples:
 class FlatColumns:
     """The samples of all animals of a batch in message order, one column each.
 
-    lengths : samples per animal, in the order of ``ActivityBatch.animals``.
-    t_ms : sample times, UTC epoch milliseconds (Python ints).
+    animals, species, batteries : per animal, in message order (battery [V] or None).
+    lengths : samples per animal.
+    t_ms : sample times, UTC epoch milliseconds (Python ints); ``times`` the same as an
+        int64 array.
     odba, vedba : activity [g] (float64 arrays).
     Filled by the column-wise fast path so that ingest can serialise a message without
-    gathering the per-animal arrays again.
+    building per-animal objects; :meth:`split` builds them when somebody asks.
     """
 
+    animals: tuple[str, ...]
+    species: tuple[str, ...]
+    batteries: list[float | None]
     lengths: list[int]
     t_ms: list[int]
+    times: np.ndarray
     odba: np.ndarray
     vedba: np.ndarray
+
+    def split(self) -> list[AnimalSamples]:
+        """The per-animal samples (array slices of the columns, no copies)."""
+        out = []
+        start = 0
+        new_samples = object.__new__
+        rows = zip(self.animals, self.species, self.batteries, self.lengths, strict=True)
+        for animal, species, battery, n in rows:
+            stop = start + n
+            # The frozen dataclass's __init__ sets each field through
+            # object.__setattr__, five times slower than this direct fill of values
+            # that are already checked.
+            samples = new_samples(AnimalSamples)
+            samples.__dict__.update(
+                animal=animal,
+                species=species,
+                t_ms=self.times[start:stop],
+                odba=self.odba[start:stop],
+                vedba=self.vedba[start:stop],
+                battery_v=battery,
+            )
+            out.append(samples)
+            start = stop
+        return out
 
 
 @dataclass(frozen=True)
@@ -110,6 +145,8 @@ class ActivityBatch:
 
     columns : the same samples as flat columns, when the fast path validated the
         message (None otherwise); never part of comparisons.
+    A batch made by :meth:`from_columns` builds ``animals`` from its columns on first
+    access (ingest serialises from the columns and never needs them).
     """
 
     farm: str
@@ -119,9 +156,30 @@ class ActivityBatch:
     animals: list[AnimalSamples]
     columns: FlatColumns | None = field(default=None, repr=False, compare=False)
 
+    @classmethod
+    def from_columns(
+        cls, farm: str, gateway: str, seq: int, sent_ms: int, columns: FlatColumns
+    ) -> ActivityBatch:
+        """A batch whose ``animals`` are built from ``columns`` when first read."""
+        batch = object.__new__(cls)
+        batch.__dict__.update(farm=farm, gateway=gateway, seq=seq, sent_ms=sent_ms)
+        batch.__dict__["columns"] = columns
+        return batch
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes missing from the instance: the lazy ``animals``.
+        columns = self.__dict__.get("columns")
+        if name != "animals" or columns is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        animals = columns.split()
+        self.__dict__["animals"] = animals
+        return animals
+
     @property
     def n_samples(self) -> int:
         """Number of samples over all animals."""
+        if self.columns is not None:
+            return len(self.columns.t_ms)
         return sum(len(a.t_ms) for a in self.animals)
 
 
@@ -382,51 +440,63 @@ def _animals_fast(items: list) -> list[AnimalSamples] | None:
     animals of one sample each). Returns None at the first unusual thing; the per-animal
     path (:func:`_animal`) then finds it and names it, so results and errors are the same.
     """
-    found = _animals_and_columns_fast(items)
-    return None if found is None else found[0]
+    found = _columns_fast(items)
+    return None if found is None else found.split()
 
 
-def _animals_and_columns_fast(items: list) -> tuple[list[AnimalSamples], FlatColumns] | None:
-    """:func:`_animals_fast`, also returning the samples as flat columns."""
-    heads: list[tuple[str, str, float | None]] = []
-    lengths: list[int] = []
-    t_all: list = []
-    odba_all: list = []
-    vedba_all: list = []
-    species_names, number_types, known_id = SPECIES, _NUMBER_TYPES, _is_known_segment
-    for item in items:
-        # Exactly the five required keys, or those and battery_v (checked by count).
-        if type(item) is not dict:
+def _columns_fast(items: list) -> FlatColumns | None:
+    """The animals of a well-formed message as flat columns, or None (see
+    :func:`_animals_fast`).
+
+    Each check runs over a whole column of the message at once (C-level ``map``/``set``
+    loops) rather than animal by animal.
+    """
+    if not set(map(type, items)) <= {dict}:
+        return None
+    try:
+        animals, species, t_lists, odba_lists, vedba_lists = zip(
+            *map(_ANIMAL_FIELDS, items), strict=True
+        )
+        if not set(species) <= _SPECIES_SET:
             return None
-        try:
-            animal, species = item["animal"], item["species"]
-            t_ms, odba, vedba = item["t_ms"], item["odba"], item["vedba"]
-        except KeyError:
+    except (KeyError, TypeError, ValueError):  # a key missing; an unhashable species
+        return None
+    for column in (t_lists, odba_lists, vedba_lists):
+        if not set(map(type, column)) <= {list}:
             return None
-        if type(t_ms) is not list or type(odba) is not list or type(vedba) is not list:
-            return None
-        n = len(t_ms)
-        if n == 0 or len(odba) != n or len(vedba) != n:
-            return None
-        if type(animal) is not str or not known_id(animal) or species not in species_names:
-            return None
-        battery = None
-        if len(item) != 5:
+    lengths = list(map(len, t_lists))
+    if (
+        0 in lengths
+        or lengths != list(map(len, odba_lists))
+        or lengths != list(map(len, vedba_lists))
+    ):
+        return None
+    if not set(map(type, animals)) <= {str}:
+        return None
+    if not _VALID_IDS.issuperset(animals) and not all(map(_is_known_segment, animals)):
+        return None
+    key_counts = set(map(len, items))
+    if key_counts == {5}:  # exactly the required keys (all five were found)
+        batteries: list[float | None] = [None] * len(items)
+    else:
+        batteries = []
+        for item in items:
+            if len(item) == 5:
+                batteries.append(None)
+                continue
             if len(item) != 6 or "battery_v" not in item:
                 return None
             battery = item["battery_v"]
-            if type(battery) not in number_types or not 0 <= battery <= MAX_BATTERY_V:
+            if type(battery) not in _NUMBER_TYPES or not 0 <= battery <= MAX_BATTERY_V:
                 return None
-            battery = float(battery)
-        heads.append((animal, species, battery))
-        lengths.append(n)
-        t_all += t_ms
-        odba_all += odba
-        vedba_all += vedba
+            batteries.append(float(battery))
+    t_all = list(chain.from_iterable(t_lists))
+    odba_all = list(chain.from_iterable(odba_lists))
+    vedba_all = list(chain.from_iterable(vedba_lists))
     if len(t_all) > MAX_SAMPLES or not set(map(type, t_all)) <= {int}:
         return None
-    if not set(map(type, odba_all)) <= number_types or not set(map(type, vedba_all)) <= (
-        number_types
+    if not set(map(type, odba_all)) <= _NUMBER_TYPES or not set(map(type, vedba_all)) <= (
+        _NUMBER_TYPES
     ):
         return None
     try:
@@ -440,25 +510,7 @@ def _animals_and_columns_fast(items: list) -> tuple[list[AnimalSamples], FlatCol
     for arr in (odba_arr, vedba_arr):
         if not np.isfinite(arr).all() or arr.min() < 0:
             return None
-    out = []
-    start = 0
-    new_samples = object.__new__
-    for (animal, species, battery), n in zip(heads, lengths, strict=True):
-        stop = start + n
-        # The frozen dataclass's __init__ sets each field through object.__setattr__,
-        # which costs five times this direct fill; the values here are already checked.
-        samples = new_samples(AnimalSamples)
-        samples.__dict__.update(
-            animal=animal,
-            species=species,
-            t_ms=t[start:stop],
-            odba=odba_arr[start:stop],
-            vedba=vedba_arr[start:stop],
-            battery_v=battery,
-        )
-        out.append(samples)
-        start = stop
-    return out, FlatColumns(lengths, t_all, odba_arr, vedba_arr)
+    return FlatColumns(animals, species, batteries, lengths, t_all, t, odba_arr, vedba_arr)
 
 
 def validate_activity_document(document: Any) -> ActivityBatch:
@@ -486,11 +538,11 @@ def validate_activity_document(document: Any) -> ActivityBatch:
     seq = _integer_field(document["seq"], "seq", 0, MAX_SEQ, "schema")
     sent_ms = _integer_field(document["sent_ms"], "sent_ms", 0, MAX_EPOCH_MS, "time_out_of_range")
     items = _array(document["animals"], "animals", 1, MAX_ANIMALS)
-    found = _animals_and_columns_fast(items)
-    if found is None:
+    columns = _columns_fast(items)
+    if columns is None:
         animals = [_animal(item, i) for i, item in enumerate(items)]
         return ActivityBatch(farm, gateway, seq, sent_ms, animals)
-    return ActivityBatch(farm, gateway, seq, sent_ms, found[0], found[1])
+    return ActivityBatch.from_columns(farm, gateway, seq, sent_ms, columns)
 
 
 def check_activity_batch(

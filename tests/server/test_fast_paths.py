@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import orjson
+import pytest
 
 from server import payload as payload_module
 from server.influx import float_series_lines, multi_series_lines
@@ -105,11 +106,13 @@ def test_flat_columns_give_the_same_lines_as_the_per_animal_path():
         if batch.columns is None:
             continue
         compared += 1
+        fast_lines = activity_lines(batch)
+        assert "animals" not in vars(batch)  # serialised without per-animal objects
         reference = ActivityBatch(
             batch.farm, batch.gateway, batch.seq, batch.sent_ms, batch.animals
         )
         assert reference.columns is None
-        assert activity_lines(batch) == activity_lines(reference)
+        assert fast_lines == activity_lines(reference)
         assert batch.columns.lengths == [len(a.t_ms) for a in batch.animals]
         assert sum(batch.columns.lengths) == batch.n_samples
     assert compared > 200
@@ -140,3 +143,29 @@ def test_prefixed_float_lines_equal_per_series_lines():
         prefixes, sizes, {"odba": odba.tolist(), "vedba": (odba / 2).tolist()}, times.tolist()
     )
     assert got == expected
+
+
+def test_a_batch_from_columns_behaves_like_a_plain_batch():
+    from server.payload import ActivityBatch
+
+    document = {
+        "schema": "namazu.activity/1",
+        "farm": "f",
+        "gateway": "g",
+        "seq": 3,
+        "sent_ms": 1,
+        "animals": [
+            {"animal": "a1", "species": "cow", "t_ms": [1, 2], "odba": [0.5, 0.25],
+             "vedba": [0.2, 0.1], "battery_v": 3.7},
+            {"animal": "a2", "species": "dog", "t_ms": [5], "odba": [1], "vedba": [0.5]},
+        ],
+    }  # fmt: skip
+    lazy = validate_activity_document(document)
+    assert lazy.columns is not None and "animals" not in vars(lazy)
+    assert lazy.n_samples == 3
+    plain = ActivityBatch("f", "g", 3, 1, _per_animal(document))
+    assert repr(lazy) == repr(plain)  # every field, the arrays' values included
+    assert [a.battery_v for a in lazy.animals] == [3.7, None]
+    assert lazy.animals is lazy.animals  # built once
+    with pytest.raises(AttributeError, match="no attribute 'animal'"):
+        _ = lazy.animal

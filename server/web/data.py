@@ -30,6 +30,8 @@ MAX_RANGE_DAYS = 400
 DEFAULT_MAX_POINTS = 2000
 MAX_POINTS_LIMIT = 20000
 NEARBY_KM = 300.0
+#: A gateway clock further than this from the server's is flagged on the overview [s].
+CLOCK_TOLERANCE_S = 2.0
 _DAY_MS = 86_400_000
 _LATEST_MS = 7_258_118_400_000  # 2200-01-01T00:00:00Z as UTC epoch ms
 _LARGEST_ROW_ID = 2**63 - 1  # the state store's integer keys are signed 64-bit
@@ -94,6 +96,12 @@ def _stored_row(db: Any, model: Any, row_id: int, what: str) -> Any:
     if row is None:
         raise NotFound(f"{what} {row_id} does not exist")
     return row
+
+
+def _clock_ok(offset_s: float | None) -> bool | None:
+    """Whether a gateway's reported clock offset [s] is within CLOCK_TOLERANCE_S (None
+    when it has not been measured)."""
+    return None if offset_s is None else abs(offset_s) <= CLOCK_TOLERANCE_S
 
 
 def check_id(value: str | None, name: str) -> str:
@@ -292,6 +300,7 @@ def overview(handles: Any) -> list[dict[str, Any]]:
                         "online": bool(row.online) if not pd.isna(row.online) else None,
                         "last_seen": row.time.isoformat().replace("+00:00", "Z"),
                         "clock_offset_s": _num(getattr(row, "clock_offset_s", None)),
+                        "clock_ok": _clock_ok(_num(getattr(row, "clock_offset_s", None))),
                     }
                     for row in gateways.itertuples(index=False)
                     if "gateway" in gateways

@@ -88,6 +88,14 @@ def seed(influx: InfluxClient, sessions) -> SeededFarm:
             int((START + pd.Timedelta(days=DAYS)).value // 10**6),
         )
     )
+    lines.append(  # a gateway whose clock runs 90 s ahead of the server
+        point_line(
+            "gateway_status",
+            {"farm": FARM, "gateway": "gw-fast-clock"},
+            {"online": True, "clock_offset_s": 90.0, "seq": 7},
+            int((START + pd.Timedelta(days=DAYS)).value // 10**6),
+        )
+    )
     quakes = [
         # (time, magnitude, lat, lon, id): one M4.3 12 h after the surge 20 km away,
         # one small local shock, one far event

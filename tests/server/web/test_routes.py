@@ -284,3 +284,13 @@ def test_admin_adds_a_user_and_issues_a_token(panel, client_for):
     new = re.search(r'id="new-token">([^<]+)<', issued).group(1)
     other = panel.app.test_client()
     assert other.get("/api/v1/farms", headers={"Authorization": f"Bearer {new}"}).status_code == 200
+
+
+def test_overview_flags_a_gateway_clock_off_by_more_than_two_seconds(panel, client_for):
+    client = client_for("viewer")
+    gateways = {g["gateway"]: g for g in client.get(f"/api/v1/gateways?farm={FARM}").json}
+    assert gateways["gw-1"]["clock_offset_s"] == 0.25 and gateways["gw-1"]["clock_ok"]
+    assert gateways["gw-fast-clock"]["clock_ok"] is False
+    page = client.get("/").get_data(as_text=True)
+    assert "+0.25" in page and "+90.00" in page
+    assert page.count("sample times are shifted") == 1

@@ -1,4 +1,4 @@
-"""Ingest, broker-path and gateway benchmarks (items 1, 2 and 6 of the benchmark list).
+"""Ingest, broker-path and gateway benchmarks (rows 1, 2 and 6 of the `make bench` table).
 
 1. End-to-end samples/s: gateway messages of 100 samples -> Mosquitto (QoS 1) ->
    ``namazu ingest`` -> InfluxDB, against the raw InfluxDB limit: the same points

@@ -3,7 +3,7 @@
 Starts a private InfluxDB (server.stack), writes simulated activity for the slices a tick
 reads (the new minutes and the same minutes on each of the previous 7 days, with an hour
 of margin around them), then times consecutive 1-minute ticks, InfluxDB queries and
-writes included. Limits (issue 4): 2 s for 1,000 animals, 10 s for 5,000.
+writes included. Limits: 2 s for 1,000 animals, 10 s for 5,000.
 
     .venv/bin/python -m bench.bench_tick [--animals 1000 5000] [--ticks 5]
 """

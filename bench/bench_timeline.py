@@ -5,7 +5,7 @@ baseline rows for a year (525,600 samples each), builds the panel with ``create_
 times ``GET /api/v1/timeline`` through the Flask app (bearer token, ``max_points=2000``,
 JSON encoding included), warm: one discarded call, then ``--runs`` calls per range.
 
-Target (issue 5): p95 <= 250 ms for 30 days. The reference measured in the same run is
+Target: p95 <= 250 ms for 30 days. The reference measured in the same run is
 the time to fetch the same 30 days of raw samples straight from InfluxDB, which is what
 the panel would cost without server-side downsampling.
 

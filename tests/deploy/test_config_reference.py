@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import typing
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from server import config_reference
-from server.config import NamazuConfig, load_config
+from server.config import ConfigError, NamazuConfig, load_config
 from server.config_reference import (
     UndocumentedKeyError,
     model_keys,
@@ -81,20 +82,46 @@ def test_a_parameter_missing_from_the_docstring_is_an_error():
         parameter_keys("rule", Params)
 
 
+def _other_values(default: object) -> list[object]:
+    """Candidate values of the default's type that differ from it."""
+    if isinstance(default, bool):
+        return [not default]
+    if isinstance(default, int):
+        return [default + 1, default - 1, default * 2]
+    if isinstance(default, float):
+        return [default * 2 + 0.5, default / 2, default + 0.25]
+    if isinstance(default, str):
+        return [default + "x", "other", "/tmp/other"]
+    return []
+
+
+def _key_value(config: NamazuConfig, section: str, key: str) -> object:
+    holder = getattr(config, section)
+    return holder.get(key) if isinstance(holder, dict) else getattr(holder, key)
+
+
 def test_every_documented_environment_variable_sets_its_key():
+    """Each NAMAZU_* variable set to a valid value other than the default changes
+    exactly its key (a variable that is ignored leaves the default and fails)."""
     checked = 0
+    defaults = load_config(environ={})
     for _, keys in reference_entries().values():
         for item in keys:
             if not item.env or not item.default.startswith("`"):
                 continue
-            literal = item.default.strip("`")
-            config = load_config(environ={item.env: literal})
             section, key = item.key.split(".")
-            value = getattr(config, section)
-            value = value[key] if isinstance(value, dict) else getattr(value, key)
-            expected = tomllib.loads(f"v = {literal}")["v"]
-            assert str(value) == str(expected), f"{item.env} did not set {item.key}"
-            checked += 1
+            default = tomllib.loads(f"v = {item.default.strip('`')}")["v"]
+            for candidate in _other_values(default):
+                literal = json.dumps(candidate)  # a TOML literal for bool, number, str
+                try:
+                    config = load_config(environ={item.env: literal})
+                except ConfigError:
+                    continue  # outside the key's allowed range: try the next one
+                value, before = (_key_value(c, section, key) for c in (config, defaults))
+                assert str(value) == str(candidate), f"{item.env} did not set {item.key}"
+                assert str(value) != str(before)
+                checked += 1
+                break
     assert checked >= 40
 
 

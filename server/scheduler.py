@@ -43,7 +43,7 @@ from server.config import ConfigError, NamazuConfig, load_config
 from server.detection import DetectionJob
 from server.fdsn import FdsnClient
 from server.health import HealthJob
-from server.influx import InfluxClient
+from server.influx import InfluxClient, InfluxError
 from server.mail import SmtpSender
 from server.metrics import (
     SCHEDULER_TICK_FAILURES,
@@ -295,14 +295,26 @@ def main(argv: list[str]) -> int:
         try:
             start, end = (_parse_time(t) for t in args.replay)
             step = pd.Timedelta(args.step).to_pytimedelta()
+            if step <= timedelta(0):
+                raise ValueError(f"--step must be positive, got {args.step!r}")
+            if end < start:
+                raise ValueError("END is before START")
         except ValueError as exc:
             print(f"namazu scheduler: bad --replay/--step: {exc}", file=sys.stderr)
             return 2
-        cycles = replay(services, start, end, step)
+        try:
+            cycles = replay(services, start, end, step)
+        except InfluxError as exc:
+            print(f"namazu scheduler: time-series store unavailable: {exc}", file=sys.stderr)
+            return 1
         print(f"replayed {cycles} cycles from {start.isoformat()} to {end.isoformat()}")
         return 0
     if args.once:
-        run_once(services, datetime.now(UTC), catalog=services.catalog is not None)
+        try:
+            run_once(services, datetime.now(UTC), catalog=services.catalog is not None)
+        except InfluxError as exc:
+            print(f"namazu scheduler: time-series store unavailable: {exc}", file=sys.stderr)
+            return 1
         return 0
     if config.scheduler.metrics_port:
         try:

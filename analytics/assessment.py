@@ -5,7 +5,9 @@ The single pure pipeline behind ``namazu analyze`` and the panel's evaluation pa
 1. detect alarm episodes with the anomaly rule (``analytics.rule.detect``);
 2. monitored time: where the rule can judge (value and baseline defined), gaps up to
    ``max_gap_h`` bridged (``analytics.evaluation.monitored_intervals``);
-3. Gardner-Knopoff mainshocks of the catalogue (``analytics.decluster``);
+3. near-duplicate catalogue events (solutions within ``DUPLICATE_MAX_DT_S`` and
+   ``DUPLICATE_MAX_KM``) merged into one (``analytics.catalog.merge_near_duplicates``),
+   then the Gardner-Knopoff mainshocks of the merged catalogue (``analytics.decluster``);
 4. scores with and without declustering (``analytics.evaluation.evaluate``), and the same
    inside each named period (monitored time cut to the period);
 5. the Molchan trajectory: the rule re-run at ``MOLCHAN_INCREASE_PCT`` thresholds (plus the
@@ -25,6 +27,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from analytics.catalog import merge_near_duplicates
 from analytics.decluster import gardner_knopoff
 from analytics.evaluation import (
     EvaluationResult,
@@ -42,6 +45,11 @@ from analytics.rule import Episode, detect, herd_series
 
 #: Rule thresholds [%] of the Molchan trajectory (the configured one is added).
 MOLCHAN_INCREASE_PCT: tuple[float, ...] = tuple(range(0, 501, 20))
+
+#: Near-duplicate catalogue events: origin times within this [s] ...
+DUPLICATE_MAX_DT_S = 2.0
+#: ... and epicentres within this [km] are one event (the larger magnitude is kept).
+DUPLICATE_MAX_KM = 5.0
 
 #: Significance level of the chance statement and of the Molchan confidence curve [-].
 ALPHA = 0.05
@@ -63,7 +71,9 @@ class Assessment:
     reactions : bool per episode; True = started within the reaction window after local
         shaking (full catalogue).
     monitored : monitored time [ns].
-    mainshocks : Gardner-Knopoff mainshock mask in catalogue row order.
+    catalog : the catalogue as scored: near-duplicates merged, sorted by time.
+    events_read : events in the catalogue as passed in [-].
+    mainshocks : Gardner-Knopoff mainshock mask in the row order of ``catalog``.
     results : ``all_events`` and ``declustered`` scores.
     periods : per period label, ``all_events`` and ``declustered`` scores.
     molchan : DataFrame ``increase_pct`` [%], ``tau`` [-], ``nu`` [-].
@@ -75,12 +85,19 @@ class Assessment:
     components: pd.DataFrame
     reactions: np.ndarray
     monitored: Intervals
+    catalog: pd.DataFrame
+    events_read: int
     mainshocks: np.ndarray
     results: dict[str, EvaluationResult]
     periods: dict[str, dict[str, EvaluationResult]] = field(default_factory=dict)
     molchan: pd.DataFrame = field(default_factory=pd.DataFrame)
     confidence: pd.DataFrame | None = None
     alpha: float = ALPHA
+
+    @property
+    def near_duplicates_merged(self) -> int:
+        """Catalogue events removed as near-duplicates of another event [-]."""
+        return self.events_read - len(self.catalog)
 
     @property
     def monitored_h(self) -> float:
@@ -106,12 +123,21 @@ class Assessment:
         }
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: monitored time, alarms, scores, periods, Molchan, statements.
+        """JSON-ready dict: catalogue counts, monitored time, alarms, scores, periods, Molchan,
+        statements.
 
         ``alarms`` rows are ``Episode.as_dict()`` without the rule parameters, plus a
         ``reaction`` flag; NaN becomes None.
         """
         return {
+            "catalog": {
+                "events_read": self.events_read,
+                "near_duplicates_merged": self.near_duplicates_merged,
+                "duplicate_max_dt_s": DUPLICATE_MAX_DT_S,
+                "duplicate_max_km": DUPLICATE_MAX_KM,
+                "events_scored": len(self.catalog),
+                "mainshocks": int(self.mainshocks.sum()),
+            },
             "monitored": {
                 "hours": self.monitored_h,
                 "intervals": [
@@ -187,7 +213,8 @@ def assess(
 
     series : activity on a regular grid, tz-aware DatetimeIndex [unit of the data].
     catalog : DataFrame with time (UTC), latitude [deg N], longitude [deg E], magnitude
-        [-], optionally depth_km [km].
+        [-], optionally depth_km [km]; near-duplicates are merged here, once, before
+        anything is counted.
     farm : (latitude [deg N], longitude [deg E]).
     resolution : the grid step Δ ("15min").
     rule, evaluation : the rule and evaluation parameters.
@@ -221,6 +248,8 @@ def assess(
             f"no monitored time: the baseline needs {rule.min_baseline_days} previous days "
             f"of data at the same time of day"
         )
+    events_read = len(catalog)
+    catalog = merge_near_duplicates(catalog, DUPLICATE_MAX_DT_S, DUPLICATE_MAX_KM)
     mainshocks = gardner_knopoff(catalog) if len(catalog) else np.zeros(0, dtype=bool)
     reactions = reaction_mask(alarm_table(episodes), catalog, farm[0], farm[1], evaluation)
 
@@ -257,6 +286,8 @@ def assess(
         components=components,
         reactions=reactions,
         monitored=monitored,
+        catalog=catalog,
+        events_read=events_read,
         mainshocks=mainshocks,
         results=results,
         periods=by_period,

@@ -4,8 +4,9 @@ Thin wiring: files are read here, the whole computation is ``analytics.assessmen
 (the same pipeline as the panel's evaluation page); the report is rendered by
 ``server.report``. Outputs in ``--out`` (default ``analysis-out``):
 
-- ``summary.json``: inputs, all parameters (rule version included), the alarms (start,
-  end = last anomalous sample, peak ratio), the evaluation with and without
+- ``summary.json``: inputs, all parameters (rule version included), the catalogue
+  counts (``catalog``: events read, near-duplicates merged before scoring), the alarms
+  (start, end = last anomalous sample, peak ratio), the evaluation with and without
   declustering, per period when ``--periods`` is given, the Molchan trajectory, a plain
   chance statement, and a ``provenance`` block (SHA-256 and size of every input file,
   software versions, the command as invoked and an explicit command to rerun it, the UTC
@@ -68,7 +69,15 @@ ACTIVITY_FORMATS = ("csv", "movebank")
 DEFAULT_COLUMN = {"csv": "animal", "movebank": "odba"}
 
 #: Sections of summary.json that ``--verify`` compares.
-VERIFIED_SECTIONS = ("monitored", "alarms", "evaluation", "periods", "molchan", "statement")
+VERIFIED_SECTIONS = (
+    "catalog",
+    "monitored",
+    "alarms",
+    "evaluation",
+    "periods",
+    "molchan",
+    "statement",
+)
 
 
 class AnalysisError(Exception):
@@ -286,6 +295,7 @@ def run_analysis(
         "inputs": inputs,
         "rule_version": RULE_VERSION,
         "parameters": {"rule": rule.as_dict(), "evaluation": evaluation.as_dict()},
+        "catalog": outcome["catalog"],
         "monitored": outcome["monitored"],
         "alarms": outcome["alarms"],
         "evaluation": outcome["evaluation"],
@@ -323,7 +333,7 @@ def run_analysis(
         results=assessment.results,
         molchan=assessment.molchan,
         confidence=assessment.confidence,
-        catalog=catalog,
+        catalog=assessment.catalog,
     )
     (out_dir / "report.html").write_text(html, encoding="utf-8")
     return summary
@@ -553,7 +563,10 @@ def _line(label: str, result: dict[str, Any]) -> str:
 def _text_summary(summary: dict[str, Any]) -> str:
     n_alarms = len(summary["alarms"])
     n_reactions = sum(a["reaction"] for a in summary["alarms"])
+    catalog = summary["catalog"]
     lines = [
+        f"{catalog['events_read']} catalogue events read, "
+        f"{catalog['near_duplicates_merged']} near-duplicates merged",
         f"{n_alarms} alarm episodes ({n_reactions} reactions to local shaking), "
         f"{summary['monitored']['hours']:.1f} h monitored",
         _line("all events", summary["evaluation"]["all_events"]),

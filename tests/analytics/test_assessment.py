@@ -227,3 +227,56 @@ def test_bursts_to_series_errors():
     empty = pd.DataFrame({"individual": ["a"], "time": [START], "odba": [np.nan]})
     with pytest.raises(ValueError, match="no burst has a odba value"):
         bursts_to_series(empty, "15min")
+
+
+def _duplicate_pairs(catalog: pd.DataFrame) -> list[tuple[int, int]]:
+    """Row pairs (in time order) within 2 s and 5 km, by brute force over all pairs."""
+    from analytics.geo import great_circle_km
+
+    frame = catalog.sort_values("time", kind="stable").reset_index(drop=True)
+    t = frame["time"].dt.as_unit("ns").astype("int64").to_numpy()
+    lat, lon = frame["latitude"].to_numpy(), frame["longitude"].to_numpy()
+    pairs = []
+    for i in range(len(frame)):
+        near = np.flatnonzero(np.abs(t - t[i]) <= 2_000_000_000)
+        near = near[near > i]
+        km = great_circle_km(lat[i], lon[i], lat[near], lon[near])
+        pairs += [(i, int(j)) for j in near[km <= 5.0]]
+    return pairs
+
+
+def test_near_duplicates_of_the_bsi_catalogue_are_merged_before_targets_are_counted():
+    """The BSI catalogue lists some events twice (two solutions < 2 s and < 5 km apart);
+    each must count once as a target, with the larger magnitude."""
+    from analytics.catalog import parse_catalog
+    from analytics.evaluation import evaluate, target_mask
+    from tests.conftest import require_data
+
+    path = require_data("catalogs/central_italy_2016-10_2017-04_bsi.csv")
+    raw = parse_catalog(path.read_text(encoding="utf-8"))
+    raw = raw[raw["time"] < pd.Timestamp("2016-11-10", tz="UTC")].reset_index(drop=True)
+    pairs = _duplicate_pairs(raw)
+    assert pairs, "the BSI catalogue holds duplicate solutions"
+    farm = (42.88, 13.12)  # near the 26 October 2016 Visso doublet
+    index = pd.date_range("2016-10-10", "2016-11-10", freq="15min", tz="UTC", unit="ns")
+    flat = pd.Series(1.0, index=index, name="herd")
+    params = EvaluationParams(n_shifts=0)
+    result = assess(flat, raw, farm, "15min", evaluation=params, molchan_increase_pct=())
+
+    assert result.events_read == len(raw)
+    assert result.near_duplicates_merged == len(pairs) == len(raw) - len(result.catalog)
+    assert result.as_dict()["catalog"]["near_duplicates_merged"] == len(pairs)
+    # targets of the raw catalogue minus the second solution of each duplicated target
+    ordered = raw.sort_values("time", kind="stable").reset_index(drop=True)
+    is_target = target_mask(ordered, *farm, params, result.monitored)
+    doubled = sum(bool(is_target[i] and is_target[j]) for i, j in pairs)
+    assert doubled >= 2, "the two M >= 4.5 doublets of 26 October are both targets"
+    raw_targets = evaluate([], ordered, farm, result.monitored, params).targets
+    assert result.results["all_events"].targets == raw_targets - doubled
+    kept = {item["time"][:19]: item["magnitude"] for item in result.results["all_events"]
+            .as_dict()["target_list"]}  # fmt: skip
+    for i, j in pairs:
+        if is_target[i] and is_target[j]:
+            larger = max(ordered["magnitude"][i], ordered["magnitude"][j])
+            stamps = {ordered["time"][k].isoformat()[:19] for k in (i, j)}
+            assert [kept[s] for s in stamps if s in kept] == [larger]

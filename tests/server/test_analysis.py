@@ -64,6 +64,51 @@ def test_study_summary_has_alarms_parameters_and_both_evaluations(study_run):
     assert list(table.columns[:3]) == ["series", "start", "end"]
 
 
+#: The figures of docs/worked-example.md (and the README): set -> targets, hits, false
+#: alarms, tau [-] to 3 decimals, probability gain, p binomial, p shift (None = n/a).
+WORKED_EXAMPLE = {
+    ("whole", "all_events"): (2, 0, 9, 0.076, 0.0, 1.0, 1.0),
+    ("whole", "declustered"): (2, 0, 9, 0.076, 0.0, 1.0, 1.0),
+    ("stable", "all_events"): (2, 0, 0, 0.0, None, 1.0, 1.0),
+    ("stable", "declustered"): (2, 0, 0, 0.0, None, 1.0, 1.0),
+    ("pasture", "all_events"): (0, 0, 9, 0.187, None, None, None),
+    ("pasture", "declustered"): (0, 0, 9, 0.187, None, None, None),
+}
+
+
+@pytest.mark.parametrize(("span", "kind"), list(WORKED_EXAMPLE))
+def test_study_figures_are_those_of_the_worked_example(study_run, span, kind):
+    _, summary = study_run
+    result = summary["evaluation" if span == "whole" else "periods"]
+    result = result[kind] if span == "whole" else result[span][kind]
+    targets, hits, false_alarms, tau, gain, p_binomial, p_shift = WORKED_EXAMPLE[span, kind]
+    assert (result["targets"], result["hits"], result["false_alarms"]) == (
+        targets,
+        hits,
+        false_alarms,
+    )
+    assert round(result["alarm_fraction"], 3) == tau
+    assert (result["probability_gain"], result["p_binomial"]) == (gain, p_binomial)
+    assert result["p_shift"] == p_shift
+    assert len(summary["alarms"]) == 9 and not any(a["reaction"] for a in summary["alarms"])
+    assert summary["monitored"]["hours"] == pytest.approx(2006.25)
+
+
+def test_study_catalogue_near_duplicates_are_merged_before_scoring(study_run):
+    from analytics.catalog import merge_near_duplicates
+    from server.catalog_io import read_catalog
+
+    _, summary = study_run
+    raw = read_catalog(require_data(CATALOG))
+    merged = merge_near_duplicates(raw, 2.0, 5.0)
+    record = summary["catalog"]
+    assert record["events_read"] == len(raw) == summary["inputs"]["catalog_events"]
+    assert record["near_duplicates_merged"] == len(raw) - len(merged) > 0
+    assert record["events_scored"] == len(merged)
+    assert (record["duplicate_max_dt_s"], record["duplicate_max_km"]) == (2.0, 5.0)
+    assert record["mainshocks"] == summary["inputs"]["catalog_mainshocks"]
+
+
 def test_study_monitoring_starts_with_a_defined_baseline(study_run):
     _, summary = study_run
     first = pd.Timestamp(summary["monitored"]["intervals"][0][0])

@@ -173,6 +173,15 @@ def main(argv: list[str]) -> int:
     except (SourceError, SpoolError, ValueError) as exc:
         print(f"namazu bridge: {exc}", file=sys.stderr)
         return 2
+    metrics_server = None
+    if bc.metrics_port:
+        from server.metrics import MetricsServerError, start_metrics_server
+
+        try:
+            metrics_server = start_metrics_server(bc.metrics_port)
+        except MetricsServerError as exc:
+            print(f"namazu bridge: {exc}", file=sys.stderr)
+            return 1
     publisher = GatewayPublisher(
         farm,
         gateway,
@@ -200,6 +209,8 @@ def main(argv: list[str]) -> int:
         publisher.stop()
         source.close()
         spool.close()
+        if metrics_server is not None:
+            metrics_server.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     summary = bridge.summary() | {"drained": drained}

@@ -97,6 +97,9 @@ class BridgeConfig(_Section):
     batch_samples: int = Field(100, ge=1, description="samples per published message")
     max_inflight: int = Field(1000, ge=1, le=65535, description="unacknowledged QoS1 messages")
     source: str = Field("simulator", description="simulator | udp://HOST:PORT | serial:///dev/X")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port of the bridge (0 = disabled)"
+    )
     wait_for_ingest: bool = Field(
         True,
         description="after every (re)connect, hold the spool until an ingest heartbeat "
@@ -123,6 +126,15 @@ class SchedulerConfig(_Section):
     catalog_refresh_s: float = Field(600.0, gt=0, description="catalogue refresh cadence [s]")
     catalog_sources: list[str] = Field(
         default_factory=list, description="FDSN names (INGV, USGS, EMSC) or fdsnws URLs"
+    )
+    catalog_min_magnitude: float = Field(
+        2.5, ge=-2, le=10, description="smallest magnitude the catalogue refresh fetches"
+    )
+    catalog_radius_km: float = Field(
+        1000.0, gt=0, le=20_000, description="radius around each farm the refresh fetches [km]"
+    )
+    catalog_history_days: float = Field(
+        365.0, gt=0, le=36_500, description="depth of the first catalogue fetch [days]"
     )
     alarm_log_path: Path = Field(Path("var/alarm-log.jsonl"), description="hash-chained log")
     metrics_port: int = Field(

@@ -418,6 +418,10 @@ class IngestService:
                 status = decode_status(message.topic, message.payload)
                 batch.add(message, [status_line(status, message.received_ms, message.retain)], 0)
                 self._count("status_points")
+                if status.spool_depth is not None:
+                    metrics.GATEWAY_SPOOL_DEPTH.labels(
+                        farm=status.farm, gateway=status.gateway
+                    ).set(status.spool_depth)
                 return
             activity = decode_activity(
                 message.topic,

@@ -105,10 +105,16 @@ INFLUX_WRITE_SECONDS = Histogram(
     buckets=_LATENCY_BUCKETS_S,
 )
 
-# --- gateway bridge -------------------------------------------------------------------
+GATEWAY_SPOOL_DEPTH = Gauge(
+    "namazu_gateway_spool_depth",
+    "messages waiting in a gateway's spool, as its last status reported it [messages]",
+    ["farm", "gateway"],
+)
+
+# --- gateway bridge (its own process; `bridge.metrics_port`) ---------------------------
 SPOOL_DEPTH = Gauge(
     "namazu_spool_depth",
-    "messages waiting in the gateway spool for broker acknowledgement [messages]",
+    "messages waiting in this gateway's spool for broker acknowledgement [messages]",
 )
 BRIDGE_MESSAGES_PUBLISHED = Counter(
     "namazu_bridge_messages_published",

@@ -34,7 +34,8 @@ from typing import Any
 import pandas as pd
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from server.alarmlog import AlarmLog
 from server.alerts import compose_due, deliver_outbox, enqueue_notifications
@@ -46,12 +47,13 @@ from server.health import HealthJob
 from server.influx import InfluxClient, InfluxError
 from server.mail import SmtpSender
 from server.metrics import (
+    ALARMS_OPEN,
     SCHEDULER_TICK_FAILURES,
     SCHEDULER_TICK_SECONDS,
     MetricsServerError,
     start_metrics_server,
 )
-from server.state import init_db
+from server.state import Alarm, init_db
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,9 @@ def build_services(
             sched.catalog_sources,
             [FarmLocation(f.id, f.latitude, f.longitude) for f in config.farms],
             client_factory=fdsn_factory,
+            min_magnitude=sched.catalog_min_magnitude,
+            max_radius_km=sched.catalog_radius_km,
+            history_days=sched.catalog_history_days,
         )
     sender = (
         SmtpSender.from_config(config.mail, ssl_context=ssl_context)
@@ -145,10 +150,24 @@ def mail_cycle(services: Services, now: datetime) -> tuple[int, int]:
     )
 
 
+def publish_open_alarms(services: Services) -> dict[str, int]:
+    """Set the ``namazu_alarms_open`` gauge per configured farm from the state store;
+    returns {farm: open alarms}."""
+    with Session(services.engine) as db:
+        rows = db.execute(
+            select(Alarm.farm, func.count()).where(Alarm.state == "open").group_by(Alarm.farm)
+        ).all()
+    counts = {farm: 0 for farm in services.farm_names} | {farm: int(n) for farm, n in rows}
+    for farm, count in counts.items():
+        ALARMS_OPEN.labels(farm=farm).set(count)
+    return counts
+
+
 def run_once(services: Services, now: datetime, catalog: bool = False) -> dict[str, Any]:
     """One full cycle at ``now`` [UTC]: detection, health, mail (and the catalogue)."""
     ticks = services.detection.tick(now)
     health = services.health.run(now)
+    publish_open_alarms(services)
     sent, failed = mail_cycle(services, now)
     refreshed = services.catalog.run(now) if catalog and services.catalog else []
     return {
@@ -229,6 +248,7 @@ def make_scheduler(services: Services, blocking: bool = True) -> Any:
         now = datetime.now(UTC)
         services.detection.tick(now)
         services.health.run(now)
+        publish_open_alarms(services)
 
     jobs: list[tuple[str, Callable[[], Any], float]] = [
         ("detection", detection, sched.tick_s),

@@ -289,11 +289,12 @@ def episodes_from_flags(
     ratios = None if ratio is None else np.asarray(ratio, dtype=np.float64)
     min_ns = pd.Timedelta(minutes=params.min_duration_min).value
     record = params.as_dict()
+    spans_ns = t[ends] - t[starts] + step_ns
+    long_enough = spans_ns >= min_ns  # most runs are short: dropped here, not in the loop
     episodes = []
-    for s, e in zip(starts, ends, strict=True):
-        span_ns = int(t[e] - t[s]) + step_ns
-        if span_ns < min_ns:
-            continue
+    for s, e, span_ns in zip(
+        starts[long_enough], ends[long_enough], spans_ns[long_enough].tolist(), strict=True
+    ):
         if ratios is not None:
             run = ratios[s : e + 1]
             finite = run[~np.isnan(run)]

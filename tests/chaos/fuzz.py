@@ -437,11 +437,18 @@ def fuzz_live_ingest(stack: Any, database: str, n: int, seed: int = 16) -> dict[
     from server.payload import PayloadError, decode_activity
 
     now = int(time.time() * 1000)
-    cases = [
-        (topic, body)
-        for topic, body in payload_cases(n, seed, now)
-        if topic.startswith("namazu/v1/") and topic.endswith("/activity") and topic.count("/") == 4
-    ]
+    generated = n
+    while True:  # generate until n cases have an activity topic the service subscribes to
+        cases = [
+            (topic, body)
+            for topic, body in payload_cases(generated, seed, now)
+            if topic.startswith("namazu/v1/")
+            and topic.endswith("/activity")
+            and topic.count("/") == 4
+        ][:n]
+        if len(cases) == n:
+            break
+        generated += n // 10 + 10
     expected: Counter[tuple[bytes, str]] = Counter()
     for topic, body in cases:
         try:

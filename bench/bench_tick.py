@@ -5,7 +5,13 @@ reads (the new minutes and the same minutes on each of the previous 7 days, with
 of margin around them), then times consecutive 1-minute ticks, InfluxDB queries and
 writes included. Limits: 2 s for 1,000 animals, 10 s for 5,000.
 
-    .venv/bin/python -m bench.bench_tick [--animals 1000 5000] [--ticks 5]
+With ``--opening``, a herd-wide unrest episode (every animal x8) starts
+44 min before the first timed tick; an untimed tick processes those 44 minutes,
+so the episode reaches the rule's 45 min in the first timed tick and every animal's
+alarm (and every species, herd and quorum alarm) opens in it: the tick that logs every
+alarm and queues its mail. The limit then applies to the slowest tick.
+
+    .venv/bin/python -m bench.bench_tick [--animals 1000 5000] [--ticks 5] [--opening]
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_bridge.simulator import Herd
+from firmware_bridge.simulator import Herd, UnrestEpisode
 from server.alarmlog import AlarmLog
 from server.detection import DetectionJob
 from server.influx import InfluxClient, float_series_lines
@@ -29,6 +35,10 @@ from server.state import init_db
 
 LIMITS_S = {1000: 2.0, 5000: 10.0}
 NOW = datetime(2024, 5, 8, 12, 0, tzinfo=UTC)
+#: Minutes of the injected episode processed before the first timed tick [min].
+EPISODE_LEAD_MIN = 44
+#: Activity multiplier of the injected episode [-].
+EPISODE_INTENSITY = 8.0
 
 
 def _write_frame(client: InfluxClient, herd: Herd, frame) -> int:
@@ -71,20 +81,32 @@ def _write_history(client: InfluxClient, herd: Herd, ticks: int, days: int) -> i
 
 
 def run(
-    n_animals: int, ticks: int, workdir: Path, stack: Stack, history_days: int | None = None
+    n_animals: int,
+    ticks: int,
+    workdir: Path,
+    stack: Stack,
+    history_days: int | None = None,
+    opening: bool = False,
 ) -> list[float]:
     """Durations of ``ticks`` consecutive 1-min ticks for a herd of ``n_animals`` [s].
 
     history_days : None stores only the slices a tick reads (the new minutes and the
         same minutes on each of the previous 7 days); a number stores every minute of
         that many days, to show that the tick time does not grow with stored history.
+    opening : inject a herd-wide episode so that every alarm opens in the first timed
+        tick (an untimed tick processes the episode's first ``EPISODE_LEAD_MIN`` minutes).
     """
     suffix = "" if history_days is None else f"_h{history_days}"
+    suffix += "_open" if opening else ""
     client = InfluxClient(stack.influx_url, f"bench_{n_animals}{suffix}", timeout_s=120)
     client.create_database()
     counts = {"cow": n_animals * 6 // 10, "sheep": n_animals * 3 // 10}
     counts["dog"] = n_animals - counts["cow"] - counts["sheep"]
-    herd = Herd("bench-farm", "gw-1", counts, seed=1)
+    episodes: tuple[UnrestEpisode, ...] = ()
+    if opening:
+        lead = timedelta(minutes=EPISODE_LEAD_MIN)
+        episodes = (UnrestEpisode(NOW - lead, EPISODE_LEAD_MIN + ticks + 10, EPISODE_INTENSITY),)
+    herd = Herd("bench-farm", "gw-1", counts, seed=1, episodes=episodes)
     started = time.perf_counter()
     if history_days is None:
         points = _write(client, herd, ticks)
@@ -98,8 +120,11 @@ def run(
         AlarmLog(workdir / f"log-{n_animals}{suffix}.jsonl"),
         ["bench-farm"],
         settle_s=0,
-        initial_lookback_s=60,
+        initial_lookback_s=EPISODE_LEAD_MIN * 60 if opening else 60,
     )
+    if opening:  # the episode's first minutes, up to one sample short of an alarm
+        [warm] = job.tick(NOW - timedelta(minutes=1))
+        print(f"  untimed tick over {EPISODE_LEAD_MIN} min: {len(warm.opened)} alarms opened")
     durations = []
     for i in range(ticks):
         started = time.perf_counter()
@@ -108,17 +133,21 @@ def run(
         print(
             f"  tick {i}: {durations[-1]:.3f} s (read {result.read_s:.3f}, compute "
             f"{result.compute_s:.3f}, write {result.write_s:.3f}), {result.animals} animals, "
-            f"{result.samples} new samples"
+            f"{result.samples} new samples, {len(result.opened)} alarms opened"
         )
     client.drop_database()
     return durations
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; exit 1 when a median tick exceeds its limit."""
+    """Run the benchmark; exit 1 when a tick exceeds its limit (the median tick; the
+    slowest with ``--opening``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--animals", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--ticks", type=int, default=5)
+    parser.add_argument(
+        "--opening", action="store_true", help="every alarm opens in the first timed tick"
+    )
     args = parser.parse_args(argv)
     failed = False
     with tempfile.TemporaryDirectory(prefix="namazu-bench-") as tmp:
@@ -127,13 +156,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for n in args.animals:
                 print(f"{n} animals:")
-                durations = run(n, args.ticks, workdir, stack)
+                durations = run(n, args.ticks, workdir, stack, opening=args.opening)
                 limit = LIMITS_S.get(n, 2.0 * n / 1000)
                 median = statistics.median(durations)
-                ratio = median / limit
+                judged = max(durations) if args.opening else median
+                ratio = judged / limit
                 print(
                     f"  median tick {median:.3f} s, max {max(durations):.3f} s, "
-                    f"limit {limit:.1f} s -> ratio {ratio:.2f} ({'OK' if ratio <= 1 else 'SLOW'})"
+                    f"limit {limit:.1f} s on the {'slowest' if args.opening else 'median'} "
+                    f"-> ratio {ratio:.2f} ({'OK' if ratio <= 1 else 'SLOW'})"
                 )
                 failed |= ratio > 1
         finally:

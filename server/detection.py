@@ -234,9 +234,7 @@ class DetectionJob:
             result.compute_s = time.perf_counter() - started
             started = time.perf_counter()
             if opened:
-                digest = _values_digest(computed)
-                for alarm in opened:
-                    self._log(alarm, computed, digest)
+                self._log(opened, computed)
                 if self.on_open is not None:
                     self.on_open(session, opened)
             self._write_points(farm, computed, list(touched.values()))
@@ -371,17 +369,20 @@ class DetectionJob:
         )
         times = computed["times"]
         busy = flags.any(axis=1)
-        tokens = [k.token for k in keys]
+        position = {k.token: i for i, k in enumerate(keys)}
+        closed: list[Alarm] = []
         for token in set(runs) | set(open_alarms):
-            if token in tokens:
-                busy[tokens.index(token)] = True
+            if token in position:
+                busy[position[token]] = True
             else:  # the series vanished from the window: its run ends with a gap
                 runs.pop(token, None)
                 if token in open_alarms:
                     touched[token] = open_alarms.pop(token)
-                    self._close(touched[token], last_ms + self.res_ms, "gap", result)
+                    self._close(touched[token], last_ms + self.res_ms, "gap", closed)
         opened: list[Alarm] = []
-        n_animals = len(computed["animals"])
+        run_starts = {int(run[0]) for run in runs.values()} | {int(t) for t in times}
+        existing: dict[tuple[str, str, int], Alarm] | None = None
+        params = self.params.as_dict()
         for i in np.flatnonzero(busy):
             key = keys[i]
             token = key.token
@@ -402,7 +403,11 @@ class DetectionJob:
                         if alarm.id is not None and alarm.id not in result.extended:
                             result.extended.append(alarm.id)
                     elif t - run[0] + self.res_ms >= self.min_duration_ms:
-                        alarm = self._open(session, farm, key, run, t, computed, j, n_animals)
+                        if existing is None:  # one query, at the tick's first opening
+                            existing = self._existing(session, farm, run_starts)
+                        alarm = self._open(existing, farm, key, run, t, computed, j, params)
+                        if alarm.id is None:
+                            session.add(alarm)
                         open_alarms[token] = touched[token] = alarm
                         opened.append(alarm)
                 else:
@@ -414,7 +419,7 @@ class DetectionJob:
                             reason = "no_baseline"
                         else:
                             reason = "calm"
-                        self._close(alarm, t, reason, result)
+                        self._close(alarm, t, reason, closed)
                         open_alarms.pop(token, None)
                         alarm = None
                     run = None
@@ -422,31 +427,43 @@ class DetectionJob:
                 runs.pop(token, None)
             else:
                 runs[token] = run
-        session.flush()
+        session.flush()  # one flush for the tick: ids of new alarms
         result.opened = [a.id for a in opened]
+        result.closed += [a.id for a in closed]
         return opened
+
+    def _existing(
+        self, session: Session, farm: str, starts: set[int]
+    ) -> dict[tuple[str, str, int], Alarm]:
+        """Stored alarms of ``farm`` starting at any of ``starts`` (UTC epoch [ms]), by
+        (series, kind, start [ms]): the alarms a re-processed window finds again."""
+        found: dict[tuple[str, str, int], Alarm] = {}
+        ordered = sorted(starts)
+        for first in range(0, len(ordered), 500):
+            chunk = [_dt(ms) for ms in ordered[first : first + 500]]
+            for alarm in session.scalars(
+                select(Alarm).where(Alarm.farm == farm, Alarm.start.in_(chunk))
+            ):
+                found[(alarm.series, alarm.kind, _ms(alarm.start))] = alarm
+        return found
 
     def _open(
         self,
-        session: Session,
+        existing: dict[tuple[str, str, int], Alarm],
         farm: str,
         key: SeriesKey,
         run: list[Any],
         t: int,
         computed: dict[str, Any],
         j: int,
-        n_animals: int,
+        params: dict[str, Any],
     ) -> Alarm:
+        """The alarm of ``key``'s run, opened at sample ``t`` [ms] (column ``j``): the
+        stored one of the same identity when there is one, else a new one (not added)."""
         start = _dt(int(run[0]))
-        existing = session.scalars(
-            select(Alarm).where(
-                Alarm.farm == farm,
-                Alarm.series == key.name,
-                Alarm.kind == key.kind,
-                Alarm.start == start,
-            )
-        ).first()
-        alarm = existing or Alarm(farm=farm, series=key.name, kind=key.kind, start=start)
+        alarm = existing.get((key.name, key.kind, int(run[0]))) or Alarm(
+            farm=farm, series=key.name, kind=key.kind, start=start
+        )
         alarm.species = key.species
         alarm.severity = alarm_severity(key.kind, float(run[1]), self.params.increase_pct)
         alarm.last_anomalous = _dt(t)
@@ -457,32 +474,27 @@ class DetectionJob:
         alarm.state = "open"
         alarm.peak_ratio = float(run[1])
         alarm.animals_reporting = int(computed["reporting"][j])
-        alarm.animals_total = n_animals
+        alarm.animals_total = len(computed["animals"])
         alarm.animals_involved = self._involved(computed, key, j)
-        alarm.params = self.params.as_dict()
+        alarm.params = dict(params)
         alarm.rule_version = RULE_VERSION
-        if existing is None:
-            session.add(alarm)
-        session.flush()
         return alarm
 
-    def _close(self, alarm: Alarm, t: int, reason: str, result: FarmTick) -> None:
+    def _close(self, alarm: Alarm, t: int, reason: str, closed: list[Alarm]) -> None:
         alarm.state = "closed"
         alarm.end = alarm.last_anomalous
         alarm.closed_at = _dt(t)
         alarm.close_reason = reason
-        result.closed.append(alarm.id)
+        closed.append(alarm)
 
     # ------------------------------------------------------------------ outputs
 
-    def _log(self, alarm: Alarm, computed: dict[str, Any], digest: str) -> None:
-        record = {
-            k: v
-            for k, v in alarm.to_dict().items()
-            if k not in {"id", "log_hash", "log_index", "end", "closed_at", "close_reason", "state"}
-        }
-        record.pop("params", None)
-        record.pop("rule_version", None)
+    def _log(self, opened: list[Alarm], computed: dict[str, Any]) -> None:
+        """Append the records of the tick's opened alarms to the log, one locked append
+        with one fsync, and note each alarm's (log_index, log_hash)."""
+        skip = {"id", "log_hash", "log_index", "end", "closed_at", "close_reason", "state"}
+        skip |= {"params", "rule_version"}
+        records = [{k: v for k, v in a.to_dict().items() if k not in skip} for a in opened]
         lo, hi = computed["window"]
         data = {
             "series": list(computed["animals"]),
@@ -493,10 +505,11 @@ class DetectionJob:
             ),
             "resolution_s": self.res_ms // 1000,
             "sample_count": int(np.isfinite(computed["matrix"]).sum()),
-            "values_sha256": digest,
+            "values_sha256": _values_digest(computed),
         }
-        index, digest_hash = self.alarm_log.append(record, RULE_VERSION, alarm.params, data)
-        alarm.log_index, alarm.log_hash = index, digest_hash
+        entries = self.alarm_log.append_many(records, RULE_VERSION, opened[0].params, data)
+        for alarm, (index, digest_hash) in zip(opened, entries, strict=True):
+            alarm.log_index, alarm.log_hash = index, digest_hash
 
     def _write_points(
         self,

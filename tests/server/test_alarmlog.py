@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+from datetime import UTC, datetime
 
 import pytest
 
 from server import alarmlog
 from server.alarmlog import GENESIS_HASH, AlarmLog, AlarmLogError, record_hash, verify
+from server.state import Alarm, init_db, session_scope
 
 
 def _alarm(i: int, farm: str = "farm-a") -> dict:
@@ -147,3 +150,98 @@ def test_cli_reports_first_broken_record_and_exit_codes(tmp_path, capsys):
     assert alarmlog.main([str(tmp_path / "missing.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "no such file" in err and "Traceback" not in err
+
+
+def test_batch_append_writes_the_records_of_single_appends_with_one_fsync(tmp_path, monkeypatch):
+    data = {"series": ["cow-001", "café"], "sample_count": 10, "values_sha256": "ab" * 32}
+    params = {"increase_pct": 140.0, "quorum": 0.5}
+    when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    single = AlarmLog(tmp_path / "single.jsonl")
+    expected = [single.append(_alarm(i), "namazu-rule/1", params, data, when) for i in range(5)]
+    syncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(alarmlog.os, "fsync", lambda fd: syncs.append(fd) or real_fsync(fd))
+    batch = AlarmLog(tmp_path / "batch.jsonl")
+    batch.append(_alarm(0), "namazu-rule/1", params, data, when)
+    entries = batch.append_many(
+        [_alarm(i) for i in (1, 2, 0, 3, 2, 4)], "namazu-rule/1", params, data, when
+    )
+    assert len(syncs) == 2  # one per call, not one per record
+    assert entries == [expected[i] for i in (1, 2, 0, 3, 2, 4)]
+    assert _lines(tmp_path / "batch.jsonl") == _lines(tmp_path / "single.jsonl")
+    assert AlarmLog(tmp_path / "batch.jsonl").head() == expected[-1]
+    assert batch.append(_alarm(5), "namazu-rule/1", params, data, when)[0] == 5
+    assert verify(tmp_path / "batch.jsonl").records == 6
+
+
+def _state_with_logged_alarms(tmp_path, n: int) -> tuple[str, list[str]]:
+    """A log of n alarms and a real SQLite state store holding those alarms with their
+    (log_index, log_hash), as the detection tick stores them."""
+    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    engine = init_db(url)
+    hashes = _fill(tmp_path / "log.jsonl", n)
+    with session_scope(engine) as session:
+        for i, digest in enumerate(hashes):
+            start = datetime(2024, 5, 1, i % 24, tzinfo=UTC)
+            session.add(
+                Alarm(
+                    farm="farm-a",
+                    series=f"cow-{i:03d}",
+                    kind="animal",
+                    start=start,
+                    last_anomalous=start,
+                    opened_at=start,
+                    rule_version="namazu-rule/1",
+                    log_index=i,
+                    log_hash=digest,
+                )
+            )
+    return url, hashes
+
+
+def test_verify_log_names_a_deleted_tail_from_the_state_store(tmp_path, capsys):
+    url, _ = _state_with_logged_alarms(tmp_path, 4)
+    path = tmp_path / "log.jsonl"
+    assert alarmlog.main([str(path), "--state", url]) == 0
+    assert "OK, 4 records" in capsys.readouterr().out
+    path.write_text("".join(_lines(path)[:3]), encoding="utf-8")
+    assert alarmlog.main([str(path), "--state", url]) == 1
+    out = capsys.readouterr().out
+    assert "BROKEN at record 3: record 3 is missing" in out
+    assert "alarm farm-a/cow-003/animal/2024-05-01T03:00:00Z is recorded at index 3" in out
+    assert alarmlog.main([str(path), "--state", url, "--no-state"]) == 0
+    # the configuration's state store is used by default
+    config = tmp_path / "namazu.toml"
+    config.write_text(
+        f'[state]\nurl = "{url}"\n[scheduler]\nalarm_log_path = "{path}"\n', encoding="utf-8"
+    )
+    assert alarmlog.main(["--config", str(config)]) == 1
+    assert "BROKEN at record 3: record 3 is missing" in capsys.readouterr().out
+    path.write_text("".join(_lines(path)[:1]), encoding="utf-8")
+    assert alarmlog.main(["--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "record 1 is missing" in out and "cow-001" in out and "and 2 more" in out
+
+
+def test_verify_log_names_a_record_whose_hash_differs_from_the_state_store(tmp_path):
+    url, hashes = _state_with_logged_alarms(tmp_path, 3)
+    path = tmp_path / "log.jsonl"
+    alarms = [json.loads(line)["alarm"] for line in _lines(path)]
+    path.unlink()  # the whole log rewritten: a valid chain, other hashes
+    rewritten = AlarmLog(path)
+    for alarm in alarms:
+        rewritten.append(alarm, "namazu-rule/1", {}, {}, datetime(2030, 1, 1, tzinfo=UTC))
+    assert verify(path).ok
+    result = verify(path, expected=alarmlog.state_records(url))
+    assert (result.ok, result.first_bad_index, result.records) == (False, 0, 0)
+    assert hashes[0] in result.reason and "farm-a/cow-000/animal" in result.reason
+
+
+def test_verify_log_without_a_state_store_file_exits_2(tmp_path, capsys):
+    path = tmp_path / "log.jsonl"
+    _fill(path, 1)
+    missing = f"sqlite:///{tmp_path / 'nothing.sqlite'}"
+    assert alarmlog.main([str(path), "--state", missing]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and "Traceback" not in err
+    assert not (tmp_path / "nothing.sqlite").exists()

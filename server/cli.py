@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "web": ("server.web", "the Flask panel and JSON API"),
     "users": ("server.users", "manage panel users (add the first admin)"),
     "subscriptions": ("server.subscriptions", "alert e-mail subscriptions add|list|remove, outbox"),
-    "import": ("server.importer", "import activity (Movebank, CSV) into InfluxDB or a file"),
+    "import": ("server.importer", "activity files (Movebank, CSV) -> the normalised activity CSV"),
     "catalog": ("server.catalog_cli", "fetch|import earthquake catalogues"),
     "analyze": ("server.analysis", "offline: activity + catalogue -> alarms, evaluation, report"),
     "check-config": ("server.config", "validate the configuration and name any bad key"),

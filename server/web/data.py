@@ -265,9 +265,12 @@ def catalog(handles: Any, farm: FarmConfig, args: Any) -> dict[str, Any]:
 
 
 def overview(handles: Any) -> list[dict[str, Any]]:
-    """Per farm: gateways (online, last seen, clock offset), animals (last sample),
-    open alarms and the latest quakes within NEARBY_KM."""
+    """Per farm: gateways (online, last seen, clock offset), animals (last sample; and
+    ``reporting``: a sample within ``scheduler.stale_after_s``), open alarms and the
+    latest quakes within NEARBY_KM."""
     result = []
+    now = pd.Timestamp.now(tz="UTC")
+    stale_after = pd.Timedelta(seconds=handles.config.scheduler.stale_after_s)
     latest = handles.influx.query_frame(*queries.latest_earthquakes(200))
     for farm in handles.config.farms:
         gateways = handles.influx.query_frame(*queries.gateway_status(farm.id))
@@ -311,6 +314,7 @@ def overview(handles: Any) -> list[dict[str, Any]]:
                         "species": str(row.species),
                         "gateway": str(row.gateway),
                         "last_seen": row.time.isoformat().replace("+00:00", "Z"),
+                        "reporting": bool(now - row.time <= stale_after),
                     }
                     for row in animals.sort_values("animal").itertuples(index=False)
                     if "animal" in animals

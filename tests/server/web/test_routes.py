@@ -295,3 +295,11 @@ def test_overview_flags_a_gateway_clock_off_by_more_than_two_seconds(panel, clie
     page = client.get("/").get_data(as_text=True)
     assert "+0.25" in page and "+90.00" in page
     assert page.count("sample times are shifted") == 1
+
+
+def test_overview_counts_only_animals_with_recent_samples_as_reporting(panel, client_for):
+    client = client_for("viewer")
+    animals = client.get(f"/api/v1/animals?farm={FARM}").json
+    assert animals and all(a["reporting"] is False for a in animals)  # the seed is in 2024
+    page = client.get("/").get_data(as_text=True)
+    assert f"Animals: 0 reporting of {len(animals)}" in page

@@ -14,6 +14,7 @@ from analytics.evaluation import (
     binomial_confidence_curve,
     binomial_pvalue,
     circular_shift_hits,
+    circular_shift_pvalue,
     evaluate,
     merge_intervals,
     monitored_intervals,
@@ -154,19 +155,53 @@ def test_shift_zero_reproduces_observed_hits_and_wraps():
 
 
 def test_empirical_p_is_uniform_for_random_alarms():
+    """Alarms placed at random, independently of a fixed catalogue, must give shift p-values
+    spread evenly over (0, 1]: about 10 % at or below 0.1, half at or below 0.5, and a
+    distribution that a Kolmogorov-Smirnov test cannot tell from U(0, 1)."""
+    rng = np.random.default_rng(20170118)
+    monitored = window("2017-01-01", "2017-04-01")
+    lead_ns = int(EvaluationParams().lead_window_h * H)
+    # 300 targets and 30 one-hour alarms per set: ~70 hits, so the hit count (and p) takes
+    # many values
+    targets = np.sort(rng.integers(ns("2017-01-01"), ns("2017-04-01"), 300))
+    n_sets, n_alarms, n_shifts = 200, 30, 199
+    p_values, hits = [], []
+    for k in range(n_sets):
+        starts = np.sort(rng.integers(ns("2017-01-01"), ns("2017-03-31"), n_alarms))
+        cover = merge_intervals(starts, starts + H + lead_ns).intersect(monitored)
+        observed = int(circular_shift_hits(cover, targets, monitored, np.array([0]))[0])
+        p = circular_shift_pvalue(cover, targets, monitored, observed, n_shifts, seed=k)
+        assert 1 / (n_shifts + 1) <= p <= 1.0
+        p_values.append(p)
+        hits.append(observed)
+        if k == 0:  # the same p as the full evaluation of these alarms and targets
+            table = pd.DataFrame({"start": pd.to_datetime(starts, utc=True)})
+            table["end"] = table["start"]  # one sample: cover = [start, start + lead window)
+            catalog = quakes(*[(str(pd.Timestamp(t, tz="UTC")), 40.0, 4.5) for t in targets])
+            params = EvaluationParams(n_shifts=n_shifts, seed=k)
+            full = evaluate(table, catalog, FARM, monitored, params)
+            cover_one = merge_intervals(starts, starts + lead_ns).intersect(monitored)
+            hits_one = int(circular_shift_hits(cover_one, targets, monitored, np.array([0]))[0])
+            assert full.hits == hits_one
+            assert full.p_shift == circular_shift_pvalue(
+                cover_one, targets, monitored, hits_one, n_shifts, seed=k
+            )
+    p = np.array(p_values)
+    assert len(set(hits)) >= 20, "the hit counts vary enough for p to take many values"
+    for level in (0.1, 0.5):
+        low, high = stats.binom.interval(0.999, n_sets, level)
+        assert low <= np.count_nonzero(p <= level) <= high, level
+    assert stats.kstest(p, "uniform").pvalue > 0.001
+
+
+def test_empirical_p_is_one_without_hits_and_small_for_perfect_alarms():
     rng = np.random.default_rng(3)
     monitored = window("2017-01-01", "2017-04-01")
     times = pd.to_datetime(rng.integers(ns("2017-01-02"), ns("2017-03-30"), 8), utc=True)
     catalog = quakes(*[(str(t), 5.0, 4.5) for t in times])
-    table = alarms(
-        ("2017-01-20 00:00", "2017-01-20 01:00"), ("2017-03-01 00:00", "2017-03-01 02:00")
-    )
-    result = evaluate(table, catalog, FARM, monitored, EvaluationParams(n_shifts=2000, seed=1))
-    assert result.n_shifts == 2000
-    assert 1 / 2001 <= result.p_shift <= 1.0
-    # with no hit, every shift has at least as many hits: p = 1
-    if result.hits == 0:
-        assert result.p_shift == 1.0
+    missing = alarms(("2017-03-31 01:00", "2017-03-31 02:00"))  # after the last event
+    none = evaluate(missing, catalog, FARM, monitored, EvaluationParams(n_shifts=2000, seed=1))
+    assert none.hits == 0 and none.p_shift == 1.0  # every shift has at least 0 hits
     perfect = alarms(*[(str(t - pd.Timedelta("1h")), str(t - pd.Timedelta("1h"))) for t in times])
     strong = evaluate(perfect, catalog, FARM, monitored, EvaluationParams(n_shifts=2000, seed=1))
     assert strong.hits == 8 and strong.p_shift < 0.01 and strong.p_binomial < 1e-6

@@ -237,11 +237,18 @@ def test_catalog_filters_by_distance_and_magnitude(panel, client_for):
     assert q["north_km"] > 0 and q["east_km"] > 0  # north-east of the farm
 
 
-def test_exports(panel, client_for):
+def test_exports(panel, client_for, monkeypatch):
+    from server.web import data
+
+    monkeypatch.setattr(data, "MAX_POINTS_LIMIT", 1000)  # far below the 14,400 samples
     client = client_for("viewer")
     csv = client.get(f"/api/v1/export/timeline.csv?farm={FARM}&series=species:cow&{RANGE}")
     assert csv.status_code == 200
     assert 'filename="demo-farm-species_cow-timeline.csv"' in csv.headers["Content-Disposition"]
+    raw = client.get(f"/api/v1/export/timeline.csv?farm={FARM}&series=cow-1&{RANGE}")
+    rows = [line.split(",") for line in raw.get_data(as_text=True).splitlines()[1:]]
+    activity = [row for row in rows if row[2] == "activity"]
+    assert len(activity) == panel.farm.cow1.notna().sum()  # every stored sample, raw
     move = client.get(f"/api/v1/export/movebank.csv?farm={FARM}&animal=cow-1&{RANGE}")
     text = move.get_data(as_text=True)
     header = text.splitlines()[0]

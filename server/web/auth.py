@@ -151,31 +151,57 @@ def role_at_least(role: str, minimum: str) -> bool:
 
 
 class LoginRateLimiter:
-    """Sliding one-minute window of log-in attempts per (user name, client address)."""
+    """Sliding windows of log-in attempts: ``attempts_per_min`` per (user name, client
+    address), and ``ADDRESS_FACTOR`` times as many per client address over all user
+    names, so one address cannot try name after name. Windows that have emptied are
+    dropped once more than ``MAX_KEYS`` keys are held (memory stays bounded)."""
+
+    ADDRESS_FACTOR = 4
+    MAX_KEYS = 10_000
 
     def __init__(self, attempts_per_min: int, window_s: float = 60.0):
         self.attempts_per_min = attempts_per_min
         self.window_s = window_s
         self._attempts: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._by_address: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
+    def _trimmed(self, window: deque[float], now: float) -> deque[float]:
+        while window and now - window[0] >= self.window_s:
+            window.popleft()
+        return window
+
     def allow(self, user: str, address: str, now: float | None = None) -> bool:
-        """Record one attempt; False when the key already used its attempts this minute."""
+        """Record one attempt; False when the user and address, or the address alone,
+        already used their attempts in the window."""
         now = time.monotonic() if now is None else now
         key = (user.lower(), address)
         with self._lock:
-            window = self._attempts[key]
-            while window and now - window[0] >= self.window_s:
-                window.popleft()
+            if len(self._attempts) > self.MAX_KEYS:
+                self._drop_idle(now)
+            window = self._trimmed(self._attempts[key], now)
+            per_address = self._trimmed(self._by_address[address], now)
             if len(window) >= self.attempts_per_min:
                 return False
+            if len(per_address) >= self.attempts_per_min * self.ADDRESS_FACTOR:
+                return False
             window.append(now)
+            per_address.append(now)
             return True
 
+    def _drop_idle(self, now: float) -> None:
+        for table in (self._attempts, self._by_address):
+            for key in [k for k, w in table.items() if not self._trimmed(w, now)]:
+                del table[key]
+
     def reset(self, user: str, address: str) -> None:
-        """Forget the attempts of a key (after a successful log-in)."""
+        """After a successful log-in: forget the attempts of the key, and take the
+        successful attempt off the address's window (only failures count there)."""
         with self._lock:
             self._attempts.pop((user.lower(), address), None)
+            per_address = self._by_address.get(address)
+            if per_address:
+                per_address.pop()
 
 
 # ---------------------------------------------------------------- redirects, CSRF

@@ -176,6 +176,25 @@ def test_login_attempts_are_rate_limited_per_user_and_address(panel):
     assert login(panel.app.test_client(), "viewer").status_code == 302
 
 
+def test_one_address_cannot_try_name_after_name():
+    limiter = LoginRateLimiter(2, window_s=60)
+    allowed = [limiter.allow(f"user-{k}", "10.0.0.9", now=k) for k in range(12)]
+    assert allowed == [True] * 8 + [False] * 4  # 4 x 2 attempts per address and minute
+    assert limiter.allow("user-0", "10.0.0.10", now=12)  # another address is unaffected
+    assert limiter.allow("user-99", "10.0.0.9", now=61)  # the window slides
+    for k in range(20):  # successful log-ins do not use up the address's attempts
+        assert limiter.allow(f"staff-{k}", "10.0.0.11", now=k)
+        limiter.reset(f"staff-{k}", "10.0.0.11")
+
+
+def test_rate_limiter_memory_is_bounded():
+    limiter = LoginRateLimiter(2, window_s=60)
+    for k in range(LoginRateLimiter.MAX_KEYS + 50):
+        limiter.allow(f"u{k}", f"a{k}", now=0)
+    limiter.allow("late", "late", now=120)
+    assert len(limiter._attempts) == 1 and len(limiter._by_address) == 1
+
+
 def test_rate_limiter_window_slides():
     limiter = LoginRateLimiter(2, window_s=60)
     assert limiter.allow("u", "ip", now=0) and limiter.allow("u", "ip", now=1)

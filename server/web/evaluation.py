@@ -114,14 +114,14 @@ def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
         return base
     periods = None
     if split:
-        events = [
-            e
-            for e in data.farm_events(handles, farm.id, start, end)
-            if e.kind == split and e.end is not None
-        ]
+        events = [e for e in data.farm_events(handles, farm.id, start, end) if e.kind == split]
+        # An event without an end (e.g. "on pasture since ...") lasts to the period's end.
         inside = ev.merge_intervals(
             np.asarray([pd.Timestamp(e.start).value for e in events], np.int64),
-            np.asarray([pd.Timestamp(e.end).value for e in events], np.int64),
+            np.asarray(
+                [end * 1_000_000 if e.end is None else pd.Timestamp(e.end).value for e in events],
+                np.int64,
+            ),
         )
         periods = {
             "inside": inside,

@@ -62,3 +62,24 @@ def test_a_period_without_data_says_so(panel, client_for):
     )
     assert body["result"] is None and body["molchan"] == []
     assert body["statement"] == "No activity data in this period: nothing to evaluate."
+
+
+def test_an_event_without_an_end_lasts_to_the_end_of_the_period(panel, client_for):
+    """ "On pasture since 10 March" (no end) splits the period like an event that ends
+    with it."""
+    from tests.server.web.conftest import login
+
+    client = panel.app.test_client()
+    assert login(client, "reviewer").status_code == 302
+    page = client.get("/events").get_data(as_text=True)
+    response = client.post(
+        "/events",
+        data={"farm": FARM, "kind": "housing_pasture", "start": "2024-03-10T00:00:00Z",
+              "csrf_token": csrf_from(page)},
+    )  # fmt: skip
+    assert response.status_code == 302
+    url = f"/api/v1/evaluation?farm={FARM}&{RANGE}&resolution_min=15&split=housing_pasture"
+    split = client_for("viewer").get(url).json["split"]
+    assert split["periods"] == 1
+    assert (split["inside"]["targets"], split["inside"]["hits"]) == (1, 1)
+    assert_allclose(split["inside"]["monitored_h"], 24.0, atol=0.5)

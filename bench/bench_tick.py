@@ -5,7 +5,7 @@ reads (the new minutes and the same minutes on each of the previous 7 days, with
 of margin around them), then times consecutive 1-minute ticks, InfluxDB queries and
 writes included. Limits: 2 s for 1,000 animals, 10 s for 5,000.
 
-With ``--opening``, a herd-wide unrest episode (every animal x8) starts
+With ``--opening``, a herd-wide unrest episode (every animal x20) starts
 44 min before the first timed tick; an untimed tick processes those 44 minutes,
 so the episode reaches the rule's 45 min in the first timed tick and every animal's
 alarm (and every species, herd and quorum alarm) opens in it: the tick that logs every
@@ -38,7 +38,7 @@ NOW = datetime(2024, 5, 8, 12, 0, tzinfo=UTC)
 #: Minutes of the injected episode processed before the first timed tick [min].
 EPISODE_LEAD_MIN = 44
 #: Activity multiplier of the injected episode [-].
-EPISODE_INTENSITY = 8.0
+EPISODE_INTENSITY = 20.0
 
 
 def _write_frame(client: InfluxClient, herd: Herd, frame) -> int:
@@ -87,6 +87,7 @@ def run(
     stack: Stack,
     history_days: int | None = None,
     opening: bool = False,
+    opened: list[int] | None = None,
 ) -> list[float]:
     """Durations of ``ticks`` consecutive 1-min ticks for a herd of ``n_animals`` [s].
 
@@ -95,6 +96,7 @@ def run(
         that many days, to show that the tick time does not grow with stored history.
     opening : inject a herd-wide episode so that every alarm opens in the first timed
         tick (an untimed tick processes the episode's first ``EPISODE_LEAD_MIN`` minutes).
+    opened : when given, receives the number of alarms opened by each timed tick [count].
     """
     suffix = "" if history_days is None else f"_h{history_days}"
     suffix += "_open" if opening else ""
@@ -114,10 +116,11 @@ def run(
         points = _write_history(client, herd, ticks, history_days)
     print(f"  wrote {points:,} points in {time.perf_counter() - started:.1f} s")
     engine = init_db(f"sqlite:///{workdir}/state-{n_animals}{suffix}.sqlite")
+    log_path = workdir / f"log-{n_animals}{suffix}.jsonl"
     job = DetectionJob(
         client,
         engine,
-        AlarmLog(workdir / f"log-{n_animals}{suffix}.jsonl"),
+        AlarmLog(log_path),
         ["bench-farm"],
         settle_s=0,
         initial_lookback_s=EPISODE_LEAD_MIN * 60 if opening else 60,
@@ -130,11 +133,15 @@ def run(
         started = time.perf_counter()
         [result] = job.tick(NOW + timedelta(minutes=i))
         durations.append(time.perf_counter() - started)
+        if opened is not None:
+            opened.append(len(result.opened))
         print(
             f"  tick {i}: {durations[-1]:.3f} s (read {result.read_s:.3f}, compute "
             f"{result.compute_s:.3f}, write {result.write_s:.3f}), {result.animals} animals, "
             f"{result.samples} new samples, {len(result.opened)} alarms opened"
         )
+    if log_path.exists():
+        print(f"  alarm log: {log_path.stat().st_size / 1e6:.1f} MB")
     client.drop_database()
     return durations
 

@@ -107,7 +107,7 @@ def test_login_timeline_alarm_span_and_screenshots(served, page):
     assert "bucket" not in page.text_content("#timeline-status")
 
     page.goto(f"{base}/")
-    page.wait_for_selector("text=Animals reporting")
+    page.wait_for_selector("text=reporting of")
     page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
 
     page.goto(f"{base}/alarms/{panel.farm.alarm_id}")

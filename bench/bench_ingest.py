@@ -214,6 +214,49 @@ def minimal_subscriber_rate(port: int, messages: list[tuple[str, bytes]]) -> flo
     return (total - 1) / (last[0] - first[0])
 
 
+def ingest_consumer_rate(port: int, messages: list[tuple[str, bytes]]) -> float:
+    """Messages/s that Mosquitto delivers to the ingest service's MQTT consumer alone
+    (``server.mqtt.MqttConsumer``: MQTT v5 persistent session, the shared activity
+    subscription, manual acknowledgement of every message) with no decoding and no
+    writes [1/s]; measured like :func:`minimal_subscriber_rate`."""
+    from server.ingest import activity_subscription
+    from server.mqtt import MqttConsumer
+
+    received = [0]
+    first = [0.0]
+    last = [0.0]
+    done = threading.Event()
+    total = len(messages)
+    consumer: MqttConsumer | None = None
+
+    def on_message(message) -> None:
+        if received[0] == 0:
+            first[0] = time.perf_counter()
+        consumer.ack(message)
+        received[0] += 1
+        if received[0] >= total:
+            last[0] = time.perf_counter()
+            done.set()
+
+    consumer = MqttConsumer(
+        "127.0.0.1",
+        port,
+        "bench-ingest-consumer",
+        [activity_subscription("bench-consumer")],
+        on_message,
+    )
+    consumer.start()
+    try:
+        if not consumer.wait_ready(10):
+            raise RuntimeError("ingest consumer did not subscribe")
+        publish_all(port, messages, client_id="bench-publisher-consumer")
+        if not done.wait(timeout=120):
+            raise RuntimeError(f"ingest consumer received {received[0]} of {total}")
+    finally:
+        consumer.stop(end_session=True)
+    return (total - 1) / (last[0] - first[0])
+
+
 def run(quick: bool = False, workdir: Path | None = None) -> list[dict[str, Any]]:
     """Run the ingest, broker and gateway benchmarks; return result rows."""
     from server.stack import Stack
@@ -227,8 +270,20 @@ def run(quick: bool = False, workdir: Path | None = None) -> list[dict[str, Any]
             bodies = line_protocol_batches(points)
             messages = payloads(points)
             broker = minimal_subscriber_rate(stack.mqtt_port, messages)
+            consumer = ingest_consumer_rate(stack.mqtt_port, messages)
             rows += hot_path_rows(messages)
             rows += _ingest_rows(stack, messages, n_samples, bodies, broker, Path(tmp))
+            rows.append(
+                result(
+                    "2 broker path",
+                    "messages through the ingest service's MQTT consumer alone "
+                    "(v5 session, shared subscription, manual acks; no decoding, no writes)",
+                    consumer,
+                    "msg/s",
+                    broker,
+                    "minimal paho subscriber",
+                )
+            )
             rows += _gateway_rows(stack, Path(tmp), quick, messages)
         finally:
             stack.stop()
@@ -267,7 +322,7 @@ def _ingest_rows(stack, messages, n_samples, bodies, broker, tmp) -> list[dict[s
     rows.append(
         result(
             "2 broker path",
-            "messages through the ingest subscriber (100 samples each)",
+            "messages through the whole ingest service (100 samples each, written)",
             one["samples_per_s"] / SAMPLES_PER_MESSAGE,
             "msg/s",
             broker,

@@ -481,6 +481,18 @@ def _factory(bind: Engine | sessionmaker[Session]) -> sessionmaker[Session]:
     return _FACTORIES[key]
 
 
+#: Largest primary key the store can hold: its integer keys are signed 64-bit.
+LARGEST_ROW_ID = 2**63 - 1
+
+
+def get_by_id(session: Session, model: type[Base], row_id: int) -> Any:
+    """``session.get(model, row_id)``, or None for an id no row can have (negative, or
+    beyond a signed 64-bit integer, which the database driver cannot even bind)."""
+    if not 0 <= row_id <= LARGEST_ROW_ID:
+        return None
+    return session.get(model, row_id)
+
+
 def get_session(bind: Engine | sessionmaker[Session]) -> Session:
     """A new session (objects stay readable after commit); the caller closes it."""
     return _factory(bind)()

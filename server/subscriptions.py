@@ -33,6 +33,7 @@ from server.state import (
     OutboxMail,
     StateError,
     Subscription,
+    get_by_id,
     init_db,
     session_scope,
 )
@@ -144,8 +145,7 @@ def remove_subscription(db: Session, subscription_id: int) -> Subscription:
 
     Mails already composed for the recipient stay in the outbox.
     """
-    in_store_range = 0 <= subscription_id < 2**63  # keys are signed 64-bit integers
-    row = db.get(Subscription, subscription_id) if in_store_range else None
+    row = get_by_id(db, Subscription, subscription_id)
     if row is None:
         raise SubscriptionError(f"no subscription with id {subscription_id}")
     db.delete(row)

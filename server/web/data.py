@@ -21,7 +21,7 @@ from analytics.downsample import bucket_width_ms, insert_gaps, merge_bucket_extr
 from analytics.geo import dobrovolsky_radius_km, great_circle_km
 from server import queries
 from server.config import FarmConfig
-from server.state import Alarm, session_scope
+from server.state import Alarm, get_by_id, session_scope
 from server.web.models import EVENT_KINDS, FarmEvent, Review
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -34,7 +34,6 @@ NEARBY_KM = 300.0
 CLOCK_TOLERANCE_S = 2.0
 _DAY_MS = 86_400_000
 _LATEST_MS = 7_258_118_400_000  # 2200-01-01T00:00:00Z as UTC epoch ms
-_LARGEST_ROW_ID = 2**63 - 1  # the state store's integer keys are signed 64-bit
 
 
 class InputError(ValueError):
@@ -92,7 +91,7 @@ def _stored_row(db: Any, model: Any, row_id: int, what: str) -> Any:
     Ids beyond a signed 64-bit integer cannot exist in the store and are answered the
     same way instead of overflowing the database driver.
     """
-    row = db.get(model, row_id) if 0 <= row_id <= _LARGEST_ROW_ID else None
+    row = get_by_id(db, model, row_id)
     if row is None:
         raise NotFound(f"{what} {row_id} does not exist")
     return row

@@ -275,10 +275,17 @@ def _parse_time(text: str) -> datetime:
     return stamp.to_pydatetime()
 
 
+def check_replay(start: datetime, end: datetime, step: timedelta) -> None:
+    """ValueError unless ``step`` is positive and ``end`` is not before ``start``."""
+    if step <= timedelta(0):
+        raise ValueError(f"--step must be positive, got {step}")
+    if end < start:
+        raise ValueError("END is before START")
+
+
 def replay(services: Services, start: datetime, end: datetime, step: timedelta) -> int:
     """Run ``run_once`` at start, start+step, ... <= end; return the number of cycles."""
-    if step <= timedelta(0):
-        raise ValueError(f"step must be positive, got {step}")
+    check_replay(start, end, step)
     now, cycles = start, 0
     while now <= end:
         run_once(services, now)
@@ -315,23 +322,17 @@ def main(argv: list[str]) -> int:
         try:
             start, end = (_parse_time(t) for t in args.replay)
             step = pd.Timedelta(args.step).to_pytimedelta()
-            if step <= timedelta(0):
-                raise ValueError(f"--step must be positive, got {args.step!r}")
-            if end < start:
-                raise ValueError("END is before START")
+            check_replay(start, end, step)
         except ValueError as exc:
             print(f"namazu scheduler: bad --replay/--step: {exc}", file=sys.stderr)
             return 2
+    if args.replay or args.once:
         try:
-            cycles = replay(services, start, end, step)
-        except InfluxError as exc:
-            print(f"namazu scheduler: time-series store unavailable: {exc}", file=sys.stderr)
-            return 1
-        print(f"replayed {cycles} cycles from {start.isoformat()} to {end.isoformat()}")
-        return 0
-    if args.once:
-        try:
-            run_once(services, datetime.now(UTC), catalog=services.catalog is not None)
+            if args.replay:
+                cycles = replay(services, start, end, step)
+                print(f"replayed {cycles} cycles from {start.isoformat()} to {end.isoformat()}")
+            else:
+                run_once(services, datetime.now(UTC), catalog=services.catalog is not None)
         except InfluxError as exc:
             print(f"namazu scheduler: time-series store unavailable: {exc}", file=sys.stderr)
             return 1

@@ -97,10 +97,18 @@ def _stored_row(db: Any, model: Any, row_id: int, what: str) -> Any:
     return row
 
 
-def _clock_ok(offset_s: float | None) -> bool | None:
-    """Whether a gateway's reported clock offset [s] is within CLOCK_TOLERANCE_S (None
-    when it has not been measured)."""
-    return None if offset_s is None else abs(offset_s) <= CLOCK_TOLERANCE_S
+def _gateway_entry(row: Any) -> dict[str, Any]:
+    """One gateway of the overview from its last ``gateway_status`` row; ``clock_ok``
+    says whether its clock offset [s] is within CLOCK_TOLERANCE_S (None when it has not
+    been measured)."""
+    offset_s = _num(getattr(row, "clock_offset_s", None))
+    return {
+        "gateway": str(row.gateway),
+        "online": bool(row.online) if not pd.isna(row.online) else None,
+        "last_seen": row.time.isoformat().replace("+00:00", "Z"),
+        "clock_offset_s": offset_s,
+        "clock_ok": None if offset_s is None else abs(offset_s) <= CLOCK_TOLERANCE_S,
+    }
 
 
 def check_id(value: str | None, name: str) -> str:
@@ -297,13 +305,7 @@ def overview(handles: Any) -> list[dict[str, Any]]:
                 "latitude": farm.latitude,
                 "longitude": farm.longitude,
                 "gateways": [
-                    {
-                        "gateway": str(row.gateway),
-                        "online": bool(row.online) if not pd.isna(row.online) else None,
-                        "last_seen": row.time.isoformat().replace("+00:00", "Z"),
-                        "clock_offset_s": _num(getattr(row, "clock_offset_s", None)),
-                        "clock_ok": _clock_ok(_num(getattr(row, "clock_offset_s", None))),
-                    }
+                    _gateway_entry(row)
                     for row in gateways.itertuples(index=False)
                     if "gateway" in gateways
                 ],

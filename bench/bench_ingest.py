@@ -177,29 +177,42 @@ def publish_all(
     return sw.seconds
 
 
+class _Arrivals:
+    """Counts the ``total`` messages a subscriber receives and times the first and the
+    last of them; the rate is (total - 1) / (last - first) [1/s]."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.received = 0
+        self.first = self.last = 0.0
+        self.done = threading.Event()
+
+    def arrived(self) -> None:
+        """Call once per message received (in the subscriber's network thread)."""
+        if self.received == 0:
+            self.first = time.perf_counter()
+        self.received += 1
+        if self.received >= self.total:
+            self.last = time.perf_counter()
+            self.done.set()
+
+    def rate(self, subscriber: str, timeout_s: float = 120.0) -> float:
+        """Wait for every message, then the rate [1/s]; RuntimeError on a timeout."""
+        if not self.done.wait(timeout=timeout_s):
+            raise RuntimeError(f"{subscriber} received {self.received} of {self.total}")
+        return (self.total - 1) / (self.last - self.first)
+
+
 def minimal_subscriber_rate(port: int, messages: list[tuple[str, bytes]]) -> float:
     """Messages/s that Mosquitto delivers at QoS 1 to a minimal paho subscriber [1/s].
 
     The subscriber only counts; the rate is measured from the first to the last
     message received while a second client publishes them.
     """
-    received = [0]
-    first = [0.0]
-    last = [0.0]
-    done = threading.Event()
-    total = len(messages)
+    arrivals = _Arrivals(len(messages))
     sub = _client("bench-minimal-subscriber")
-
-    def on_message(_c, _u, _msg):
-        if received[0] == 0:
-            first[0] = time.perf_counter()
-        received[0] += 1
-        if received[0] >= total:
-            last[0] = time.perf_counter()
-            done.set()
-
     subscribed = threading.Event()
-    sub.on_message = on_message
+    sub.on_message = lambda _c, _u, _msg: arrivals.arrived()
     sub.on_subscribe = lambda *_a: subscribed.set()
     sub.connect("127.0.0.1", port)
     sub.loop_start()
@@ -207,11 +220,10 @@ def minimal_subscriber_rate(port: int, messages: list[tuple[str, bytes]]) -> flo
     if not subscribed.wait(10):
         raise RuntimeError("minimal subscriber did not get SUBACK")
     publish_all(port, messages, client_id="bench-publisher-minimal")
-    if not done.wait(timeout=120):
-        raise RuntimeError(f"minimal subscriber received {received[0]} of {total}")
+    rate = arrivals.rate("minimal subscriber")
     sub.loop_stop()
     sub.disconnect()
-    return (total - 1) / (last[0] - first[0])
+    return rate
 
 
 def ingest_consumer_rate(port: int, messages: list[tuple[str, bytes]]) -> float:
@@ -222,21 +234,12 @@ def ingest_consumer_rate(port: int, messages: list[tuple[str, bytes]]) -> float:
     from server.ingest import activity_subscription
     from server.mqtt import MqttConsumer
 
-    received = [0]
-    first = [0.0]
-    last = [0.0]
-    done = threading.Event()
-    total = len(messages)
+    arrivals = _Arrivals(len(messages))
     consumer: MqttConsumer | None = None
 
     def on_message(message) -> None:
-        if received[0] == 0:
-            first[0] = time.perf_counter()
         consumer.ack(message)
-        received[0] += 1
-        if received[0] >= total:
-            last[0] = time.perf_counter()
-            done.set()
+        arrivals.arrived()
 
     consumer = MqttConsumer(
         "127.0.0.1",
@@ -250,11 +253,9 @@ def ingest_consumer_rate(port: int, messages: list[tuple[str, bytes]]) -> float:
         if not consumer.wait_ready(10):
             raise RuntimeError("ingest consumer did not subscribe")
         publish_all(port, messages, client_id="bench-publisher-consumer")
-        if not done.wait(timeout=120):
-            raise RuntimeError(f"ingest consumer received {received[0]} of {total}")
+        return arrivals.rate("ingest consumer")
     finally:
         consumer.stop(end_session=True)
-    return (total - 1) / (last[0] - first[0])
 
 
 def run(quick: bool = False, workdir: Path | None = None) -> list[dict[str, Any]]:

@@ -114,13 +114,16 @@ class PeakRss:
     """Samples the resident set size of processes in a background thread.
 
     Use as a context manager or call ``start``/``stop``; ``peak_mib[pid]`` holds the
-    largest RSS seen per process [MiB] (children included when ``children``).
+    largest RSS seen per process [MiB] (children included when ``children``), and
+    ``cpu_s[pid]`` the CPU time (user + system) it had used at its last sample [s], which
+    stays known after the process has exited.
     """
 
     def __init__(self, pids: Iterable[int] = (), interval_s: float = 0.1, children: bool = True):
         self.interval_s = interval_s
         self.children = children
         self.peak_mib: dict[int, float] = {int(pid): 0.0 for pid in pids}
+        self.cpu_s: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="peak-rss", daemon=True)
 
@@ -145,6 +148,9 @@ class PeakRss:
         while not self._stop.is_set():
             for pid in list(self.peak_mib):
                 self.peak_mib[pid] = max(self.peak_mib[pid], self.rss_mib(pid))
+                with contextlib.suppress(psutil.Error):
+                    times = psutil.Process(pid).cpu_times()
+                    self.cpu_s[pid] = times.user + times.system
             self._stop.wait(self.interval_s)
 
     def start(self) -> PeakRss:

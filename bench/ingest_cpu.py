@@ -12,18 +12,15 @@ wall time. With 2 cores, CPU time / wall time above ~2 means the cores were satu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import psutil
 
 from bench.bench_ingest import FARM, payloads, synthetic_points
 from server.stack import Stack
-from tests.chaos import harness
+from tests.chaos.harness import measure_ingest
 
 
 def _cpu_s(process: psutil.Process) -> float:
@@ -38,37 +35,11 @@ def measure(n_samples: int) -> dict[str, float]:
         try:
             messages = payloads(synthetic_points(n_samples))
             services = {name: psutil.Process(p.pid) for name, p in stack._procs.items()}
-            me = psutil.Process(os.getpid())
-            before = {name: _cpu_s(p) for name, p in services.items()} | {"bench": _cpu_s(me)}
-            workers: list[psutil.Process] = []
-            last: dict[int, float] = {}
-            done = threading.Event()
-            start = harness.IngestWorker.start
-
-            def start_and_watch(worker):
-                started = start(worker)
-                workers.append(psutil.Process(worker.pid))
-                return started
-
-            def watch() -> None:  # a worker's CPU time is gone once it exits
-                while not done.is_set():
-                    for proc in workers:
-                        with contextlib.suppress(psutil.NoSuchProcess):
-                            last[proc.pid] = _cpu_s(proc)
-                    time.sleep(0.05)
-
-            harness.IngestWorker.start = start_and_watch
-            watcher = threading.Thread(target=watch, daemon=True)
-            watcher.start()
-            try:
-                run = harness.measure_ingest(stack, Path(tmp), messages, n_samples, FARM)
-            finally:
-                harness.IngestWorker.start = start
-                done.set()
-                watcher.join()
+            services["bench"] = psutil.Process(os.getpid())
+            before = {name: _cpu_s(p) for name, p in services.items()}
+            run = measure_ingest(stack, Path(tmp), messages, n_samples, FARM)
             out = {name: _cpu_s(p) - before[name] for name, p in services.items()}
-            out["bench"] = _cpu_s(me) - before["bench"]
-            out["ingest"] = sum(last.values())
+            out["ingest"] = run["workers_cpu_s"]
             out["wall_s"] = run["seconds"]
             out["samples_per_s"] = run["samples_per_s"]
             return out

@@ -430,7 +430,8 @@ def measure_ingest(
     kill_one : SIGKILL the last worker once half the messages are acknowledged by the
         broker, and restart it a second later.
     Returns ``samples_per_s`` [1/s], ``stored``, ``seconds`` [s], ``peak_rss_mib`` per
-    worker and ``received`` (messages each worker took, from its final counters).
+    worker, ``workers_cpu_s`` (CPU time of all worker processes, start-up included [s])
+    and ``received`` (messages each worker took, from its final counters).
     """
     from bench.bench_ingest import publish_all
 
@@ -482,6 +483,7 @@ def measure_ingest(
         "seconds": seconds,
         "peak_rss_mib": {w.client_id: rss.peak_mib.get(w.pid, 0.0) for w in procs},
         "peak_rss_all_mib": max(rss.peak_mib.values()),
+        "workers_cpu_s": sum(rss.cpu_s.values()),
         "received": [sum(run["received"] for run in w.log_stats()) for w in procs],
     }
 

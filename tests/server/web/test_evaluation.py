@@ -13,20 +13,23 @@ from tests.server.web.seed import FARM
 RANGE = "start=2024-03-01T00:00:00Z&end=2024-03-11T00:00:00Z"
 
 
-@pytest.fixture(scope="module")
-def housed_last_day(panel):
-    """A housing_stable farm event over the last day (the surge and the M4.3 after it)."""
+def record_event(panel, **event: str) -> None:
+    """Record a farm event of FARM through the events page, as a reviewer."""
     from tests.server.web.conftest import login
 
     client = panel.app.test_client()
     assert login(client, "reviewer").status_code == 302
     page = client.get("/events").get_data(as_text=True)
-    response = client.post(
-        "/events",
-        data={"farm": FARM, "kind": "housing_stable", "start": "2024-03-10T00:00:00Z",
-              "end": "2024-03-11T00:00:00Z", "csrf_token": csrf_from(page)},
-    )  # fmt: skip
+    response = client.post("/events", data={"farm": FARM, **event, "csrf_token": csrf_from(page)})
     assert response.status_code == 302
+
+
+@pytest.fixture(scope="module")
+def housed_last_day(panel):
+    """A housing_stable farm event over the last day (the surge and the M4.3 after it)."""
+    record_event(
+        panel, kind="housing_stable", start="2024-03-10T00:00:00Z", end="2024-03-11T00:00:00Z"
+    )
     return panel
 
 
@@ -67,17 +70,7 @@ def test_a_period_without_data_says_so(panel, client_for):
 def test_an_event_without_an_end_lasts_to_the_end_of_the_period(panel, client_for):
     """ "On pasture since 10 March" (no end) splits the period like an event that ends
     with it."""
-    from tests.server.web.conftest import login
-
-    client = panel.app.test_client()
-    assert login(client, "reviewer").status_code == 302
-    page = client.get("/events").get_data(as_text=True)
-    response = client.post(
-        "/events",
-        data={"farm": FARM, "kind": "housing_pasture", "start": "2024-03-10T00:00:00Z",
-              "csrf_token": csrf_from(page)},
-    )  # fmt: skip
-    assert response.status_code == 302
+    record_event(panel, kind="housing_pasture", start="2024-03-10T00:00:00Z")
     url = f"/api/v1/evaluation?farm={FARM}&{RANGE}&resolution_min=15&split=housing_pasture"
     split = client_for("viewer").get(url).json["split"]
     assert split["periods"] == 1

@@ -2,13 +2,13 @@
 
 The single pure pipeline behind ``namazu analyze`` and the panel's evaluation page:
 
-1. detect alarm episodes with the anomaly rule (``analytics.rule.detect``);
+1. detect alarm episodes with the anomaly rule (``namazu.analytics.rule.detect``);
 2. monitored time: where the rule can judge (value and baseline defined), gaps up to
-   ``max_gap_h`` bridged (``analytics.evaluation.monitored_intervals``);
+   ``max_gap_h`` bridged (``namazu.analytics.evaluation.monitored_intervals``);
 3. near-duplicate catalogue events (solutions within ``DUPLICATE_MAX_DT_S`` and
-   ``DUPLICATE_MAX_KM``) merged into one (``analytics.catalog.merge_near_duplicates``),
-   then the Gardner-Knopoff mainshocks of the merged catalogue (``analytics.decluster``);
-4. scores with and without declustering (``analytics.evaluation.evaluate``), and the same
+   ``DUPLICATE_MAX_KM``) merged into one (``namazu.analytics.catalog.merge_near_duplicates``),
+   then the Gardner-Knopoff mainshocks of the merged catalogue (``namazu.analytics.decluster``);
+4. scores with and without declustering (``namazu.analytics.evaluation.evaluate``), and the same
    inside each named period (monitored time cut to the period);
 5. the Molchan trajectory: the rule re-run at ``MOLCHAN_INCREASE_PCT`` thresholds (plus the
    configured one), scored without shifts; the 95 % binomial curve for the observed N;
@@ -27,9 +27,9 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from analytics.catalog import merge_near_duplicates
-from analytics.decluster import gardner_knopoff
-from analytics.evaluation import (
+from namazu.analytics.catalog import merge_near_duplicates
+from namazu.analytics.decluster import gardner_knopoff
+from namazu.analytics.evaluation import (
     EvaluationResult,
     Intervals,
     _clean,
@@ -40,8 +40,8 @@ from analytics.evaluation import (
     monitored_intervals,
     reaction_mask,
 )
-from analytics.params import EvaluationParams, RuleParams
-from analytics.rule import Episode, detect, herd_series
+from namazu.analytics.params import EvaluationParams, RuleParams
+from namazu.analytics.rule import Episode, detect, herd_series
 
 #: Rule thresholds [%] of the Molchan trajectory (the configured one is added).
 MOLCHAN_INCREASE_PCT: tuple[float, ...] = tuple(range(0, 501, 20))
@@ -301,11 +301,11 @@ def bursts_to_series(bursts: pd.DataFrame, resolution: Any, column: str = "odba"
     """Per-individual burst activity as one regular collective series.
 
     bursts : DataFrame ``individual``, ``time`` (burst start, UTC) and the activity
-        ``column`` [g] (``analytics.movebank.bursts_to_activity``).
+        ``column`` [g] (``namazu.analytics.movebank.bursts_to_activity``).
     resolution : the grid step Δ ("15min").
     column : ``odba`` or ``vedba``.
     Each individual's bursts are averaged within each grid cell [t, t + Δ) (burst start
-    in the cell), then the individuals are summed per cell (``analytics.rule.herd_series``,
+    in the cell), then the individuals are summed per cell (``namazu.analytics.rule.herd_series``,
     "sum": the sum over individuals reporting in that cell). Cells between the first and
     last with data that hold no burst are NaN (not monitored by the rule).
     Returns pd.Series [g] on a regular tz-aware UTC grid, named ``column``.

@@ -25,8 +25,8 @@ type is known and is not an earthquake (``quarry blast``, ``explosion``...) are 
 unless ``earthquakes_only=False``. Bad input raises ``CatalogFormatError`` (a
 ``ValueError``) naming the line, field and value.
 
-The module is pure: it reads no files and opens no connections (``server.catalog_io``
-and ``server.fdsn`` are the shells).
+The module is pure: it reads no files and opens no connections (``namazu.server.catalogue.files``
+and ``namazu.server.catalogue.fdsn`` are the shells).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from analytics.geo import great_circle_km
+from namazu.analytics.geo import great_circle_km
 
 CATALOG_COLUMNS: tuple[str, ...] = (
     "time",
@@ -601,7 +601,8 @@ def parse_study_csv(text: str, *, source: str = "study-csv") -> pd.DataFrame:
     """Parse the study's catalogue CSV and the project's own catalogue CSV.
 
     text : str. Header with at least ``time,latitude,longitude`` and usually
-        ``depth_km,magnitude``; the project's CSV (``server.catalog_io.write_catalog_csv``)
+        ``depth_km,magnitude``; the project's CSV
+        (``namazu.server.catalogue.files.write_catalog_csv``)
         adds ``mag_type,event_id,source`` and optionally ``revision_time`` (one row per
         retrieved revision of an event: only the newest revision of each event_id is
         returned). Other columns (distances, PGA) are ignored. Times without a zone are

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from analytics.geo import great_circle_km
+from namazu.analytics.geo import great_circle_km
 
 _NS_PER_DAY = 86_400 * 10**9
 

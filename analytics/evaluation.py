@@ -37,9 +37,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analytics.decluster import gardner_knopoff
-from analytics.geo import dobrovolsky_radius_km, great_circle_km, hypocentral_km
-from analytics.params import EvaluationParams
+from namazu.analytics.decluster import gardner_knopoff
+from namazu.analytics.geo import dobrovolsky_radius_km, great_circle_km, hypocentral_km
+from namazu.analytics.params import EvaluationParams
 
 _NS_PER_H = 3600 * 10**9
 

@@ -13,8 +13,8 @@ Two layouts of acceleration data are understood:
   space-separated raw counts interleaved by axis (``eobs_acceleration_axes``, e.g.
   ``XY``), ``eobs_acceleration_sampling_frequency_per_axis`` [Hz], first-sample time
   ``eobs_start_timestamp`` (else ``timestamp``). Counts are converted to g with
-  ``analytics.activity.eobs_raw_to_g`` and the slope of the tag generation
-  (``analytics.activity.eobs_slope`` of ``tag_local_identifier``; high sensitivity for
+  ``namazu.analytics.activity.eobs_raw_to_g`` and the slope of the tag generation
+  (``namazu.analytics.activity.eobs_slope`` of ``tag_local_identifier``; high sensitivity for
   first-generation tags; the default slope when the tag id is not a number).
 - **expanded rows** (UvA-BiTS and others): one row per sample with
   ``acceleration_raw_x/_y/_z`` and/or ``tilt_x/_y/_z``; a burst is the set of rows of
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analytics.activity import eobs_raw_to_g, eobs_slope, odba, vedba
+from namazu.analytics.activity import eobs_raw_to_g, eobs_slope, odba, vedba
 
 _PAIRS: tuple[tuple[str, str], ...] = (
     ("individual_local_identifier", "individual-local-identifier"),
@@ -307,11 +307,11 @@ def parse_movebank_events(frame: pd.DataFrame) -> Bursts:
 
 
 def bursts_to_activity(bursts: Bursts) -> pd.DataFrame:
-    """ODBA and VeDBA of every burst (``analytics.activity``), one row per burst.
+    """ODBA and VeDBA of every burst (``namazu.analytics.activity``), one row per burst.
 
     Returns DataFrame with columns ``individual`` (str), ``time`` (burst start,
     datetime64[ns, UTC]), ``odba`` [g], ``vedba`` [g] (per-sample means, see
-    ``analytics.activity``), ``n_samples`` (samples per axis), ``sampling_hz`` [Hz];
+    ``namazu.analytics.activity``), ``n_samples`` (samples per axis), ``sampling_hz`` [Hz];
     sorted by individual then time.
     """
     n = len(bursts)

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from analytics.params import RuleParams
+from namazu.analytics.params import RuleParams
 
 #: Elements processed per chunk by ``detect_matrix`` (bounds memory to a few tens of MB).
 CHUNK_ELEMENTS = 1 << 19

@@ -1,10 +1,11 @@
 """Benchmark of the detector (baseline + rule + episodes): 1,000 animals x 30 days at 1 minute.
 
 The timed detector is the whole path from activity to alarms for every animal: the
-baseline and the rule (``analytics.rule.detect_matrix``), the ratio to the baseline and the
+baseline and the rule (``namazu.analytics.rule.detect_matrix``), the ratio to the baseline and the
 extraction of the >= 45 min alarm episodes from the flags
-(``analytics.rule.episodes_from_flags``, one call per animal, as ``analytics.rule.detect``
-does). Prints samples per second on one core, the time for the whole herd against the 10 s
+(``namazu.analytics.rule.episodes_from_flags``, one call per animal, as
+``namazu.analytics.rule.detect`` does). Prints samples per second on one core, the time
+for the whole herd against the 10 s
 limit, and the ratio against a plain numpy reference measured in the same run
 (``np.median`` over the 7 lagged copies of an array of the same shape, which ignores
 missing values and the 3-of-7 condition, so it does less work than the rule).
@@ -21,8 +22,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from analytics.params import RuleParams
-from analytics.rule import Episode, _ratio, detect_matrix, episodes_from_flags
+from namazu.analytics.params import RuleParams
+from namazu.analytics.rule import Episode, _ratio, detect_matrix, episodes_from_flags
 
 TARGET_SAMPLES_PER_S = 5_000_000
 LIMIT_S = 10.0

@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 import requests
 
 from bench.common import PeakRss, Stopwatch, format_table, result
-from firmware_bridge.payload import activity_topic, encode_activity
+from namazu.firmware_bridge.payload import activity_topic, encode_activity
 
 FARM = "bench-farm"
 SAMPLES_PER_MESSAGE = 100
@@ -228,11 +228,11 @@ def minimal_subscriber_rate(port: int, messages: list[tuple[str, bytes]]) -> flo
 
 def ingest_consumer_rate(port: int, messages: list[tuple[str, bytes]]) -> float:
     """Messages/s that Mosquitto delivers to the ingest service's MQTT consumer alone
-    (``server.mqtt.MqttConsumer``: MQTT v5 persistent session, the shared activity
+    (``namazu.server.ingest.mqtt.MqttConsumer``: MQTT v5 persistent session, the shared activity
     subscription, manual acknowledgement of every message) with no decoding and no
     writes [1/s]; measured like :func:`minimal_subscriber_rate`."""
-    from server.ingest import activity_subscription
-    from server.mqtt import MqttConsumer
+    from namazu.server.ingest.mqtt import MqttConsumer
+    from namazu.server.ingest.service import activity_subscription
 
     arrivals = _Arrivals(len(messages))
     consumer: MqttConsumer | None = None
@@ -260,7 +260,7 @@ def ingest_consumer_rate(port: int, messages: list[tuple[str, bytes]]) -> float:
 
 def run(quick: bool = False, workdir: Path | None = None) -> list[dict[str, Any]]:
     """Run the ingest, broker and gateway benchmarks; return result rows."""
-    from server.stack import Stack
+    from namazu.server.launch.stack import Stack
 
     n_samples = 200_000 if quick else 1_000_000
     rows: list[dict[str, Any]] = []
@@ -355,9 +355,9 @@ def _span(runs: list[dict[str, Any]]) -> str:
 def hot_path_rows(messages: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
     """CPU of the ingest hot path per message (decode + validate + line protocol) against
     the per-animal reference path it replaced, on the same messages [samples/s]."""
-    from server import payload as pl
-    from server.influx import float_series_lines
-    from server.ingest import activity_lines
+    from namazu.server.ingest import payload as pl
+    from namazu.server.ingest.service import activity_lines
+    from namazu.server.store.influx import float_series_lines
 
     sample = messages[:3000]
     now = int(time.time() * 1000)
@@ -431,8 +431,8 @@ def _gateway_rows(stack, tmp: Path, quick: bool, messages) -> list[dict[str, Any
     import json
     import subprocess
 
-    from firmware_bridge.publisher import GatewayPublisher
-    from firmware_bridge.spool import Spool
+    from namazu.firmware_bridge.publisher import GatewayPublisher
+    from namazu.firmware_bridge.spool import Spool
     from tests.chaos.harness import spawn_module
 
     rows: list[dict[str, Any]] = []
@@ -485,7 +485,7 @@ def _gateway_rows(stack, tmp: Path, quick: bool, messages) -> list[dict[str, Any
     log = tmp / "bridge.log"
     proc = spawn_module(
         [
-            "server.cli",
+            "namazu.server.cli",
             "bridge",
             "--source=simulator",
             "--cows=500",

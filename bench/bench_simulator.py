@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.common import format_table, result
-from firmware_bridge.frame import decode_frame
-from firmware_bridge.processing import activity_from_frames
-from firmware_bridge.simulator import Herd
+from namazu.firmware_bridge.frame import decode_frame
+from namazu.firmware_bridge.processing import activity_from_frames
+from namazu.firmware_bridge.simulator import Herd
 
 WEEK_LIMIT_S = 1.0
 FRAMES_LIMIT_PER_S = 2000.0

@@ -1,6 +1,7 @@
 """Benchmark: one detection tick for 1,000 and 5,000 animals at 1-min resolution.
 
-Starts a private InfluxDB (server.stack), writes simulated activity for the slices a tick
+Starts a private InfluxDB (``namazu.server.launch.stack``),
+writes simulated activity for the slices a tick
 reads (the new minutes and the same minutes on each of the previous 7 days, with an hour
 of margin around them), then times consecutive 1-minute ticks, InfluxDB queries and
 writes included. Limits: 2 s for 1,000 animals, 10 s for 5,000.
@@ -26,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_bridge.simulator import Herd, UnrestEpisode
-from server.alarmlog import AlarmLog
-from server.detection import DetectionJob
-from server.influx import InfluxClient, float_series_lines
-from server.stack import Stack
-from server.state import init_db
+from namazu.firmware_bridge.simulator import Herd, UnrestEpisode
+from namazu.server.detection.alarmlog import AlarmLog
+from namazu.server.detection.tick import DetectionJob
+from namazu.server.launch.stack import Stack
+from namazu.server.store.influx import InfluxClient, float_series_lines
+from namazu.server.store.state import init_db
 
 LIMITS_S = {1000: 2.0, 5000: 10.0}
 NOW = datetime(2024, 5, 8, 12, 0, tzinfo=UTC)

@@ -1,6 +1,7 @@
 """Benchmark: the timeline API for one animal over 1, 30 and 365 days of 1-minute data.
 
-Starts a private InfluxDB (server.stack), writes one animal's 1-minute activity and its
+Starts a private InfluxDB (``namazu.server.launch.stack``),
+writes one animal's 1-minute activity and its
 baseline rows for a year (525,600 samples each), builds the panel with ``create_app`` and
 times ``GET /api/v1/timeline`` through the Flask app (bearer token, ``max_points=2000``,
 JSON encoding included), warm: one discarded call, then ``--runs`` calls per range.
@@ -26,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from bench.common import format_table, machine_info, result
-from server import queries
-from server.influx import InfluxClient, float_series_lines
-from server.stack import Stack
-from server.state import init_db, session_scope
+from namazu.server.launch.stack import Stack
+from namazu.server.store import queries
+from namazu.server.store.influx import InfluxClient, float_series_lines
+from namazu.server.store.state import init_db, session_scope
 
 TARGET_P95_MS = 250.0
 FARM, ANIMAL = "bench-farm", "cow-001"
@@ -76,8 +77,8 @@ def _percentile(values: list[float], q: float) -> float:
 
 def run(quick: bool = False, runs: int = 30) -> list[dict[str, Any]]:
     """Measure the timeline API; returns result rows (see bench.common)."""
-    from server.web import create_app
-    from server.web.auth import create_user, issue_token
+    from namazu.server.web import create_app
+    from namazu.server.web.auth import create_user, issue_token
 
     days_written = 31 if quick else 366
     ranges = (1, 30) if quick else (1, 30, 365)

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 
 from bench.bench_ingest import FARM, payloads, synthetic_points
-from server.stack import Stack
+from namazu.server.launch.stack import Stack
 from tests.chaos.harness import measure_ingest
 
 

@@ -50,8 +50,8 @@ def detector_rows(quick: bool) -> list[dict[str, Any]]:
     import numpy as np
     import pandas as pd
 
-    from analytics.params import RuleParams
     from bench import bench_detector as bd
+    from namazu.analytics.params import RuleParams
 
     animals, days, chunk = (200 if quick else 1000), 30, 50
     per_day = 1440
@@ -88,7 +88,7 @@ def tick_rows(quick: bool) -> list[dict[str, Any]]:
     1,000 / 5,000 animals with a herd-wide episode whose alarms all open in the first
     timed tick (the limit applies to the slowest tick)."""
     from bench import bench_tick as bt
-    from server.stack import Stack
+    from namazu.server.launch.stack import Stack
 
     sizes = [100, 1000] if quick else [100, 1000, 5000]
     rows = []

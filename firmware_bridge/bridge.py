@@ -18,11 +18,11 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from firmware_bridge.frame import CollarFrame, FrameError
-from firmware_bridge.payload import batches_from_frame
-from firmware_bridge.processing import activity_from_frames
-from firmware_bridge.publisher import GatewayPublisher
-from firmware_bridge.sources import FrameSource, SourceError, open_source
+from namazu.firmware_bridge.frame import CollarFrame, FrameError
+from namazu.firmware_bridge.payload import batches_from_frame
+from namazu.firmware_bridge.processing import activity_from_frames
+from namazu.firmware_bridge.publisher import GatewayPublisher
+from namazu.firmware_bridge.sources import FrameSource, SourceError, open_source
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """``namazu bridge``: run the gateway pipeline until the source ends or SIGTERM/SIGINT."""
-    from firmware_bridge.simulator import Herd, _parse_time
-    from firmware_bridge.spool import Spool, SpoolError
-    from server.config import ConfigError, load_config
+    from namazu.firmware_bridge.simulator import Herd, _parse_time
+    from namazu.firmware_bridge.spool import Spool, SpoolError
+    from namazu.server.core.config import ConfigError, load_config
 
     args = build_parser().parse_args(argv)
     try:
@@ -175,7 +175,7 @@ def main(argv: list[str]) -> int:
         return 2
     metrics_server = None
     if bc.metrics_port:
-        from server.metrics import MetricsServerError, start_metrics_server
+        from namazu.server.core.metrics import MetricsServerError, start_metrics_server
 
         try:
             metrics_server = start_metrics_server(bc.metrics_port)

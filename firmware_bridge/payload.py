@@ -1,7 +1,7 @@
 """Activity payload v1 encoder (the gateway side of ``namazu.activity/1``).
 
 The specification is the JSON Schema ``firmware_bridge/schemas/activity-v1.schema.json``;
-the server decodes and validates with ``server/payload.py``. This module only builds
+the server decodes and validates with ``server/ingest/payload.py``. This module only builds
 documents: it never talks to the broker.
 """
 

@@ -1,4 +1,4 @@
-"""Per-burst activity of decoded collar frames (thin glue over ``analytics.activity``)."""
+"""Per-burst activity of decoded collar frames (thin glue over ``namazu.analytics.activity``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from analytics.activity import odba, vedba
-from firmware_bridge.frame import CollarFrame
+from namazu.analytics.activity import odba, vedba
+from namazu.firmware_bridge.frame import CollarFrame
 
 ACTIVITY_FRAME_COLUMNS = ("animal", "species", "t_ms", "odba", "vedba", "battery_v")
 

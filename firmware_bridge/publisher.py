@@ -51,24 +51,24 @@ import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware_bridge.payload import (
+from namazu.firmware_bridge.payload import (
     activity_topic,
     encode_activity,
     encode_status,
     status_topic,
 )
-from firmware_bridge.spool import Spool
+from namazu.firmware_bridge.spool import Spool
 
 log = logging.getLogger(__name__)
 
 try:  # metrics are optional on a gateway without the server extras
-    from server.metrics import BRIDGE_MESSAGES_PUBLISHED, SPOOL_DEPTH
+    from namazu.server.core.metrics import BRIDGE_MESSAGES_PUBLISHED, SPOOL_DEPTH
 except ImportError:  # pragma: no cover
     BRIDGE_MESSAGES_PUBLISHED = SPOOL_DEPTH = None  # type: ignore[assignment]
 
 #: paho refuses more than this many unacknowledged messages per client.
 PAHO_MAX_QUEUE = 65_535
-#: Presence heartbeat of the ingest workers (published by ``server/ingest.py``).
+#: Presence heartbeat of the ingest workers (published by ``server/ingest/service.py``).
 INGEST_ALIVE_TOPIC = "namazu/v1/_ingest/alive"
 #: Heartbeats the clock-offset estimate is the minimum over.
 OFFSET_SAMPLES = 8

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from firmware_bridge.frame import SPECIES_BY_NAME, CollarFrame, encode_frame
+from namazu.firmware_bridge.frame import SPECIES_BY_NAME, CollarFrame, encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -577,7 +577,7 @@ class Herd:
         scale_counts_per_g: int = 4096,
         chunk_ms: int = MS_PER_HOUR,
     ) -> Iterator[bytes]:
-        """Raw collar frames (``firmware_bridge.frame`` v1), one per activity sample.
+        """Raw collar frames (``namazu.firmware_bridge.frame`` v1), one per activity sample.
 
         Each burst is gravity (a fixed collar tilt per animal) plus Gaussian dynamic
         acceleration scaled so that the burst's ODBA equals the simulated ODBA
@@ -681,9 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """``namazu simulate``: publish a simulated herd's activity through the gateway path."""
-    from firmware_bridge.payload import batches_from_frame
-    from firmware_bridge.publisher import GatewayPublisher
-    from firmware_bridge.spool import Spool, SpoolError
+    from namazu.firmware_bridge.payload import batches_from_frame
+    from namazu.firmware_bridge.publisher import GatewayPublisher
+    from namazu.firmware_bridge.spool import Spool, SpoolError
 
     args = build_parser().parse_args(argv)
     try:

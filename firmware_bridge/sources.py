@@ -15,7 +15,13 @@ from datetime import datetime
 from typing import Protocol
 from urllib.parse import parse_qs, urlparse
 
-from firmware_bridge.frame import MAX_FRAME_SIZE, CollarFrame, FrameError, FrameReader, decode_frame
+from namazu.firmware_bridge.frame import (
+    MAX_FRAME_SIZE,
+    CollarFrame,
+    FrameError,
+    FrameReader,
+    decode_frame,
+)
 
 FrameItem = CollarFrame | FrameError
 

@@ -11,20 +11,44 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("server.demo", "local stack + simulated herd + ingest + scheduler + panel"),
-    "stack": ("server.stack", "start|stop|status the local Mosquitto + InfluxDB"),
-    "bridge": ("firmware_bridge.bridge", "gateway: collar frames -> activity -> MQTT (spooled)"),
-    "simulate": ("firmware_bridge.simulator", "drive a simulated herd through a gateway"),
-    "ingest": ("server.ingest", "MQTT -> validation -> InfluxDB, dead-letters bad payloads"),
-    "scheduler": ("server.scheduler", "detection ticks, data health, catalogue refresh, e-mails"),
-    "web": ("server.web", "the Flask panel and JSON API"),
-    "users": ("server.users", "manage panel users (add the first admin)"),
-    "subscriptions": ("server.subscriptions", "alert e-mail subscriptions add|list|remove, outbox"),
-    "import": ("server.importer", "activity files (Movebank, CSV) -> the normalised activity CSV"),
-    "catalog": ("server.catalog_cli", "fetch|import earthquake catalogues"),
-    "analyze": ("server.analysis", "offline: activity + catalogue -> alarms, evaluation, report"),
-    "check-config": ("server.config", "validate the configuration and name any bad key"),
-    "verify-log": ("server.alarmlog", "verify the hash chain of the alarm log"),
+    "demo": (
+        "namazu.server.launch.demo",
+        "local stack + simulated herd + ingest + scheduler + panel",
+    ),
+    "stack": ("namazu.server.launch.stack", "start|stop|status the local Mosquitto + InfluxDB"),
+    "bridge": (
+        "namazu.firmware_bridge.bridge",
+        "gateway: collar frames -> activity -> MQTT (spooled)",
+    ),
+    "simulate": ("namazu.firmware_bridge.simulator", "drive a simulated herd through a gateway"),
+    "ingest": (
+        "namazu.server.ingest.service",
+        "MQTT -> validation -> InfluxDB, dead-letters bad payloads",
+    ),
+    "scheduler": (
+        "namazu.server.detection.scheduler",
+        "detection ticks, data health, catalogue refresh, e-mails",
+    ),
+    "web": ("namazu.server.web", "the Flask panel and JSON API"),
+    "users": ("namazu.server.web.users", "manage panel users (add the first admin)"),
+    "subscriptions": (
+        "namazu.server.alerts.subscriptions",
+        "alert e-mail subscriptions add|list|remove, outbox",
+    ),
+    "import": (
+        "namazu.server.research.importer",
+        "activity files (Movebank, CSV) -> the normalised activity CSV",
+    ),
+    "catalog": ("namazu.server.catalogue.cli", "fetch|import earthquake catalogues"),
+    "analyze": (
+        "namazu.server.research.analysis",
+        "offline: activity + catalogue -> alarms, evaluation, report",
+    ),
+    "check-config": (
+        "namazu.server.core.config",
+        "validate the configuration and name any bad key",
+    ),
+    "verify-log": ("namazu.server.detection.alarmlog", "verify the hash chain of the alarm log"),
 }
 
 

@@ -53,7 +53,7 @@ def stack(tmp_path_factory):
 
     Tests that stop or restart a service must use ``private_stack`` instead.
     """
-    from server.stack import Stack
+    from namazu.server.launch.stack import Stack
 
     running = Stack(tmp_path_factory.mktemp("stack")).start()
     yield running
@@ -63,7 +63,7 @@ def stack(tmp_path_factory):
 @pytest.fixture
 def private_stack(tmp_path):
     """A stack of the test's own, free to be stopped and restarted by the test."""
-    from server.stack import Stack
+    from namazu.server.launch.stack import Stack
 
     running = Stack(tmp_path / "stack").start()
     yield running
@@ -76,7 +76,7 @@ def influx(stack, request):
     import re
     import uuid
 
-    from server.influx import InfluxClient
+    from namazu.server.store.influx import InfluxClient
 
     name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:40] + "_" + uuid.uuid4().hex[:6]
     client = InfluxClient(stack.influx_url, name)

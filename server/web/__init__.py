@@ -19,15 +19,16 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, g, request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.config import ConfigError, NamazuConfig, load_config
-from server.influx import InfluxClient
-from server.state import init_db
+from namazu.server.core.config import ConfigError, NamazuConfig, load_config
+from namazu.server.store.influx import InfluxClient
+from namazu.server.store.state import init_db
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,12 @@ def create_app(config: NamazuConfig | dict[str, Any] | None = None) -> Flask:
         configuration from ``$NAMAZU_CONFIG`` and the environment).
     Returns the Flask app with its handles in ``app.extensions["namazu"]``.
     """
-    from server.web import api, auth, pages
+    from namazu.server.web import api, auth, pages
 
     cfg = _resolve_config(config)
-    app = Flask(__name__)
+    # The instance path is named so that Flask does not search for it through the
+    # ``namazu`` namespace package (which an editable install maps onto several folders).
+    app = Flask(__name__, instance_path=str(Path(__file__).resolve().parent / "instance"))
     secret = cfg.web.secret_key
     if not secret:
         log.warning("web.secret_key is not set: sessions will not survive a restart")
@@ -118,7 +121,7 @@ def _security_headers(response: Any) -> Any:
     if request.path.startswith("/api/") or g.get("user") is not None:
         response.headers.setdefault("Cache-Control", "no-store")
     try:
-        from server.metrics import WEB_REQUEST_SECONDS, WEB_REQUESTS
+        from namazu.server.core.metrics import WEB_REQUEST_SECONDS, WEB_REQUESTS
 
         endpoint = request.endpoint or "unknown"
         WEB_REQUESTS.labels(endpoint=endpoint, status=str(response.status_code)).inc()

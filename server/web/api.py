@@ -16,9 +16,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from server.influx import InfluxError
-from server.web import data
-from server.web.auth import role_required
+from namazu.server.store.influx import InfluxError
+from namazu.server.web import data
+from namazu.server.web.auth import role_required
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -61,7 +61,7 @@ def _body() -> dict[str, Any]:
 @bp.get("/openapi.json")
 def openapi() -> Any:
     """The OpenAPI 3 document of this API."""
-    text = resources.files("server.web").joinpath("openapi.json").read_text(encoding="utf-8")
+    text = resources.files("namazu.server.web").joinpath("openapi.json").read_text(encoding="utf-8")
     return Response(text, mimetype="application/json")
 
 
@@ -199,8 +199,8 @@ def catalog() -> Any:
 @bp.get("/evaluation")
 @role_required("viewer")
 def evaluation() -> Any:
-    """Skill of the alarms over a period (see ``server.web.evaluation``)."""
-    from server.web.evaluation import evaluate_request
+    """Skill of the alarms over a period (see ``namazu.server.web.evaluation``)."""
+    from namazu.server.web.evaluation import evaluate_request
 
     return jsonify(evaluate_request(_handles(), request.args))
 
@@ -240,7 +240,7 @@ def export_timeline() -> Any:
 @role_required("viewer")
 def export_movebank() -> Any:
     """Movebank-compatible CSV of one animal's activity over a range."""
-    from server.web.exports import movebank_csv
+    from namazu.server.web.exports import movebank_csv
 
     handles = _handles()
     farm = data.farm_config(handles, request.args.get("farm"))

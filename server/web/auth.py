@@ -46,8 +46,8 @@ from flask import (
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.state import session_scope
-from server.web.models import ROLES, ApiToken, LoginSession, User
+from namazu.server.store.models import ROLES, ApiToken, LoginSession, User
+from namazu.server.store.state import session_scope
 
 USER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD_LENGTH = 10

@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import or_, select
 
-from analytics.downsample import bucket_width_ms, insert_gaps, merge_bucket_extremes
-from analytics.geo import dobrovolsky_radius_km, great_circle_km
-from server import queries
-from server.config import FarmConfig
-from server.state import Alarm, get_by_id, session_scope
-from server.web.models import EVENT_KINDS, FarmEvent, Review
+from namazu.analytics.downsample import bucket_width_ms, insert_gaps, merge_bucket_extremes
+from namazu.analytics.geo import dobrovolsky_radius_km, great_circle_km
+from namazu.server.core.config import FarmConfig
+from namazu.server.store import queries
+from namazu.server.store.models import EVENT_KINDS, FarmEvent, Review
+from namazu.server.store.state import Alarm, get_by_id, session_scope
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SPECIES = ("cow", "sheep", "dog")
@@ -431,7 +431,7 @@ def timeline(
 
     Activity of an animal comes from ``activity.odba`` [g]; of a species group or the
     herd from ``baseline.value`` (the collective series). Over long ranges the series is
-    reduced in InfluxDB to min/max per bucket (``analytics.downsample``), so peaks stay;
+    reduced in InfluxDB to min/max per bucket (``namazu.analytics.downsample``), so peaks stay;
     gaps are NaN points (``null`` in JSON).
     """
     resolution_ms = int(handles.config.scheduler.resolution_s * 1000)
@@ -582,7 +582,7 @@ def new_farm_event(handles: Any, user: Any, values: Any) -> dict[str, Any]:
 def add_review(handles: Any, user: Any, alarm_id: int, values: Any) -> dict[str, Any]:
     """Annotate an alarm (verdict true/false/unsure, comment); the author is the
     logged-in user, never a request field."""
-    from server.web.models import VERDICTS
+    from namazu.server.store.models import VERDICTS
 
     verdict = values.get("verdict")
     if verdict not in VERDICTS:
@@ -605,7 +605,7 @@ def update_review(
     handles: Any, user: Any, review_id: int, values: Any, delete: bool = False
 ) -> dict[str, Any] | None:
     """Change or delete a review: only its author or an admin may (else PermissionError)."""
-    from server.web.models import VERDICTS
+    from namazu.server.store.models import VERDICTS
 
     with session_scope(handles.sessions) as db:
         review = _stored_row(db, Review, review_id, "review")

@@ -4,7 +4,7 @@ period, farm, species, rule parameters and catalogue filters, from the live stor
 Wiring only: activity and the catalogue come from InfluxDB, farm events from the state
 store; detection, monitored time, association, scores with and without declustering,
 the split inside/outside farm events, the Molchan trajectory, its 95 % curve and the
-chance statement are ``analytics.assessment.assess`` (the same pipeline as ``namazu
+chance statement are ``namazu.analytics.assessment.assess`` (the same pipeline as ``namazu
 analyze``).
 """
 
@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analytics import evaluation as ev
-from analytics import rule
-from analytics.assessment import ALPHA, assess, chance_statement
-from server import queries
-from server.web import data
-from server.web.models import EVENT_KINDS
+from namazu.analytics import evaluation as ev
+from namazu.analytics import rule
+from namazu.analytics.assessment import ALPHA, assess, chance_statement
+from namazu.server.store import queries
+from namazu.server.store.models import EVENT_KINDS
+from namazu.server.web import data
 
 __all__ = ["ALPHA", "RESOLUTIONS_MIN", "chance_statement", "evaluate_request"]
 

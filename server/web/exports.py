@@ -1,5 +1,5 @@
 """Exports of the panel: Movebank-compatible activity CSV (the timeline CSV is in
-``server.web.api``). Wiring only: InfluxDB rows in, ``analytics.movebank`` formats.
+``namazu.server.web.api``). Wiring only: InfluxDB rows in, ``namazu.analytics.movebank`` formats.
 
 No export reads or writes a file: output is built in memory and sent as the response,
 and download names are derived from validated ids only.
@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from analytics.movebank import activity_to_movebank
-from server import queries
-from server.config import FarmConfig
+from namazu.analytics.movebank import activity_to_movebank
+from namazu.server.core.config import FarmConfig
+from namazu.server.store import queries
 
 TAXA = {"cow": "Bos taurus", "sheep": "Ovis aries", "dog": "Canis lupus familiaris"}
 

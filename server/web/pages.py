@@ -1,4 +1,4 @@
-"""Server-rendered pages of the panel (thin: data from ``server.web.data``).
+"""Server-rendered pages of the panel (thin: data from ``namazu.server.web.data``).
 
 Plots are drawn in the browser by plotly.js, served from the installed ``plotly``
 package at ``/static/plotly.min.js`` (no CDN: the panel works offline on a farm
@@ -26,9 +26,7 @@ from flask import (
 )
 from sqlalchemy import select
 
-from server.influx import InfluxError
-from server.state import SEVERITIES, DataHealth, session_scope
-from server.subscriptions import (
+from namazu.server.alerts.subscriptions import (
     OUTBOX_STATUSES,
     SUBSCRIPTION_SPECIES,
     SubscriptionError,
@@ -37,9 +35,11 @@ from server.subscriptions import (
     outbox_mails,
     remove_subscription,
 )
-from server.web import data
-from server.web.auth import AuthError, create_user, issue_token, role_required
-from server.web.models import EVENT_KINDS, ROLES, VERDICTS, User
+from namazu.server.store.influx import InfluxError
+from namazu.server.store.models import EVENT_KINDS, ROLES, VERDICTS, User
+from namazu.server.store.state import SEVERITIES, DataHealth, session_scope
+from namazu.server.web import data
+from namazu.server.web.auth import AuthError, create_user, issue_token, role_required
 
 bp = Blueprint("pages", __name__)
 
@@ -67,7 +67,7 @@ def plotly_js() -> Any:
 @bp.get("/static/<any('panel.js', 'panel.css'):name>")
 def static_asset(name: str) -> Any:
     """The panel's own script and style sheet (fixed names only)."""
-    resource = resources.files("server.web").joinpath("static", name)
+    resource = resources.files("namazu.server.web").joinpath("static", name)
     mimetype = "text/javascript" if name.endswith(".js") else "text/css"
     with resources.as_file(resource) as path:
         return send_file(path, mimetype=mimetype, max_age=3600)
@@ -77,7 +77,7 @@ def static_asset(name: str) -> Any:
 @role_required("viewer")
 def metrics() -> Any:
     """Prometheus metrics of the panel process (needs a viewer token or session)."""
-    from server.metrics import metrics_response
+    from namazu.server.core.metrics import metrics_response
 
     return metrics_response()
 
@@ -172,7 +172,7 @@ def events() -> Any:
 @role_required("viewer")
 def evaluation() -> Any:
     """Molchan diagram, probability gain, p-values, lead time vs distance."""
-    from server.web.evaluation import evaluate_request
+    from namazu.server.web.evaluation import evaluate_request
 
     result = None
     error = None

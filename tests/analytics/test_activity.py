@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
-from analytics.activity import (
+from namazu.analytics.activity import (
     EOBS_SLOPES_G_PER_COUNT,
     BurstShapeError,
     dynamic_component,

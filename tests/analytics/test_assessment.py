@@ -13,15 +13,15 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
-from analytics.assessment import (
+from namazu.analytics.assessment import (
     MOLCHAN_INCREASE_PCT,
     NoMonitoredTimeError,
     assess,
     bursts_to_series,
     chance_statement,
 )
-from analytics.evaluation import Intervals, merge_intervals
-from analytics.params import EvaluationParams, RuleParams
+from namazu.analytics.evaluation import Intervals, merge_intervals
+from namazu.analytics.params import EvaluationParams, RuleParams
 
 FARM = (43.0, 13.0)
 START = pd.Timestamp("2024-01-01", tz="UTC")
@@ -231,7 +231,7 @@ def test_bursts_to_series_errors():
 
 def _duplicate_pairs(catalog: pd.DataFrame) -> list[tuple[int, int]]:
     """Row pairs (in time order) within 2 s and 5 km, by brute force over all pairs."""
-    from analytics.geo import great_circle_km
+    from namazu.analytics.geo import great_circle_km
 
     frame = catalog.sort_values("time", kind="stable").reset_index(drop=True)
     t = frame["time"].dt.as_unit("ns").astype("int64").to_numpy()
@@ -248,8 +248,8 @@ def _duplicate_pairs(catalog: pd.DataFrame) -> list[tuple[int, int]]:
 def test_near_duplicates_of_the_bsi_catalogue_are_merged_before_targets_are_counted():
     """The BSI catalogue lists some events twice (two solutions < 2 s and < 5 km apart);
     each must count once as a target, with the larger magnitude."""
-    from analytics.catalog import parse_catalog
-    from analytics.evaluation import evaluate, target_mask
+    from namazu.analytics.catalog import parse_catalog
+    from namazu.analytics.evaluation import evaluate, target_mask
     from tests.conftest import require_data
 
     path = require_data("catalogs/central_italy_2016-10_2017-04_bsi.csv")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
-from analytics.catalog import (
+from namazu.analytics.catalog import (
     CATALOG_COLUMNS,
     CatalogFormatError,
     merge_near_duplicates,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from analytics.downsample import (
+from namazu.analytics.downsample import (
     DownsampleError,
     bucket_width_ms,
     insert_gaps,

@@ -8,7 +8,7 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy import stats
 
-from analytics.evaluation import (
+from namazu.analytics.evaluation import (
     EvaluationInputError,
     Intervals,
     binomial_confidence_curve,
@@ -20,7 +20,7 @@ from analytics.evaluation import (
     monitored_intervals,
     period_intervals,
 )
-from analytics.params import EvaluationParams
+from namazu.analytics.params import EvaluationParams
 
 FARM = (43.0, 13.0)
 H = 3600 * 10**9

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from numpy.testing import assert_allclose
 
-from analytics.decluster import gardner_knopoff, gk_distance_window_km, gk_time_window_days
-from analytics.geo import dobrovolsky_radius_km, great_circle_km, hypocentral_km
+from namazu.analytics.decluster import gardner_knopoff, gk_distance_window_km, gk_time_window_days
+from namazu.analytics.geo import dobrovolsky_radius_km, great_circle_km, hypocentral_km
 from tests.conftest import require_data
 
 FARM = (43.0147, 13.0509)
@@ -72,7 +72,7 @@ def test_gardner_knopoff_on_hand_built_sequence():
 
 
 def test_gardner_knopoff_on_the_2017_catalogue():
-    from server.catalog_io import read_catalog
+    from namazu.server.catalogue.files import read_catalog
 
     catalog = read_catalog(require_data("wikelski2020/catalog_2017-01-17_2017-04-16.csv"))
     mask = gardner_knopoff(catalog)

@@ -10,7 +10,7 @@ import pytest
 from numpy.testing import assert_allclose
 from pandas.testing import assert_frame_equal
 
-from analytics.movebank import (
+from namazu.analytics.movebank import (
     MOVEBANK_COLUMN_MAP,
     MOVEBANK_EXPORT_COLUMNS,
     MovebankFormatError,

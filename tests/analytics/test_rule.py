@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
-from analytics.params import RULE_VERSION, RuleParams
-from analytics.rule import (
+from namazu.analytics.params import RULE_VERSION, RuleParams
+from namazu.analytics.rule import (
     SeriesError,
     baseline,
     detect,

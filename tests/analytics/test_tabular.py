@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.tabular import TabularError, parse_activity_csv, parse_periods_csv
+from namazu.analytics.tabular import TabularError, parse_activity_csv, parse_periods_csv
 from tests.conftest import require_data
 
 GOOD = "time,cow,dog\n2017-03-26T00:00:00,1.5,2\n2017-03-26T00:15:00,,3\n"

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from numpy.testing import assert_allclose
 
-from analytics.params import RuleParams
-from analytics.rule import baseline, detect
+from namazu.analytics.params import RuleParams
+from namazu.analytics.rule import baseline, detect
 from tests.conftest import require_data
 
 ROME = "Europe/Rome"

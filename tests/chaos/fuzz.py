@@ -225,8 +225,8 @@ def _run(
 
 
 def fuzz_payload_decoder(n: int, seed: int = 1) -> FuzzReport:
-    """Run ``n`` payload cases through ``server.payload.decode_activity``."""
-    from server.payload import REASONS, PayloadError, decode_activity
+    """Run ``n`` payload cases through ``namazu.server.ingest.payload.decode_activity``."""
+    from namazu.server.ingest.payload import REASONS, PayloadError, decode_activity
 
     now = int(time.time() * 1000)
 
@@ -259,7 +259,7 @@ def fuzz_payload_decoder(n: int, seed: int = 1) -> FuzzReport:
 
 def frame_cases(n: int, seed: int = 2) -> Iterator[bytes]:
     """Collar frames: valid ones, bit flips, truncations, forged headers, random bytes."""
-    from firmware_bridge.frame import CollarFrame, encode_frame
+    from namazu.firmware_bridge.frame import CollarFrame, encode_frame
 
     rng = random.Random(seed)
     nprng = np.random.default_rng(seed)
@@ -294,7 +294,12 @@ def frame_cases(n: int, seed: int = 2) -> Iterator[bytes]:
 def fuzz_frame_decoder(n: int, seed: int = 2) -> FuzzReport:
     """Run ``n`` frames through ``decode_frame``, and the same bytes as one stream
     through ``FrameReader`` (which must resynchronise and never crash)."""
-    from firmware_bridge.frame import FRAME_ERROR_REASONS, FrameError, FrameReader, decode_frame
+    from namazu.firmware_bridge.frame import (
+        FRAME_ERROR_REASONS,
+        FrameError,
+        FrameReader,
+        decode_frame,
+    )
 
     def reason(exc: Exception) -> str:
         assert exc.reason in FRAME_ERROR_REASONS, exc.reason
@@ -347,8 +352,8 @@ def _text_mutations(text: str, n: int, seed: int) -> Iterator[str]:
 
 
 def fuzz_catalog_reader(texts: dict[str, str], n: int, seed: int = 3) -> FuzzReport:
-    """Mutated real catalogue files through ``analytics.catalog.parse_catalog``."""
-    from analytics.catalog import CatalogFormatError, parse_catalog
+    """Mutated real catalogue files through ``namazu.analytics.catalog.parse_catalog``."""
+    from namazu.analytics.catalog import CatalogFormatError, parse_catalog
 
     def check(_case, frame) -> None:
         assert isinstance(frame, pd.DataFrame)
@@ -372,7 +377,7 @@ def fuzz_catalog_reader(texts: dict[str, str], n: int, seed: int = 3) -> FuzzRep
 
 def fuzz_movebank_reader(text: str, n: int, seed: int = 4) -> FuzzReport:
     """Mutated Movebank CSV through ``parse_movebank_events`` (read as strings)."""
-    from analytics.movebank import MovebankFormatError, parse_movebank_events
+    from namazu.analytics.movebank import MovebankFormatError, parse_movebank_events
 
     def parse(mutated: str):
         frame = pd.read_csv(io.StringIO(mutated), dtype=str, keep_default_na=False)
@@ -396,7 +401,7 @@ def fuzz_movebank_reader(text: str, n: int, seed: int = 4) -> FuzzReport:
 def fuzz_activity_reader(text: str, n: int, seed: int = 5) -> FuzzReport:
     """Mutated activity CSV (the 2017 farm file) through ``parse_activity_csv``, read
     half the time as UTC and half as Europe/Rome local time."""
-    from analytics.tabular import TabularError, parse_activity_csv
+    from namazu.analytics.tabular import TabularError, parse_activity_csv
 
     def check(_case, frame) -> None:
         assert str(frame.index.tz) == "UTC"
@@ -430,11 +435,11 @@ def fuzz_live_ingest(stack: Any, database: str, n: int, seed: int = 16) -> dict[
 
     import paho.mqtt.client as paho
 
-    from firmware_bridge.payload import activity_topic, encode_activity
-    from server.config import load_config
-    from server.influx import InfluxClient
-    from server.ingest import IngestService
-    from server.payload import PayloadError, decode_activity
+    from namazu.firmware_bridge.payload import activity_topic, encode_activity
+    from namazu.server.core.config import load_config
+    from namazu.server.ingest.payload import PayloadError, decode_activity
+    from namazu.server.ingest.service import IngestService
+    from namazu.server.store.influx import InfluxClient
 
     now = int(time.time() * 1000)
     generated = n
@@ -466,7 +471,7 @@ def fuzz_live_ingest(stack: Any, database: str, n: int, seed: int = 16) -> dict[
         }
     )
     influx = InfluxClient(stack.influx_url, database)
-    ingest_log = logging.getLogger("server.ingest")
+    ingest_log = logging.getLogger("namazu.server.ingest.service")
     level = ingest_log.level
     ingest_log.setLevel(logging.ERROR)  # thousands of expected rejections
     service = IngestService(config, influx).start()

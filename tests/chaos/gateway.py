@@ -3,7 +3,7 @@
 ``python -m tests.chaos.gateway --index 3 --port 1883 --spool /tmp/gw3.sqlite ...``
 spools ``samples`` activity samples of ``animals`` animals at a steady pace (as a
 farm's collars would produce them, whether or not the broker is reachable) through
-``firmware_bridge.publisher.GatewayPublisher`` and exits 0 once every message is
+``namazu.firmware_bridge.publisher.GatewayPublisher`` and exits 0 once every message is
 acknowledged by the broker. It resumes where it stopped when restarted on the same
 spool (message k carries spool seq k + 1). The samples are a pure function of the
 arguments (``expected_samples``), so the harness can check the store against them.
@@ -78,8 +78,8 @@ def message_batches(index: int, animals: int, samples: int, per_message: int, st
 
 def main(argv: list[str] | None = None) -> int:
     """Run one chaos gateway until all its samples are acknowledged; print stats as JSON."""
-    from firmware_bridge.publisher import GatewayPublisher
-    from firmware_bridge.spool import Spool
+    from namazu.firmware_bridge.publisher import GatewayPublisher
+    from namazu.firmware_bridge.spool import Spool
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--index", type=int, required=True)

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from bench.common import PeakRss
-from server.influx import InfluxClient, InfluxError
-from server.stack import Stack
+from namazu.server.launch.stack import Stack
+from namazu.server.store.influx import InfluxClient, InfluxError
 from tests.chaos.gateway import FARM, animal_names, expected_samples, gateway_name
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +100,9 @@ class IngestWorker:
     def start(self) -> IngestWorker:
         """Start (or restart) the worker."""
         self.proc = spawn_module(
-            ["server.cli", "ingest", "--log-level=INFO", "--stats-every=3600"], self.env, self.log
+            ["namazu.server.cli", "ingest", "--log-level=INFO", "--stats-every=3600"],
+            self.env,
+            self.log,
         )
         self.starts += 1
         return self

@@ -101,7 +101,7 @@ def _rss_summary(figures: dict[str, float]) -> str:
 def scaleout_part(quick: bool, workdir: Path) -> tuple[list[str], bool]:
     """Scale-out: 1, 2, 3 workers, and a SIGKILL of one of two."""
     from bench.bench_ingest import FARM, payloads, synthetic_points
-    from server.stack import Stack
+    from namazu.server.launch.stack import Stack
 
     n = 100_000 if quick else 300_000
     messages = payloads(synthetic_points(n))
@@ -134,8 +134,8 @@ def scaleout_part(quick: bool, workdir: Path) -> tuple[list[str], bool]:
 
 def fuzz_part(quick: bool, workdir: Path) -> tuple[list[str], bool]:
     """Bad input: decoders and the live service against generated bad input."""
-    from server.influx import InfluxClient
-    from server.stack import Stack
+    from namazu.server.launch.stack import Stack
+    from namazu.server.store.influx import InfluxClient
 
     n = 2_000 if quick else 10_000
     data = shared_data_dir()

@@ -13,7 +13,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from server.stack import free_port, port_open
+from namazu.server.launch.stack import free_port, port_open
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 MOSQUITTO = "/usr/sbin/mosquitto"

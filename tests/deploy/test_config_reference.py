@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from server import config_reference
-from server.config import ConfigError, NamazuConfig, load_config
-from server.config_reference import (
+from namazu.server.core import config_reference
+from namazu.server.core.config import ConfigError, NamazuConfig, load_config
+from namazu.server.core.config_reference import (
     UndocumentedKeyError,
     model_keys,
     parameter_keys,
@@ -44,7 +44,7 @@ def _model_field_paths() -> set[str]:
 def test_config_md_is_current():
     current = (ROOT / "docs" / "CONFIG.md").read_text(encoding="utf-8")
     assert current == render_markdown(), (
-        "docs/CONFIG.md is stale; run: .venv/bin/python -m server.config_reference"
+        "docs/CONFIG.md is stale; run: .venv/bin/python -m namazu.server.core.config_reference"
     )
 
 

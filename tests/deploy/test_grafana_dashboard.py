@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.config import InfluxConfig
+from namazu.server.core.config import InfluxConfig
 from tests.deploy.conftest import cq_select, retention_statements
 
 pytestmark = pytest.mark.services

@@ -14,8 +14,8 @@ import pytest
 import requests
 from numpy.testing import assert_allclose
 
-from server.influx import InfluxClient, InfluxWriteError
-from server.stack import free_port, influx_ready
+from namazu.server.launch.stack import free_port, influx_ready
+from namazu.server.store.influx import InfluxClient, InfluxWriteError
 from tests.deploy.conftest import cq_select
 
 pytestmark = pytest.mark.services

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import COMMANDS
-from server.config_reference import reference_entries
+from namazu.server.cli import COMMANDS
+from namazu.server.core.config_reference import reference_entries
 
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 INSTALLED_BIN = "/opt/namazu/venv/bin/namazu"

@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 @pytest.fixture
 def broker(tmp_path):
     """A Mosquitto (only) started by the project's launcher; the test may stop/restart it."""
-    from server.stack import Stack
+    from namazu.server.launch.stack import Stack
 
     stack = Stack(tmp_path / "stack")
     stack.start_mosquitto()

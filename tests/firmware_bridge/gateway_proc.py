@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
-from firmware_bridge.publisher import GatewayPublisher
-from firmware_bridge.spool import Spool
+from namazu.firmware_bridge.publisher import GatewayPublisher
+from namazu.firmware_bridge.spool import Spool
 
 
 def batch(i: int) -> list[dict]:

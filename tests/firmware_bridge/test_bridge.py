@@ -11,20 +11,20 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from firmware_bridge.bridge import Bridge
-from firmware_bridge.bridge import main as bridge_main
-from firmware_bridge.frame import CollarFrame, FrameError, decode_frame, encode_frame
-from firmware_bridge.publisher import GatewayPublisher
-from firmware_bridge.simulator import Herd
-from firmware_bridge.simulator import main as simulate_main
-from firmware_bridge.sources import (
+from namazu.firmware_bridge.bridge import Bridge
+from namazu.firmware_bridge.bridge import main as bridge_main
+from namazu.firmware_bridge.frame import CollarFrame, FrameError, decode_frame, encode_frame
+from namazu.firmware_bridge.publisher import GatewayPublisher
+from namazu.firmware_bridge.simulator import Herd
+from namazu.firmware_bridge.simulator import main as simulate_main
+from namazu.firmware_bridge.sources import (
     SerialSource,
     SimulatorSource,
     SourceError,
     UdpSource,
     open_source,
 )
-from firmware_bridge.spool import Spool
+from namazu.firmware_bridge.spool import Spool
 
 DAY0 = datetime(2024, 5, 1, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from firmware_bridge.frame import (
+from namazu.firmware_bridge.frame import (
     HEADER_SIZE,
     CollarFrame,
     FrameError,

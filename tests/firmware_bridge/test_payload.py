@@ -6,13 +6,13 @@ import numpy as np
 import orjson
 import pytest
 
-from firmware_bridge.payload import (
+from namazu.firmware_bridge.payload import (
     PayloadEncodeError,
     batches_from_frame,
     encode_activity,
     sample_count,
 )
-from firmware_bridge.simulator import Herd
+from namazu.firmware_bridge.simulator import Herd
 
 
 def test_batches_cover_every_sample_once_in_order():

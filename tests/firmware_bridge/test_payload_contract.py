@@ -7,7 +7,7 @@ import numpy as np
 import orjson
 import pytest
 
-from firmware_bridge.payload import (
+from namazu.firmware_bridge.payload import (
     activity_topic,
     batches_from_frame,
     encode_activity,
@@ -15,8 +15,8 @@ from firmware_bridge.payload import (
     load_schema,
     status_topic,
 )
-from firmware_bridge.simulator import Herd
-from server.payload import PayloadError, decode_activity, decode_status
+from namazu.firmware_bridge.simulator import Herd
+from namazu.server.ingest.payload import PayloadError, decode_activity, decode_status
 
 NOW_MS = 1_714_600_000_000
 DAY_MS = 86_400_000

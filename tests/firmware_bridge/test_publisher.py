@@ -10,8 +10,8 @@ import time
 
 import orjson
 
-from firmware_bridge.publisher import GatewayPublisher
-from firmware_bridge.spool import Spool
+from namazu.firmware_bridge.publisher import GatewayPublisher
+from namazu.firmware_bridge.spool import Spool
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from firmware_bridge.frame import decode_frame
-from firmware_bridge.processing import activity_from_frames
-from firmware_bridge.simulator import (
+from namazu.firmware_bridge.frame import decode_frame
+from namazu.firmware_bridge.processing import activity_from_frames
+from namazu.firmware_bridge.simulator import (
     SPECIES_PROFILES,
     Herd,
     UnrestEpisode,

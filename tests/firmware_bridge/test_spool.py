@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from firmware_bridge.spool import Spool
+from namazu.firmware_bridge.spool import Spool
 
 
 def test_append_pending_ack_in_seq_order(tmp_path):
@@ -45,7 +45,7 @@ def test_sequence_survives_reopen_even_when_empty(tmp_path):
 WRITER = textwrap.dedent(
     """
     import sys
-    from firmware_bridge.spool import Spool
+    from namazu.firmware_bridge.spool import Spool
     spool = Spool(sys.argv[1])
     i = 0
     while True:

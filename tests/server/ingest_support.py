@@ -8,7 +8,7 @@ import uuid
 
 import paho.mqtt.client as paho
 
-from server.config import load_config
+from namazu.server.core.config import load_config
 
 
 def now_ms() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from server.stack import free_port
+from namazu.server.launch.stack import free_port
 
 SMTP_USER = "alerts"
 SMTP_PASSWORD = "s3cret-pass"

@@ -9,9 +9,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from server import alarmlog
-from server.alarmlog import GENESIS_HASH, AlarmLog, AlarmLogError, record_hash, verify
-from server.state import Alarm, init_db, session_scope
+from namazu.server.detection import alarmlog
+from namazu.server.detection.alarmlog import (
+    GENESIS_HASH,
+    AlarmLog,
+    AlarmLogError,
+    record_hash,
+    verify,
+)
+from namazu.server.store.state import Alarm, init_db, session_scope
 
 
 def _alarm(i: int, farm: str = "farm-a") -> dict:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from server.alerts import compose_due, enqueue_notifications
-from server.state import Alarm, OutboxMail, Subscription, init_db, session_scope
+from namazu.server.alerts.outbox import compose_due, enqueue_notifications
+from namazu.server.store.state import Alarm, OutboxMail, Subscription, init_db, session_scope
 
 T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
 COOLDOWN = timedelta(minutes=60)

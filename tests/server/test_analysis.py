@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from server.analysis import main
+from namazu.server.research.analysis import main
 from tests.conftest import PROJECT_ROOT, require_data
 
 ACTIVITY = "wikelski2020/activity_2017-01-17_2017-04-14.csv"
@@ -95,8 +95,8 @@ def test_study_figures_are_those_of_the_worked_example(study_run, span, kind):
 
 
 def test_study_catalogue_near_duplicates_are_merged_before_scoring(study_run):
-    from analytics.catalog import merge_near_duplicates
-    from server.catalog_io import read_catalog
+    from namazu.analytics.catalog import merge_near_duplicates
+    from namazu.server.catalogue.files import read_catalog
 
     _, summary = study_run
     raw = read_catalog(require_data(CATALOG))

@@ -10,10 +10,10 @@ import pytest
 from numpy.testing import assert_allclose
 from pandas.testing import assert_frame_equal
 
-from analytics.catalog import REVISION_COLUMN
-from server.catalog_cli import UPDATED_AFTER_OVERLAP
-from server.catalog_io import CatalogFileError, read_catalog
-from server.cli import main as namazu
+from namazu.analytics.catalog import REVISION_COLUMN
+from namazu.server.catalogue.cli import UPDATED_AFTER_OVERLAP
+from namazu.server.catalogue.files import CatalogFileError, read_catalog
+from namazu.server.cli import main as namazu
 from tests.conftest import require_data
 from tests.server.fdsn_stub import ScriptedResponse, fdsn_stub
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.config import ConfigError, load_config
-from server.config import main as check_config
+from namazu.server.core.config import ConfigError, load_config
+from namazu.server.core.config import main as check_config
 
 
 def test_defaults_are_the_design_contract():

@@ -8,7 +8,7 @@ import re
 import psutil
 import pytest
 
-from server import demo
+from namazu.server.launch import demo
 
 
 def _no_leftovers(data_dir) -> list[int]:

@@ -11,12 +11,12 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from sqlalchemy import select
 
-from server.catalog_refresh import CatalogRefreshJob, FarmLocation
-from server.fdsn import FdsnClient
-from server.health import HealthJob
-from server.influx import point_line
-from server.scheduler import GuardedJob
-from server.state import DataHealth, QuakeRevision, init_db, session_scope
+from namazu.server.catalogue.fdsn import FdsnClient
+from namazu.server.catalogue.refresh import CatalogRefreshJob, FarmLocation
+from namazu.server.detection.health import HealthJob
+from namazu.server.detection.scheduler import GuardedJob
+from namazu.server.store.influx import point_line
+from namazu.server.store.state import DataHealth, QuakeRevision, init_db, session_scope
 from tests.conftest import require_data
 
 pytestmark = pytest.mark.services

@@ -9,9 +9,9 @@ import numpy as np
 import orjson
 import pytest
 
-from server import payload as payload_module
-from server.influx import float_series_lines, multi_series_lines
-from server.payload import PayloadError, validate_activity_document
+from namazu.server.ingest import payload as payload_module
+from namazu.server.ingest.payload import PayloadError, validate_activity_document
+from namazu.server.store.influx import float_series_lines, multi_series_lines
 from tests.chaos import fuzz
 
 
@@ -92,8 +92,8 @@ def test_validate_document_with_many_single_sample_animals():
 
 
 def test_flat_columns_give_the_same_lines_as_the_per_animal_path():
-    from server.ingest import activity_lines
-    from server.payload import ActivityBatch, decode_activity
+    from namazu.server.ingest.payload import ActivityBatch, decode_activity
+    from namazu.server.ingest.service import activity_lines
 
     now = int(time.time() * 1000)
     window = (300_000, 400 * 86_400_000)
@@ -119,7 +119,7 @@ def test_flat_columns_give_the_same_lines_as_the_per_animal_path():
 
 
 def test_prefixed_float_lines_equal_per_series_lines():
-    from server.influx import prefixed_float_lines, series_prefix
+    from namazu.server.store.influx import prefixed_float_lines, series_prefix
 
     tags = [
         {"animal": f"cow,{k}", "farm": "f 1", "gateway": "g=1", "species": "cow"} for k in range(4)
@@ -146,7 +146,7 @@ def test_prefixed_float_lines_equal_per_series_lines():
 
 
 def test_a_batch_from_columns_behaves_like_a_plain_batch():
-    from server.payload import ActivityBatch
+    from namazu.server.ingest.payload import ActivityBatch
 
     document = {
         "schema": "namazu.activity/1",

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
-from server.fdsn import (
+from namazu.server.catalogue.fdsn import (
     FDSN_SERVICES,
     KM_PER_DEGREE,
     FdsnClient,

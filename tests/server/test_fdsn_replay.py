@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pandas as pd
 
-from analytics.geo import great_circle_km
-from server.catalog_io import read_catalog
-from server.fdsn import FdsnClient
-from server.fdsn_replay import ReplayFdsnServer, shift_catalog
+from namazu.analytics.geo import great_circle_km
+from namazu.server.catalogue.fdsn import FdsnClient
+from namazu.server.catalogue.fdsn_replay import ReplayFdsnServer, shift_catalog
+from namazu.server.catalogue.files import read_catalog
 from tests.conftest import require_data
 
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
-from server.cli import main as namazu
-from server.importer import ACTIVITY_CSV_COLUMNS, ImportFileError, read_movebank
+from namazu.server.cli import main as namazu
+from namazu.server.research.importer import ACTIVITY_CSV_COLUMNS, ImportFileError, read_movebank
 from tests.conftest import require_data
 
 ALBATROSSES = "movebank/albatrosses_study2911040_events.csv"

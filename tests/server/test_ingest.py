@@ -14,10 +14,15 @@ import uuid
 import orjson
 import pytest
 
-from server.influx import InfluxClient
-from server.ingest import IngestService, activity_lines, deadletter_payload, status_line
-from server.mqtt import InboundMessage
-from server.payload import GatewayStatus, decode_activity
+from namazu.server.ingest.mqtt import InboundMessage
+from namazu.server.ingest.payload import GatewayStatus, decode_activity
+from namazu.server.ingest.service import (
+    IngestService,
+    activity_lines,
+    deadletter_payload,
+    status_line,
+)
+from namazu.server.store.influx import InfluxClient
 from tests.server.ingest_support import Publisher, make_config, now_ms, wait_for
 from tests.server.payload_cases import valid_document
 
@@ -290,7 +295,7 @@ def test_namazu_ingest_command(stack, influx, farm, tmp_path):
         [
             sys.executable,
             "-m",
-            "server.cli",
+            "namazu.server.cli",
             "ingest",
             "--config",
             str(config_file),
@@ -324,7 +329,7 @@ def test_namazu_ingest_bad_config_is_one_line(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[ingest]\nbatch_max_points = -1\n")
     result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "ingest", "--config", str(bad)],
+        [sys.executable, "-m", "namazu.server.cli", "ingest", "--config", str(bad)],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

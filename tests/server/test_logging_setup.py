@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from server.logging_setup import LoggingConfigError, configure_logging
+from namazu.server.core.logging_setup import LoggingConfigError, configure_logging
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
-"""server.mail against a real SMTP server (aiosmtpd) on loopback."""
+"""namazu.server.alerts.mail against a real SMTP server (aiosmtpd) on loopback."""
 
 from __future__ import annotations
 
 import pytest
 
-from server.mail import (
+from namazu.server.alerts.mail import (
     DISCLAIMER,
     AlarmSummary,
     MailAddressError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from server import metrics
+from namazu.server.core import metrics
 
 
 def _families(text: str) -> dict[str, object]:

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from server.payload import (
+from namazu.server.ingest.payload import (
     MAX_EPOCH_MS,
     REASONS,
     PayloadError,

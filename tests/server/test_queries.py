@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server import queries
-from server.influx import point_line
+from namazu.server.store import queries
+from namazu.server.store.influx import point_line
 
 HOSTILE = "x' OR 1=1; DROP DATABASE namazu; --\""
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.cli import main as namazu
-from server.stack import free_port
+from namazu.server.cli import main as namazu
+from namazu.server.launch.stack import free_port
 
 
 @pytest.fixture

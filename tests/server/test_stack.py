@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 
-from server.influx import InfluxClient, float_series_lines, point_line
-from server.stack import Stack, port_open
+from namazu.server.launch.stack import Stack, port_open
+from namazu.server.store.influx import InfluxClient, float_series_lines, point_line
 
 
 def test_session_stack_serves_both(stack):
@@ -46,10 +46,10 @@ def test_private_stack_restarts_on_same_ports(private_stack: Stack):
 def test_services_health_reports_every_part(influx, tmp_path):
     import time as _time
 
-    from server.config import load_config
-    from server.influx import point_line
-    from server.metrics import start_metrics_server
-    from server.stack import free_port, services_health
+    from namazu.server.core.config import load_config
+    from namazu.server.core.metrics import start_metrics_server
+    from namazu.server.launch.stack import free_port, services_health
+    from namazu.server.store.influx import point_line
 
     now_ms = int(_time.time() * 1000)
     influx.write_lines(
@@ -99,7 +99,7 @@ def test_shielded_stack_ignores_the_callers_group_signal_and_dies_with_it(tmp_pa
 
     script = (
         "import json, signal, sys, time\n"
-        "from server.stack import Stack\n"
+        "from namazu.server.launch.stack import Stack\n"
         "signal.signal(signal.SIGINT, lambda *_: print('caller got SIGINT', flush=True))\n"
         f"stack = Stack({str(tmp_path / 'stack')!r}, shielded=True).start()\n"
         "print(json.dumps(stack.state()['pids']), flush=True)\n"

@@ -9,9 +9,16 @@ import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from server.alerts import deliver_outbox
-from server.mail import MailPermanentError
-from server.state import Alarm, Checkpoint, OutboxMail, StateError, init_db, session_scope
+from namazu.server.alerts.mail import MailPermanentError
+from namazu.server.alerts.outbox import deliver_outbox
+from namazu.server.store.state import (
+    Alarm,
+    Checkpoint,
+    OutboxMail,
+    StateError,
+    init_db,
+    session_scope,
+)
 
 T = datetime(2026, 3, 1, 4, 0, tzinfo=UTC)
 

@@ -7,9 +7,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from server.alerts import enqueue_notifications, subscription_matches
-from server.cli import main as namazu
-from server.state import (
+from namazu.server.alerts.outbox import enqueue_notifications, subscription_matches
+from namazu.server.alerts.subscriptions import (
+    SubscriptionError,
+    add_subscription,
+    list_subscriptions,
+    outbox_mails,
+    remove_subscription,
+)
+from namazu.server.cli import main as namazu
+from namazu.server.store.state import (
     Alarm,
     AlertNotification,
     OutboxMail,
@@ -17,13 +24,6 @@ from server.state import (
     alarm_severity,
     init_db,
     session_scope,
-)
-from server.subscriptions import (
-    SubscriptionError,
-    add_subscription,
-    list_subscriptions,
-    outbox_mails,
-    remove_subscription,
 )
 
 T = datetime(2026, 3, 1, 4, 0, tzinfo=UTC)

@@ -6,10 +6,10 @@ import io
 
 from sqlalchemy import select
 
-from server.state import make_engine, session_scope
-from server.users import main
-from server.web.auth import user_for_token
-from server.web.models import User
+from namazu.server.store.models import User
+from namazu.server.store.state import make_engine, session_scope
+from namazu.server.web.auth import user_for_token
+from namazu.server.web.users import main
 
 
 def run(monkeypatch, capsys, argv, stdin=""):

@@ -14,12 +14,12 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from firmware_bridge.payload import batches_from_frame
-from firmware_bridge.publisher import GatewayPublisher
-from firmware_bridge.simulator import Herd
-from firmware_bridge.spool import Spool
-from server.influx import InfluxClient
-from server.ingest import INGEST_ALIVE_TOPIC, IngestService
+from namazu.firmware_bridge.payload import batches_from_frame
+from namazu.firmware_bridge.publisher import GatewayPublisher
+from namazu.firmware_bridge.simulator import Herd
+from namazu.firmware_bridge.spool import Spool
+from namazu.server.ingest.service import INGEST_ALIVE_TOPIC, IngestService
+from namazu.server.store.influx import InfluxClient
 from tests.server.ingest_support import Publisher, make_config, wait_for
 
 pytestmark = pytest.mark.services

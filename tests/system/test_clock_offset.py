@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from firmware_bridge.publisher import GatewayPublisher
-from firmware_bridge.spool import Spool
-from server.ingest import IngestService
+from namazu.firmware_bridge.publisher import GatewayPublisher
+from namazu.firmware_bridge.spool import Spool
+from namazu.server.ingest.service import IngestService
 from tests.server.ingest_support import make_config, wait_for
 
 pytestmark = pytest.mark.services

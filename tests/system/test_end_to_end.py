@@ -11,12 +11,12 @@ import orjson
 import pandas as pd
 import pytest
 
-from firmware_bridge.payload import batches_from_frame
-from firmware_bridge.publisher import GatewayPublisher
-from firmware_bridge.simulator import Herd
-from firmware_bridge.spool import Spool
-from server.influx import InfluxClient
-from server.ingest import IngestService
+from namazu.firmware_bridge.payload import batches_from_frame
+from namazu.firmware_bridge.publisher import GatewayPublisher
+from namazu.firmware_bridge.simulator import Herd
+from namazu.firmware_bridge.spool import Spool
+from namazu.server.ingest.service import IngestService
+from namazu.server.store.influx import InfluxClient
 from tests.server.ingest_support import Publisher, make_config, now_ms, wait_for
 from tests.server.payload_cases import malformed_corpus, valid_document
 

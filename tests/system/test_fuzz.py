@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.payload import REASONS
+from namazu.server.ingest.payload import REASONS
 from tests.chaos import fuzz
 from tests.conftest import require_data
 

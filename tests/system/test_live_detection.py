@@ -1,8 +1,9 @@
 """The live service end to end on real Mosquitto, InfluxDB, SQLite state and SMTP.
 
-Activity takes the production path: ``firmware_bridge.simulator.Herd`` ->
-``firmware_bridge.publisher.GatewayPublisher`` (disk spool, QoS 1) -> Mosquitto ->
-``server.ingest.IngestService`` -> InfluxDB. The scheduler then runs on a simulated clock
+Activity takes the production path: ``namazu.firmware_bridge.simulator.Herd`` ->
+``namazu.firmware_bridge.publisher.GatewayPublisher`` (disk spool, QoS 1) -> Mosquitto ->
+``namazu.server.ingest.service.IngestService`` -> InfluxDB.
+The scheduler then runs on a simulated clock
 (``run_once`` / ``--replay``), hourly, so a simulated week takes seconds: detection ->
 alarms, log and notifications in the state store -> outbox -> a real SMTP server
 (aiosmtpd). The simulated days lie in May 2024, so ingest is configured to accept
@@ -28,18 +29,19 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from firmware_bridge.payload import batches_from_frame
-from firmware_bridge.publisher import GatewayPublisher
-from firmware_bridge.simulator import Herd, UnrestEpisode
-from firmware_bridge.spool import Spool
-from server.alarmlog import AlarmLog, verify
-from server.config import NamazuConfig
-from server.detection import DetectionJob
-from server.health import HealthJob
-from server.influx import InfluxClient, float_series_lines
-from server.ingest import IngestService
-from server.scheduler import build_services, mail_cycle, replay
-from server.state import (
+from namazu.firmware_bridge.payload import batches_from_frame
+from namazu.firmware_bridge.publisher import GatewayPublisher
+from namazu.firmware_bridge.simulator import Herd, UnrestEpisode
+from namazu.firmware_bridge.spool import Spool
+from namazu.server.alerts.subscriptions import outbox_mails
+from namazu.server.core.config import NamazuConfig
+from namazu.server.detection.alarmlog import AlarmLog, verify
+from namazu.server.detection.health import HealthJob
+from namazu.server.detection.scheduler import build_services, mail_cycle, replay
+from namazu.server.detection.tick import DetectionJob
+from namazu.server.ingest.service import IngestService
+from namazu.server.store.influx import InfluxClient, float_series_lines
+from namazu.server.store.state import (
     Alarm,
     Checkpoint,
     DataHealth,
@@ -48,7 +50,6 @@ from server.state import (
     init_db,
     session_scope,
 )
-from server.subscriptions import outbox_mails
 from tests.conftest import PROJECT_ROOT
 from tests.server.ingest_support import make_config, wait_for
 from tests.server.smtp_fixtures import Inbox, SmtpServer
@@ -250,7 +251,7 @@ def test_sigkill_mid_run_then_restart_gives_the_same_alarms(tmp_path, activity_d
     config_path = killed_dir / "config.toml"
     _write_toml(config_path, config)
     command = [
-        sys.executable, "-m", "server.cli", "scheduler", "--config", str(config_path),
+        sys.executable, "-m", "namazu.server.cli", "scheduler", "--config", str(config_path),
         "--replay", start.isoformat(), end.isoformat(), "--step", step, "--log-level", "ERROR",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
@@ -455,8 +456,8 @@ def test_a_farm_that_goes_silent_closes_open_alarms_with_gap(tmp_path, influx):
 
 _GATEWAY_PROC = """
 import sys, time
-from firmware_bridge.publisher import GatewayPublisher
-from firmware_bridge.spool import Spool
+from namazu.firmware_bridge.publisher import GatewayPublisher
+from namazu.firmware_bridge.spool import Spool
 gw = GatewayPublisher("farm-will", "gw-w", Spool(sys.argv[2]), "127.0.0.1", int(sys.argv[1]),
                       client_id="live-will-gw", keepalive_s=5)
 now = time.time_ns() // 1_000_000 // 60_000 * 60_000

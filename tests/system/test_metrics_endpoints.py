@@ -12,11 +12,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from firmware_bridge.payload import batches_from_frame
-from firmware_bridge.publisher import GatewayPublisher
-from firmware_bridge.simulator import Herd
-from firmware_bridge.spool import Spool
-from server.stack import free_port
+from namazu.firmware_bridge.payload import batches_from_frame
+from namazu.firmware_bridge.publisher import GatewayPublisher
+from namazu.firmware_bridge.simulator import Herd
+from namazu.firmware_bridge.spool import Spool
+from namazu.server.launch.stack import free_port
 from tests.chaos.harness import IngestWorker, spawn_module
 from tests.server.ingest_support import wait_for
 
@@ -103,7 +103,7 @@ longitude = 13.0
         encoding="utf-8",
     )
     proc = spawn_module(
-        ["server.cli", "scheduler", "--config", str(config), "--log-level", "WARNING"],
+        ["namazu.server.cli", "scheduler", "--config", str(config), "--log-level", "WARNING"],
         {},
         tmp_path / "scheduler.log",
     )

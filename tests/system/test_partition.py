@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from firmware_bridge.simulator import Herd, UnrestEpisode
-from server.alarmlog import AlarmLog
-from server.detection import DetectionJob
-from server.influx import multi_series_lines
-from server.state import Alarm, init_db, session_scope
+from namazu.firmware_bridge.simulator import Herd, UnrestEpisode
+from namazu.server.detection.alarmlog import AlarmLog
+from namazu.server.detection.tick import DetectionJob
+from namazu.server.store.influx import multi_series_lines
+from namazu.server.store.state import Alarm, init_db, session_scope
 
 NOW = datetime(2024, 5, 8, 12, 0, tzinfo=UTC)
 

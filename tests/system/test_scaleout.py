@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from firmware_bridge.payload import activity_topic, encode_activity
+from namazu.firmware_bridge.payload import activity_topic, encode_activity
 from tests.chaos.gateway import message_batches
 from tests.chaos.harness import IngestWorker, wait_for_count
 from tests.server.ingest_support import Publisher

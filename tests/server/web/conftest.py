@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from server.influx import InfluxClient
-from server.state import init_db, session_scope
-from server.web.auth import create_user, issue_token
+from namazu.server.store.influx import InfluxClient
+from namazu.server.store.state import init_db, session_scope
+from namazu.server.web.auth import create_user, issue_token
 from tests.server.web.seed import FARM_LAT, FARM_LON, seed
 
 PASSWORD = "correct horse battery"
@@ -44,7 +44,7 @@ def panel_config(stack, database: str, state_url: str, **web) -> dict:
 def build_panel(stack, tmp_path, **web) -> Panel:
     """A fresh InfluxDB database and state store, seeded, with one user per role (plus a
     second reviewer) and an API token each."""
-    from server.web import create_app
+    from namazu.server.web import create_app
 
     database = "panel_" + uuid.uuid4().hex[:8]
     influx = InfluxClient(stack.influx_url, database)

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analytics import rule
-from analytics.params import RuleParams
-from server.influx import InfluxClient, float_series_lines, point_line
-from server.state import Alarm, session_scope
+from namazu.analytics import rule
+from namazu.analytics.params import RuleParams
+from namazu.server.store.influx import InfluxClient, float_series_lines, point_line
+from namazu.server.store.state import Alarm, session_scope
 
 FARM = "demo-farm"
 FARM_LAT, FARM_LON = 43.0147, 13.0509

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.web import main
+from namazu.server.web import main
 
 
 def test_invalid_config_is_reported_in_one_line(tmp_path, capsys):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from numpy.testing import assert_allclose
 
-from analytics.assessment import chance_statement
+from namazu.analytics.assessment import chance_statement
 from tests.server.web.conftest import csrf_from
 from tests.server.web.seed import FARM
 

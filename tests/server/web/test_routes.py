@@ -238,7 +238,7 @@ def test_catalog_filters_by_distance_and_magnitude(panel, client_for):
 
 
 def test_exports(panel, client_for, monkeypatch):
-    from server.web import data
+    from namazu.server.web import data
 
     monkeypatch.setattr(data, "MAX_POINTS_LIMIT", 1000)  # far below the 14,400 samples
     client = client_for("viewer")

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from server.state import make_engine, session_scope
-from server.web.auth import LoginRateLimiter, safe_next
-from server.web.models import User
+from namazu.server.store.models import User
+from namazu.server.store.state import make_engine, session_scope
+from namazu.server.web.auth import LoginRateLimiter, safe_next
 from tests.server.web.conftest import PASSWORD, build_panel, csrf_from, login
 from tests.server.web.seed import FARM
 

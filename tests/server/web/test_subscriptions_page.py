@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from server.state import DataHealth, OutboxMail, Subscription, init_db, session_scope
+from namazu.server.store.state import DataHealth, OutboxMail, Subscription, init_db, session_scope
 from tests.server.web.conftest import csrf_from
 from tests.server.web.seed import FARM
 

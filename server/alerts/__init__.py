@@ -1,0 +1,1 @@
+"""Alert e-mails: decisions and outbox, SMTP, subscriptions."""

@@ -1,0 +1,1 @@
+"""Earthquake catalogues: FDSN services, files, refresh job, replay service."""

@@ -1,0 +1,1 @@
+"""The shared base: configuration, metrics, logging."""

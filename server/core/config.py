@@ -1,0 +1,326 @@
+"""Typed configuration: one TOML file plus ``NAMAZU_*`` environment overrides.
+
+Lookup order (later wins): built-in defaults < TOML file (``--config`` or
+``NAMAZU_CONFIG``) < environment variables ``NAMAZU_<SECTION>__<KEY>`` (for example
+``NAMAZU_MQTT__PASSWORD``). Secrets belong in the environment, never in the file.
+Invalid configuration fails fast with a message naming the key and the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from namazu.analytics.params import EvaluationParams, RuleParams
+
+ENV_PREFIX = "NAMAZU_"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key and the reason."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StackConfig(_Section):
+    """Local Mosquitto + InfluxDB started by ``namazu stack``."""
+
+    data_dir: Path = Field(Path("var"), description="directory holding configs, data and logs")
+    mqtt_port: int = Field(1883, ge=0, le=65535, description="Mosquitto port (0 = a free port)")
+    influx_http_port: int = Field(8086, ge=0, le=65535, description="InfluxDB HTTP port (0 = free)")
+    influx_rpc_port: int = Field(8088, ge=0, le=65535, description="InfluxDB backup/RPC port")
+    mosquitto_bin: str = Field("/usr/sbin/mosquitto", description="path of the mosquitto binary")
+    influxd_bin: str = Field("/usr/bin/influxd", description="path of the influxd binary")
+
+
+class MqttConfig(_Section):
+    """Broker connection used by the bridge, ingest and the scheduler."""
+
+    host: str = Field("127.0.0.1", description="broker host name")
+    port: int = Field(1883, ge=1, le=65535, description="broker port")
+    username: str | None = Field(None, description="user name (None = anonymous)")
+    password: str | None = Field(None, description="password; set via NAMAZU_MQTT__PASSWORD")
+    tls: bool = Field(False, description="connect with TLS")
+    ca_file: Path | None = Field(None, description="CA certificate for TLS")
+    keepalive_s: int = Field(30, ge=5, description="MQTT keepalive [s]")
+    client_id: str | None = Field(None, description="stable client id (default derived)")
+
+
+class InfluxConfig(_Section):
+    """InfluxDB HTTP API (/write line protocol, /query InfluxQL)."""
+
+    url: str = Field("http://127.0.0.1:8086", description="base URL of the InfluxDB HTTP API")
+    database: str = Field("namazu", description="database name")
+    username: str | None = Field(None, description="user name")
+    password: str | None = Field(None, description="password; set via NAMAZU_INFLUX__PASSWORD")
+    timeout_s: float = Field(10.0, gt=0, description="HTTP timeout [s]")
+
+
+class IngestConfig(_Section):
+    """Ingest service: MQTT -> validation -> batched InfluxDB writes."""
+
+    shared_group: str = Field("namazu-ingest", description="MQTT v5 shared-subscription group")
+    client_id: str = Field("namazu-ingest-1", description="stable client id of this worker")
+    batch_max_points: int = Field(50_000, ge=1, description="flush when this many points wait")
+    batch_max_age_s: float = Field(0.2, gt=0, description="flush at least this often [s]")
+    max_pending_messages: int = Field(
+        20_000, ge=1, description="unacknowledged messages held in memory before pausing"
+    )
+    max_future_s: float = Field(300.0, ge=0, description="reject samples further ahead [s]")
+    max_age_days: float = Field(400.0, gt=0, description="reject samples older than this [days]")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port of ingest (0 = disabled)"
+    )
+    heartbeat_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="period of the presence heartbeat on namazu/v1/_ingest/alive, sent "
+        "while subscribed (the first right after each SUBACK) [s]",
+    )
+
+
+class BridgeConfig(_Section):
+    """Gateway side: collar frames -> activity -> spooled MQTT publisher."""
+
+    farm: str = Field("demo-farm", description="farm id (topic segment)")
+    gateway: str = Field("gw-1", description="gateway id (topic segment)")
+    spool_path: Path = Field(Path("var/spool.sqlite"), description="SQLite spool file")
+    batch_samples: int = Field(100, ge=1, description="samples per published message")
+    max_inflight: int = Field(1000, ge=1, le=65535, description="unacknowledged QoS1 messages")
+    source: str = Field("simulator", description="simulator | udp://HOST:PORT | serial:///dev/X")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port of the bridge (0 = disabled)"
+    )
+    wait_for_ingest: bool = Field(
+        True,
+        description="after every (re)connect, hold the spool until an ingest heartbeat "
+        "arrives on namazu/v1/_ingest/alive (false: send at once, e.g. without Namazu ingest)",
+    )
+
+
+class FarmConfig(_Section):
+    """One monitored farm."""
+
+    id: str = Field(..., description="farm id used in topics and tags")
+    name: str = Field("", description="human-readable name")
+    latitude: float = Field(..., ge=-90, le=90, description="farm latitude [deg N]")
+    longitude: float = Field(..., ge=-180, le=180, description="farm longitude [deg E]")
+    timezone: str = Field("UTC", description="IANA zone for display and local-time input")
+
+
+class SchedulerConfig(_Section):
+    """Scheduled jobs."""
+
+    tick_s: float = Field(60.0, gt=0, description="detection tick cadence [s]")
+    resolution_s: int = Field(60, gt=0, description="live activity resolution [s]")
+    stale_after_s: float = Field(600.0, gt=0, description="animal flagged silent after [s]")
+    catalog_refresh_s: float = Field(600.0, gt=0, description="catalogue refresh cadence [s]")
+    catalog_sources: list[str] = Field(
+        default_factory=list, description="FDSN names (INGV, USGS, EMSC) or fdsnws URLs"
+    )
+    catalog_min_magnitude: float = Field(
+        2.5, ge=-2, le=10, description="smallest magnitude the catalogue refresh fetches"
+    )
+    catalog_radius_km: float = Field(
+        1000.0, gt=0, le=20_000, description="radius around each farm the refresh fetches [km]"
+    )
+    catalog_history_days: float = Field(
+        365.0, gt=0, le=36_500, description="depth of the first catalogue fetch [days]"
+    )
+    alarm_log_path: Path = Field(Path("var/alarm-log.jsonl"), description="hash-chained log")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus /metrics port of the scheduler (0 = disabled)"
+    )
+
+
+class MailConfig(_Section):
+    """Alert e-mails over SMTP."""
+
+    enabled: bool = Field(False, description="send alert e-mails")
+    host: str = Field("127.0.0.1", description="SMTP host")
+    port: int = Field(25, ge=1, le=65535, description="SMTP port")
+    security: Literal["none", "starttls", "ssl"] = Field("starttls", description="transport")
+    username: str | None = Field(None, description="SMTP user")
+    password: str | None = Field(None, description="SMTP password; NAMAZU_MAIL__PASSWORD")
+    sender: str = Field("namazu@localhost", description="From address")
+    cooldown_min: float = Field(60.0, ge=0, description="per recipient+farm cooldown [min]")
+    max_refused_attempts: int = Field(
+        3, ge=1, description="5xx refusals after which a mail is marked failed [count]"
+    )
+    refused_retry_h: float = Field(24.0, gt=0, description="wait after a 5xx refusal [h]")
+
+
+class WebConfig(_Section):
+    """Flask panel and JSON API."""
+
+    host: str = Field("127.0.0.1", description="listen address")
+    port: int = Field(8000, ge=0, le=65535, description="listen port")
+    secret_key: str | None = Field(None, description="session key; NAMAZU_WEB__SECRET_KEY")
+    secure_cookies: bool = Field(True, description="mark session cookies Secure")
+    login_attempts_per_min: int = Field(5, ge=1, description="login rate limit per user and IP")
+
+
+class StateConfig(_Section):
+    """State store: users, reviews, farm events, outbox, alarms."""
+
+    url: str = Field("sqlite:///var/state.sqlite", description="SQLAlchemy URL")
+
+
+class NamazuConfig(_Section):
+    """The whole configuration."""
+
+    stack: StackConfig = StackConfig()
+    mqtt: MqttConfig = MqttConfig()
+    influx: InfluxConfig = InfluxConfig()
+    ingest: IngestConfig = IngestConfig()
+    bridge: BridgeConfig = BridgeConfig()
+    farms: list[FarmConfig] = Field(
+        default_factory=lambda: [
+            FarmConfig(id="demo-farm", name="Demo farm", latitude=43.0147, longitude=13.0509)
+        ],
+        description="monitored farms",
+    )
+    rule: dict[str, Any] = Field(default_factory=dict, description="RuleParams overrides")
+    evaluation: dict[str, Any] = Field(
+        default_factory=dict, description="EvaluationParams overrides"
+    )
+    scheduler: SchedulerConfig = SchedulerConfig()
+    mail: MailConfig = MailConfig()
+    web: WebConfig = WebConfig()
+    state: StateConfig = StateConfig()
+
+    @field_validator("rule")
+    @classmethod
+    def _check_rule(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _build(RuleParams, value, "rule")
+        return value
+
+    @field_validator("evaluation")
+    @classmethod
+    def _check_evaluation(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _build(EvaluationParams, value, "evaluation")
+        return value
+
+    def rule_params(self) -> RuleParams:
+        """The anomaly-rule parameters (defaults overridden by ``[rule]``)."""
+        return _build(RuleParams, self.rule, "rule")
+
+    def evaluation_params(self) -> EvaluationParams:
+        """The evaluation parameters (defaults overridden by ``[evaluation]``)."""
+        return _build(EvaluationParams, self.evaluation, "evaluation")
+
+    def farm(self, farm_id: str) -> FarmConfig:
+        """The farm with this id; ConfigError naming the known ids otherwise."""
+        for farm in self.farms:
+            if farm.id == farm_id:
+                return farm
+        known = ", ".join(f.id for f in self.farms) or "none"
+        raise ConfigError(f"farms: unknown farm {farm_id!r}; configured: {known}")
+
+
+def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    """Build a parameter dataclass, naming the unknown or invalid key of ``section``."""
+    known = set(cls.__dataclass_fields__)
+    for key in values:
+        if key not in known:
+            raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(sorted(known))}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """``NAMAZU_SECTION__KEY=value`` -> {"section": {"key": value}} (values parsed as TOML)."""
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        msg = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{key}: {msg}")
+    return "; ".join(parts)
+
+
+def load_config(
+    path: str | Path | None = None, environ: dict[str, str] | None = None
+) -> NamazuConfig:
+    """Load and validate the configuration.
+
+    path : TOML file; default ``$NAMAZU_CONFIG`` or none (defaults only).
+    environ : environment mapping for overrides; default ``os.environ``.
+    Raises ConfigError naming the bad key and why.
+    """
+    env = dict(os.environ if environ is None else environ)
+    path = path or env.get("NAMAZU_CONFIG")
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    data = _merge(data, _env_overrides({k: v for k, v in env.items() if k != "NAMAZU_CONFIG"}))
+    try:
+        return NamazuConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def main(argv: list[str]) -> int:
+    """``namazu check-config [--config FILE]``: validate and print the effective config."""
+    parser = argparse.ArgumentParser(prog="namazu check-config", description=main.__doc__)
+    parser.add_argument("--config", help="TOML file (default $NAMAZU_CONFIG)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing when valid")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"namazu check-config: invalid configuration: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        shown = config.model_dump(mode="json")
+        for section in ("mqtt", "influx", "mail", "web"):
+            for key in ("password", "secret_key"):
+                if shown.get(section, {}).get(key):
+                    shown[section][key] = "***"
+        import json
+
+        print(json.dumps(shown, indent=2))
+        print("configuration is valid", file=sys.stderr)
+    return 0

@@ -1,0 +1,228 @@
+"""Prometheus metrics: every ``namazu_*`` metric object is defined here, once.
+
+Services import the objects they update (``from namazu.server.core.metrics import
+INGEST_MESSAGES_RECEIVED``) and expose them either with their own small HTTP
+server (``start_metrics_server``, used by ingest and the scheduler) or through a
+Flask route (``metrics_response``, used by the web panel)::
+
+    @app.get("/metrics")
+    def metrics():
+        return metrics_response()
+
+All metrics live in the process-wide default registry of ``prometheus_client``, so
+the process, platform and garbage-collector collectors come along for free.
+Durations are in seconds, sizes in counts, as Prometheus conventions ask.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from importlib import metadata
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+    start_http_server,
+)
+
+__all__ = [
+    "ALARMS_OPEN",
+    "BRIDGE_MESSAGES_PUBLISHED",
+    "BUILD_INFO",
+    "INFLUX_WRITE_SECONDS",
+    "INGEST_MESSAGES_RECEIVED",
+    "INGEST_MESSAGES_REJECTED",
+    "INGEST_MESSAGES_WRITTEN",
+    "INGEST_PENDING_MESSAGES",
+    "INGEST_POINTS_WRITTEN",
+    "MAILS_FAILED",
+    "MAILS_QUEUED",
+    "MAILS_SENT",
+    "MetricsServer",
+    "MetricsServerError",
+    "SCHEDULER_TICK_FAILURES",
+    "SCHEDULER_TICK_SECONDS",
+    "SPOOL_DEPTH",
+    "WEB_REQUESTS",
+    "WEB_REQUEST_SECONDS",
+    "metrics_response",
+    "metrics_text",
+    "start_metrics_server",
+]
+
+# Buckets for latencies from a millisecond to a minute [s].
+_LATENCY_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+# --- ingest ---------------------------------------------------------------------------
+INGEST_MESSAGES_RECEIVED = Counter(
+    "namazu_ingest_messages_received",
+    "MQTT activity messages received by ingest [messages]",
+)
+INGEST_MESSAGES_WRITTEN = Counter(
+    "namazu_ingest_messages_written",
+    "activity messages durably written to InfluxDB and acknowledged [messages]",
+)
+INGEST_MESSAGES_REJECTED = Counter(
+    "namazu_ingest_messages_rejected",
+    "activity messages rejected and dead-lettered, by reason code [messages]",
+    ["reason"],
+)
+INGEST_POINTS_WRITTEN = Counter(
+    "namazu_ingest_points_written",
+    "activity points written to InfluxDB [points]",
+)
+INGEST_PENDING_MESSAGES = Gauge(
+    "namazu_ingest_pending_messages",
+    "messages received but not yet written and acknowledged [messages]",
+)
+INFLUX_WRITE_SECONDS = Histogram(
+    "namazu_influx_write_seconds",
+    "duration of one InfluxDB /write request [s]",
+    buckets=_LATENCY_BUCKETS_S,
+)
+
+GATEWAY_SPOOL_DEPTH = Gauge(
+    "namazu_gateway_spool_depth",
+    "messages waiting in a gateway's spool, as its last status reported it [messages]",
+    ["farm", "gateway"],
+)
+
+# --- gateway bridge (its own process; `bridge.metrics_port`) ---------------------------
+SPOOL_DEPTH = Gauge(
+    "namazu_spool_depth",
+    "messages waiting in this gateway's spool for broker acknowledgement [messages]",
+)
+BRIDGE_MESSAGES_PUBLISHED = Counter(
+    "namazu_bridge_messages_published",
+    "activity messages acknowledged by the broker (QoS 1) [messages]",
+)
+
+# --- scheduler ------------------------------------------------------------------------
+SCHEDULER_TICK_SECONDS = Histogram(
+    "namazu_scheduler_tick_seconds",
+    "duration of one scheduled job run, by job name [s]",
+    ["job"],
+    buckets=_LATENCY_BUCKETS_S,
+)
+SCHEDULER_TICK_FAILURES = Counter(
+    "namazu_scheduler_tick_failures",
+    "scheduled job runs that raised, by job name [runs]",
+    ["job"],
+)
+ALARMS_OPEN = Gauge(
+    "namazu_alarms_open",
+    "alarms currently open, by farm [alarms]",
+    ["farm"],
+)
+
+# --- mail -----------------------------------------------------------------------------
+MAILS_QUEUED = Gauge(
+    "namazu_mails_queued",
+    "alert e-mails waiting in the outbox [mails]",
+)
+MAILS_SENT = Counter(
+    "namazu_mails_sent",
+    "alert e-mails accepted by the SMTP server [mails]",
+)
+MAILS_FAILED = Counter(
+    "namazu_mails_failed",
+    "alert e-mail delivery attempts that failed [attempts]",
+)
+
+# --- web ------------------------------------------------------------------------------
+WEB_REQUESTS = Counter(
+    "namazu_web_requests",
+    "HTTP requests served by the panel and API, by endpoint and status code [requests]",
+    ["endpoint", "status"],
+)
+WEB_REQUEST_SECONDS = Histogram(
+    "namazu_web_request_seconds",
+    "duration of one HTTP request, by endpoint [s]",
+    ["endpoint"],
+    buckets=_LATENCY_BUCKETS_S,
+)
+
+# --- build ----------------------------------------------------------------------------
+BUILD_INFO = Info("namazu_build", "version of the running Namazu package")
+try:
+    BUILD_INFO.info({"version": metadata.version("namazu")})
+except metadata.PackageNotFoundError:  # running from a source tree without install
+    BUILD_INFO.info({"version": "unknown"})
+
+
+class MetricsServerError(Exception):
+    """The metrics HTTP server could not be started (port in use, bad address)."""
+
+
+@dataclass
+class MetricsServer:
+    """A running ``/metrics`` HTTP server; ``port`` is the bound port (useful with 0)."""
+
+    host: str
+    port: int
+    _server: WSGIServer
+    _thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        """The scrape URL, e.g. ``http://127.0.0.1:9101/metrics``."""
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_metrics_server(
+    port: int, host: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY
+) -> MetricsServer:
+    """Serve the metrics over HTTP on ``host:port`` in a daemon thread.
+
+    port : TCP port; 0 picks a free one (read it back from ``.port``).
+    host : listen address; loopback by default, put a reverse proxy or firewall in
+        front before exposing it further.
+    Raises MetricsServerError when the address cannot be bound.
+    """
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise MetricsServerError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
+    return MetricsServer(host=host, port=int(server.server_port), _server=server, _thread=thread)
+
+
+def metrics_text(registry: CollectorRegistry = REGISTRY) -> bytes:
+    """The current metrics in the Prometheus text exposition format (UTF-8 bytes)."""
+    return generate_latest(registry)
+
+
+def metrics_response(
+    registry: CollectorRegistry = REGISTRY,
+) -> tuple[bytes, int, dict[str, str]]:
+    """A Flask-compatible ``(body, status, headers)`` tuple for a ``/metrics`` view."""
+    return metrics_text(registry), 200, {"Content-Type": CONTENT_TYPE_LATEST}

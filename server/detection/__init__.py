@@ -1,0 +1,1 @@
+"""Live detection: the tick, the scheduler, the alarm log and data health."""

@@ -1,0 +1,351 @@
+"""``namazu scheduler``: the live service (APScheduler 3).
+
+Jobs (cadences from ``[scheduler]``):
+
+- ``detection`` every ``tick_s``: ``namazu.server.detection.tick.DetectionJob`` (alarms, log, e-mail
+  queue), then ``namazu.server.detection.health.HealthJob`` (silent animals, offline gateways);
+- ``mail`` every 30 s: ``namazu.server.alerts.outbox.compose_due`` + ``deliver_outbox``;
+- ``catalog`` every ``catalog_refresh_s`` when ``catalog_sources`` is set.
+
+Every job runs with ``coalesce=True`` and ``max_instances=1`` (runs never overlap; a
+backlog of missed runs collapses into one), and inside ``GuardedJob``: an exception is
+logged and counted, and the job then sits out an exponentially growing backoff
+(``tick × 2^(failures-1)``, at most ``max_backoff_s``) instead of killing the scheduler.
+
+``run_once(services, now)`` runs the whole cycle at a given (possibly simulated) time;
+``namazu scheduler --replay START END --step 1h`` drives it over a simulated clock (tests,
+re-processing), resuming from the stored checkpoints after an interruption.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from namazu.server.alerts.mail import SmtpSender
+from namazu.server.alerts.outbox import compose_due, deliver_outbox, enqueue_notifications
+from namazu.server.catalogue.fdsn import FdsnClient
+from namazu.server.catalogue.refresh import CatalogRefreshJob, FarmLocation
+from namazu.server.core.config import ConfigError, NamazuConfig, load_config
+from namazu.server.core.metrics import (
+    ALARMS_OPEN,
+    SCHEDULER_TICK_FAILURES,
+    SCHEDULER_TICK_SECONDS,
+    MetricsServerError,
+    start_metrics_server,
+)
+from namazu.server.detection.alarmlog import AlarmLog
+from namazu.server.detection.health import HealthJob
+from namazu.server.detection.tick import DetectionJob
+from namazu.server.store.influx import InfluxClient, InfluxError
+from namazu.server.store.state import Alarm, init_db
+
+log = logging.getLogger(__name__)
+
+MAIL_INTERVAL_S = 30.0
+
+
+@dataclass
+class Services:
+    """Everything the jobs need, built once from the configuration."""
+
+    config: NamazuConfig
+    influx: InfluxClient
+    engine: Engine
+    alarm_log: AlarmLog
+    detection: DetectionJob
+    health: HealthJob
+    catalog: CatalogRefreshJob | None
+    sender: SmtpSender | None
+    cooldown: timedelta
+    farm_names: dict[str, str] = field(default_factory=dict)
+
+
+def build_services(
+    config: NamazuConfig,
+    ssl_context: ssl.SSLContext | None = None,
+    fdsn_factory: Callable[[str], FdsnClient] = FdsnClient,
+    **detection_options: Any,
+) -> Services:
+    """Wire the jobs from the configuration (the state tables are created if missing).
+
+    ssl_context : TLS context for SMTP (tests with a private CA).
+    fdsn_factory : base URL -> FdsnClient. detection_options : DetectionJob overrides.
+    """
+    sched = config.scheduler
+    influx = InfluxClient.from_config(config.influx)
+    engine = init_db(config.state.url)
+    alarm_log = AlarmLog(sched.alarm_log_path)
+    farms = [farm.id for farm in config.farms]
+    detection = DetectionJob(
+        influx,
+        engine,
+        alarm_log,
+        farms,
+        params=config.rule_params(),
+        resolution_s=sched.resolution_s,
+        on_open=lambda session, alarms: enqueue_notifications(session, alarms),
+        **detection_options,
+    )
+    health = HealthJob(influx, engine, farms, stale_after_s=sched.stale_after_s)
+    catalog = None
+    if sched.catalog_sources:
+        catalog = CatalogRefreshJob(
+            influx,
+            engine,
+            sched.catalog_sources,
+            [FarmLocation(f.id, f.latitude, f.longitude) for f in config.farms],
+            client_factory=fdsn_factory,
+            min_magnitude=sched.catalog_min_magnitude,
+            max_radius_km=sched.catalog_radius_km,
+            history_days=sched.catalog_history_days,
+        )
+    sender = (
+        SmtpSender.from_config(config.mail, ssl_context=ssl_context)
+        if config.mail.enabled
+        else None
+    )
+    return Services(
+        config=config,
+        influx=influx,
+        engine=engine,
+        alarm_log=alarm_log,
+        detection=detection,
+        health=health,
+        catalog=catalog,
+        sender=sender,
+        cooldown=timedelta(minutes=config.mail.cooldown_min),
+        farm_names={f.id: f.name or f.id for f in config.farms},
+    )
+
+
+def mail_cycle(services: Services, now: datetime) -> tuple[int, int]:
+    """Compose due mails and deliver the outbox; return (sent, failed)."""
+    compose_due(services.engine, now, services.cooldown, services.farm_names)
+    if services.sender is None:
+        return 0, 0
+    mail = services.config.mail
+    return deliver_outbox(
+        services.engine,
+        services.sender,
+        mail.sender,
+        now,
+        max_refused_attempts=mail.max_refused_attempts,
+        refused_retry=timedelta(hours=mail.refused_retry_h),
+    )
+
+
+def publish_open_alarms(services: Services) -> dict[str, int]:
+    """Set the ``namazu_alarms_open`` gauge per configured farm from the state store;
+    returns {farm: open alarms}."""
+    with Session(services.engine) as db:
+        rows = db.execute(
+            select(Alarm.farm, func.count()).where(Alarm.state == "open").group_by(Alarm.farm)
+        ).all()
+    counts = {farm: 0 for farm in services.farm_names} | {farm: int(n) for farm, n in rows}
+    for farm, count in counts.items():
+        ALARMS_OPEN.labels(farm=farm).set(count)
+    return counts
+
+
+def run_once(services: Services, now: datetime, catalog: bool = False) -> dict[str, Any]:
+    """One full cycle at ``now`` [UTC]: detection, health, mail (and the catalogue)."""
+    ticks = services.detection.tick(now)
+    health = services.health.run(now)
+    publish_open_alarms(services)
+    sent, failed = mail_cycle(services, now)
+    refreshed = services.catalog.run(now) if catalog and services.catalog else []
+    return {
+        "ticks": ticks,
+        "health": health,
+        "mail_sent": sent,
+        "mail_failed": failed,
+        "catalog": refreshed,
+    }
+
+
+class GuardedJob:
+    """A job body with logging, metrics and exponential backoff after failures.
+
+    name : job label (metrics, logs). interval_s : the job's cadence [s].
+    max_backoff_s : longest sit-out after repeated failures [s].
+    clock : monotonic time source [s] (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        body: Callable[[], Any],
+        interval_s: float,
+        max_backoff_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.name = name
+        self.body = body
+        self.interval_s = interval_s
+        self.max_backoff_s = max_backoff_s
+        self.clock = clock
+        self.failures = 0
+        self.resume_at = 0.0
+
+    def __call__(self) -> bool:
+        """Run the body unless backing off; True when it ran and succeeded."""
+        if self.clock() < self.resume_at:
+            return False
+        started = time.perf_counter()
+        try:
+            self.body()
+        except Exception as exc:  # noqa: BLE001 - a job failure must not stop the scheduler
+            self.failures += 1
+            wait = min(self.interval_s * 2 ** (self.failures - 1), self.max_backoff_s)
+            self.resume_at = self.clock() + wait
+            SCHEDULER_TICK_FAILURES.labels(job=self.name).inc()
+            log.error(
+                "job failed; backing off",
+                exc_info=True,
+                extra={"job": self.name, "failures": self.failures, "backoff_s": wait,
+                       "error": str(exc)},
+            )  # fmt: skip
+            return False
+        finally:
+            SCHEDULER_TICK_SECONDS.labels(job=self.name).observe(time.perf_counter() - started)
+        if self.failures:
+            log.info("job recovered", extra={"job": self.name, "after_failures": self.failures})
+        self.failures = 0
+        self.resume_at = 0.0
+        return True
+
+
+def make_scheduler(services: Services, blocking: bool = True) -> Any:
+    """An APScheduler with the detection, mail and catalogue jobs (not yet started)."""
+    sched = services.config.scheduler
+    scheduler_cls = BlockingScheduler if blocking else BackgroundScheduler
+    scheduler = scheduler_cls(
+        timezone=UTC,
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": int(max(1, sched.tick_s)),
+        },
+    )
+
+    def detection() -> None:
+        now = datetime.now(UTC)
+        services.detection.tick(now)
+        services.health.run(now)
+        publish_open_alarms(services)
+
+    jobs: list[tuple[str, Callable[[], Any], float]] = [
+        ("detection", detection, sched.tick_s),
+        ("mail", lambda: mail_cycle(services, datetime.now(UTC)), MAIL_INTERVAL_S),
+    ]
+    if services.catalog is not None:
+        catalog = services.catalog
+        jobs.append(("catalog", lambda: catalog.run(datetime.now(UTC)), sched.catalog_refresh_s))
+    for name, body, interval in jobs:
+        scheduler.add_job(
+            GuardedJob(name, body, interval),
+            "interval",
+            seconds=interval,
+            id=name,
+            name=name,
+            next_run_time=datetime.now(UTC),
+        )
+    return scheduler
+
+
+def _parse_time(text: str) -> datetime:
+    stamp = pd.Timestamp(text)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
+
+
+def check_replay(start: datetime, end: datetime, step: timedelta) -> None:
+    """ValueError unless ``step`` is positive and ``end`` is not before ``start``."""
+    if step <= timedelta(0):
+        raise ValueError(f"--step must be positive, got {step}")
+    if end < start:
+        raise ValueError("END is before START")
+
+
+def replay(services: Services, start: datetime, end: datetime, step: timedelta) -> int:
+    """Run ``run_once`` at start, start+step, ... <= end; return the number of cycles."""
+    check_replay(start, end, step)
+    now, cycles = start, 0
+    while now <= end:
+        run_once(services, now)
+        cycles += 1
+        now += step
+    return cycles
+
+
+def main(argv: list[str]) -> int:
+    """``namazu scheduler [--config FILE] [--once] [--replay START END --step 1h]``."""
+    parser = argparse.ArgumentParser(prog="namazu scheduler", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="TOML file (default $NAMAZU_CONFIG)")
+    parser.add_argument("--once", action="store_true", help="run one cycle now and exit")
+    parser.add_argument(
+        "--replay", nargs=2, metavar=("START", "END"), help="drive cycles over a simulated clock"
+    )
+    parser.add_argument("--step", default="1h", help="replay step, e.g. 1min, 1h (default 1h)")
+    parser.add_argument("--log-level", default="INFO", help="logging level")
+    args = parser.parse_args(argv)
+    from namazu.server.core.logging_setup import configure_logging
+
+    configure_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"namazu scheduler: invalid configuration: {exc}", file=sys.stderr)
+        return 1
+    try:
+        services = build_services(config)
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback, for any start-up error
+        print(f"namazu scheduler: cannot start: {exc}", file=sys.stderr)
+        return 1
+    if args.replay:
+        try:
+            start, end = (_parse_time(t) for t in args.replay)
+            step = pd.Timedelta(args.step).to_pytimedelta()
+            check_replay(start, end, step)
+        except ValueError as exc:
+            print(f"namazu scheduler: bad --replay/--step: {exc}", file=sys.stderr)
+            return 2
+    if args.replay or args.once:
+        try:
+            if args.replay:
+                cycles = replay(services, start, end, step)
+                print(f"replayed {cycles} cycles from {start.isoformat()} to {end.isoformat()}")
+            else:
+                run_once(services, datetime.now(UTC), catalog=services.catalog is not None)
+        except InfluxError as exc:
+            print(f"namazu scheduler: time-series store unavailable: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if config.scheduler.metrics_port:
+        try:
+            start_metrics_server(config.scheduler.metrics_port)
+        except MetricsServerError as exc:
+            print(f"namazu scheduler: {exc}", file=sys.stderr)
+            return 1
+    scheduler = make_scheduler(services, blocking=True)
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
+    log.info("scheduler started", extra={"farms": list(services.farm_names)})
+    with contextlib.suppress(KeyboardInterrupt):
+        scheduler.start()
+    return 0

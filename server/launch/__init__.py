@@ -1,0 +1,1 @@
+"""Launchers: they start everything, so they sit on top."""

@@ -1,0 +1,1 @@
+"""Offline research: ``namazu analyze``, its report, file importers."""

@@ -1,0 +1,318 @@
+"""The one module that speaks to InfluxDB.
+
+It uses the HTTP API every InfluxDB generation serves: line protocol to
+``/write`` and InfluxQL on ``/query`` (1.x natively; 2.x/3.x through their
+v1-compatibility endpoints — only 1.6.7 is exercised by the tests here).
+Line-protocol serialisation lives here too, so the escaping rules are in one place.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import requests
+
+
+class InfluxError(Exception):
+    """Base class of InfluxDB failures."""
+
+
+class InfluxUnavailable(InfluxError):
+    """InfluxDB could not be reached (connection refused, timeout): retry later."""
+
+
+class InfluxWriteError(InfluxError):
+    """InfluxDB refused a write (HTTP 4xx/5xx); ``status`` and ``body`` say why."""
+
+    def __init__(self, status: int, body: str):
+        super().__init__(f"InfluxDB write failed with HTTP {status}: {body[:500]}")
+        self.status = status
+        self.body = body
+
+
+class InfluxQueryError(InfluxError):
+    """An InfluxQL statement failed; the message names the statement and the error."""
+
+
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
+_TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+
+
+def escape_measurement(name: str) -> str:
+    """Escape a measurement name for line protocol."""
+    return name.translate(_MEASUREMENT_ESCAPES)
+
+
+def escape_tag(value: str) -> str:
+    """Escape a tag key or value for line protocol."""
+    return str(value).translate(_TAG_ESCAPES)
+
+
+def _field_value(value: Any) -> str:
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, int | np.integer):
+        return f"{int(value)}i"
+    if isinstance(value, float | np.floating):
+        if not np.isfinite(value):
+            raise ValueError(f"field value {value!r} is not finite")
+        return repr(float(value))
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def series_key(measurement: str, tags: Mapping[str, str]) -> str:
+    """``measurement,tag=value,...`` with tags sorted by key (InfluxDB's preferred order)."""
+    parts = [escape_measurement(measurement)]
+    parts += [f"{escape_tag(k)}={escape_tag(v)}" for k, v in sorted(tags.items()) if v != ""]
+    return ",".join(parts)
+
+
+def point_line(
+    measurement: str, tags: Mapping[str, str], fields: Mapping[str, Any], time_ms: int
+) -> str:
+    """One line-protocol point; ``time_ms`` is UTC epoch milliseconds."""
+    if not fields:
+        raise ValueError("a point needs at least one field")
+    body = ",".join(f"{escape_tag(k)}={_field_value(v)}" for k, v in fields.items())
+    return f"{series_key(measurement, tags)} {body} {int(time_ms)}"
+
+
+def float_series_lines(
+    measurement: str,
+    tags: Mapping[str, str],
+    columns: Mapping[str, Sequence[float] | np.ndarray],
+    time_ms: Sequence[int] | np.ndarray,
+) -> list[str]:
+    """Line-protocol points of one series with float fields, vectorised over samples.
+
+    columns : field name -> values (finite floats, one per timestamp).
+    time_ms : UTC epoch milliseconds, one per sample.
+    """
+    prefix = series_key(measurement, tags) + " "
+    names = [escape_tag(name) + "=" for name in columns]
+    arrays = [np.asarray(values, dtype=float).tolist() for values in columns.values()]
+    times = np.asarray(time_ms, dtype=np.int64).tolist()
+    if len(names) == 2:
+        (n1, n2), (a1, a2) = names, arrays
+        return [f"{prefix}{n1}{x!r},{n2}{y!r} {t}" for x, y, t in zip(a1, a2, times, strict=True)]
+    lines = []
+    for i, t in enumerate(times):
+        body = ",".join(f"{name}{arr[i]!r}" for name, arr in zip(names, arrays, strict=True))
+        lines.append(f"{prefix}{body} {t}")
+    return lines
+
+
+@lru_cache(maxsize=65_536)
+def _series_prefix(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    return series_key(measurement, dict(tags)) + " "
+
+
+def series_prefix(measurement: str, sorted_tags: tuple[tuple[str, str], ...]) -> str:
+    """The escaped series key of a point followed by a space, from a cache.
+
+    sorted_tags : (key, value) pairs sorted by key (the order InfluxDB stores).
+    """
+    return _series_prefix(measurement, sorted_tags)
+
+
+def prefixed_float_lines(
+    prefixes: Sequence[str],
+    counts: Sequence[int],
+    columns: Mapping[str, Sequence[float]],
+    time_ms: Sequence[int],
+) -> list[str]:
+    """Line-protocol points of consecutive series given by their cached prefixes.
+
+    prefixes : :func:`series_prefix` of each series; counts : its number of samples.
+    columns : exactly two field names -> floats [any unit], all series one after the other.
+    time_ms : UTC epoch milliseconds (ints), aligned with the columns.
+    Equals the concatenation of ``float_series_lines`` per series (the float values are
+    written by ``repr``, as there), in one pass without per-series setup.
+    """
+    (n1, x1), (n2, x2) = ((escape_tag(k) + "=", v) for k, v in columns.items())
+    series_heads = [p + n1 for p in prefixes]
+    heads = [h for h, n in zip(series_heads, counts, strict=True) for _ in range(n)]
+    tail = "," + n2
+    return [f"{h}{x!r}{tail}{y!r} {t}" for h, x, y, t in zip(heads, x1, x2, time_ms, strict=True)]
+
+
+def multi_series_lines(
+    measurement: str,
+    series_tags: Sequence[Mapping[str, str]],
+    columns: Mapping[str, Sequence[np.ndarray]],
+    time_ms: Sequence[np.ndarray],
+) -> list[str]:
+    """Line-protocol points of many series with float fields, in one vectorised pass.
+
+    series_tags : the tags of each series.
+    columns : field name -> one array of finite floats per series.
+    time_ms : one array of UTC epoch milliseconds per series.
+    The result equals the concatenation of ``float_series_lines`` for each series, but
+    costs one pass over all samples instead of one setup per series (a message of 100
+    animals with one sample each), and series keys come from a cache.
+    """
+    if len(columns) != 2 or not series_tags:
+        lines: list[str] = []
+        for k, tags in enumerate(series_tags):
+            lines += float_series_lines(
+                measurement, tags, {name: values[k] for name, values in columns.items()}, time_ms[k]
+            )
+        return lines
+    prefixes = [_series_prefix(measurement, tuple(sorted(tags.items()))) for tags in series_tags]
+    counts = [len(t) for t in time_ms]
+    repeated = [p for p, n in zip(prefixes, counts, strict=True) for _ in range(n)]
+    (n1, a1), (n2, a2) = ((escape_tag(k) + "=", v) for k, v in columns.items())
+    x1 = np.concatenate(a1).astype(float, copy=False).tolist()
+    x2 = np.concatenate(a2).astype(float, copy=False).tolist()
+    times = np.concatenate(time_ms).astype(np.int64, copy=False).tolist()
+    return [
+        f"{p}{n1}{x!r},{n2}{y!r} {t}" for p, x, y, t in zip(repeated, x1, x2, times, strict=True)
+    ]
+
+
+class InfluxClient:
+    """Client of one InfluxDB database over the HTTP API.
+
+    url : base URL, e.g. ``http://127.0.0.1:8086``.
+    database : database name.
+    timeout_s : HTTP timeout [s].
+    """
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float = 10.0,
+        session: requests.Session | None = None,
+        gzip_writes: bool = False,
+    ):
+        self.url = url.rstrip("/")
+        self.database = database
+        self.timeout_s = timeout_s
+        self.gzip_writes = gzip_writes
+        self._session = session or requests.Session()
+        self._auth = (username, password) if username else None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> InfluxClient:
+        """Build from a ``namazu.server.core.config.InfluxConfig``."""
+        return cls(cfg.url, cfg.database, cfg.username, cfg.password, cfg.timeout_s)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self._session.request(
+                method, f"{self.url}{path}", timeout=self.timeout_s, auth=self._auth, **kwargs
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise InfluxUnavailable(f"InfluxDB at {self.url} unreachable: {exc}") from exc
+
+    def ping(self) -> bool:
+        """True when the server answers /ping."""
+        try:
+            return self._request("GET", "/ping").status_code == 204
+        except InfluxUnavailable:
+            return False
+
+    def write_lines(
+        self,
+        lines: Iterable[str] | str | bytes,
+        precision: str = "ms",
+        retention_policy: str | None = None,
+    ) -> None:
+        """Write line-protocol points (idempotent per series + timestamp).
+
+        Raises InfluxUnavailable when the server cannot be reached (retry later) and
+        InfluxWriteError when it refuses the data.
+        """
+        if isinstance(lines, bytes):
+            body = lines
+        elif isinstance(lines, str):
+            body = lines.encode()
+        else:
+            body = "\n".join(lines).encode()
+        if not body:
+            return
+        params = {"db": self.database, "precision": precision}
+        if retention_policy:
+            params["rp"] = retention_policy
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.gzip_writes:
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        response = self._request("POST", "/write", params=params, data=body, headers=headers)
+        if response.status_code >= 500:
+            raise InfluxUnavailable(f"InfluxDB write HTTP {response.status_code}: {response.text}")
+        if response.status_code != 204:
+            raise InfluxWriteError(response.status_code, response.text)
+
+    def query(
+        self, statement: str, epoch: str = "ms", params: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Run InfluxQL; return the list of series dicts (name, tags, columns, values).
+
+        Statements that change state (CREATE, DROP, SELECT INTO) are sent by POST.
+        ``params`` are bound parameters (``$name`` in the statement), which avoids
+        building InfluxQL from user input.
+        """
+        data = {"q": statement, "db": self.database, "epoch": epoch}
+        if params:
+            import json
+
+            data["params"] = json.dumps(dict(params))
+        response = self._request("POST", "/query", data=data)
+        if response.status_code >= 500:
+            raise InfluxUnavailable(f"InfluxDB query HTTP {response.status_code}")
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise InfluxQueryError(
+                f"{statement[:200]!r}: not JSON ({response.text[:200]})"
+            ) from exc
+        if "error" in payload:
+            raise InfluxQueryError(f"{statement[:200]!r}: {payload['error']}")
+        series: list[dict[str, Any]] = []
+        for result in payload.get("results", []):
+            if "error" in result:
+                raise InfluxQueryError(f"{statement[:200]!r}: {result['error']}")
+            series.extend(result.get("series", []))
+        return series
+
+    def query_frame(self, statement: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Run a SELECT and return one DataFrame: a UTC ``time`` column, the tags
+        of each series (for GROUP BY tag queries) and the selected columns."""
+        frames = []
+        for item in self.query(statement, epoch="ms", params=params):
+            frame = pd.DataFrame(item.get("values", []), columns=item["columns"])
+            for key, value in (item.get("tags") or {}).items():
+                frame[key] = value
+            frames.append(frame)
+        if not frames:
+            return pd.DataFrame(columns=["time"])
+        frame = pd.concat(frames, ignore_index=True)
+        frame["time"] = pd.to_datetime(frame["time"].astype("int64"), unit="ms", utc=True)
+        return frame
+
+    def create_database(self) -> None:
+        """Create the database (a no-op when it exists)."""
+        self.query(f'CREATE DATABASE "{self.database}"')
+
+    def drop_database(self) -> None:
+        """Drop the database and all its data."""
+        self.query(f'DROP DATABASE "{self.database}"')
+
+    def count(self, measurement: str, field: str, where: str = "") -> int:
+        """Number of points of ``measurement`` with ``field`` set (optionally filtered)."""
+        clause = f" WHERE {where}" if where else ""
+        rows = self.query(f'SELECT count("{field}") FROM "{measurement}"{clause}')
+        return int(rows[0]["values"][0][1]) if rows else 0

@@ -8,7 +8,10 @@ documents: it never talks to the broker.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -51,7 +54,12 @@ def load_schema(name: str = "activity-v1.schema.json") -> dict[str, Any]:
 
 
 def encode_activity(
-    farm: str, gateway: str, seq: int, sent_ms: int, animals: list[dict[str, Any]]
+    farm: str,
+    gateway: str,
+    seq: int,
+    sent_ms: int,
+    animals: list[dict[str, Any]],
+    boot_id: str | None = None,
 ) -> bytes:
     """Serialise one activity batch as UTF-8 JSON (orjson).
 
@@ -61,6 +69,8 @@ def encode_activity(
     animals : dicts with ``animal``, ``species``, ``t_ms`` (UTC epoch [ms]),
         ``odba`` and ``vedba`` ([g], same length as ``t_ms``) and optionally
         ``battery_v`` [V]; lists or numpy arrays.
+    boot_id : the gateway's numbering epoch (random per spool creation; see the schema),
+        or None to leave the field out.
     Returns the payload bytes. Raises PayloadEncodeError on non-finite activity,
     length mismatch or too many samples/animals.
     """
@@ -105,6 +115,12 @@ def encode_activity(
         "sent_ms": int(sent_ms),
         "animals": out,
     }
+    if boot_id is not None:
+        if not is_boot_id(boot_id):
+            raise PayloadEncodeError(
+                f"boot_id {str(boot_id)[:80]!r} is not [A-Za-z0-9][A-Za-z0-9_.-]{{0,63}}"
+            )
+        document["boot_id"] = boot_id
     return orjson.dumps(document)
 
 
@@ -205,3 +221,135 @@ def encode_status(
 def sample_count(animals: Sequence[dict[str, Any]]) -> int:
     """Total samples in an animal list [samples]."""
     return sum(len(a["t_ms"]) for a in animals)
+
+
+# --- end-to-end receipts (namazu.receipt/1) ---------------------------------------------
+
+RECEIPT_SCHEMA_ID = "namazu.receipt/1"
+#: Largest sequence number (the activity schema's limit, 2**53 - 1).
+MAX_SEQ = 9_007_199_254_740_991
+#: Most ranges one receipt may carry (ingest sends a few per flush).
+MAX_RECEIPT_RANGES = 10_000
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class ReceiptError(ValueError):
+    """A receipt payload is malformed; the message names what is wrong."""
+
+
+def is_boot_id(value: object) -> bool:
+    """True for a valid ``boot_id`` (and farm/gateway id): ``[A-Za-z0-9][A-Za-z0-9_.-]{0,63}``."""
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Ingest's confirmation that some of a gateway's messages are durably handled:
+    their points are in InfluxDB, or the message was dead-lettered.
+
+    boot_id : the ``boot_id`` those messages carried (None: sent without one).
+    seqs : inclusive ranges (first, last) of sequence numbers. Receipts may overlap;
+        what is confirmed is the union of all of them.
+    stored_at : when ingest finished handling them, ISO-8601 UTC text.
+    """
+
+    farm: str
+    gateway: str
+    boot_id: str | None
+    seqs: tuple[tuple[int, int], ...]
+    stored_at: str
+
+    def covers(self, seq: int) -> bool:
+        """True when ``seq`` lies in one of the ranges."""
+        return any(first <= seq <= last for first, last in self.seqs)
+
+
+def receipt_topic(farm: str, gateway: str) -> str:
+    """MQTT topic of ingest's receipts for one gateway (QoS 1, not retained)."""
+    return f"namazu/v1/{farm}/{gateway}/receipt"
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Sequence numbers folded into sorted inclusive ranges: [5, 1, 2, 3] -> [(1, 3), (5, 5)]."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
+
+
+def encode_receipt(
+    farm: str,
+    gateway: str,
+    boot_id: str | None,
+    seqs: Sequence[tuple[int, int]],
+    stored_at: datetime,
+) -> bytes:
+    """Serialise a receipt (``namazu.receipt/1``).
+
+    seqs : inclusive (first, last) ranges of sequence numbers, e.g. from :func:`seq_ranges`.
+    stored_at : time the messages were handled (timezone-aware; written as UTC, ms).
+    Raises ReceiptError for ranges the decoder would refuse.
+    """
+    ranges = [_seq_range(pair, i) for i, pair in enumerate(seqs)]
+    if not 1 <= len(ranges) <= MAX_RECEIPT_RANGES:
+        raise ReceiptError(f"a receipt holds 1..{MAX_RECEIPT_RANGES} ranges, got {len(ranges)}")
+    if stored_at.tzinfo is None:
+        raise ReceiptError("stored_at must be timezone-aware")
+    text = stored_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return orjson.dumps(
+        {
+            "schema": RECEIPT_SCHEMA_ID,
+            "farm": farm,
+            "gateway": gateway,
+            "boot_id": boot_id,
+            "seqs": [list(pair) for pair in ranges],
+            "stored_at": text,
+        }
+    )
+
+
+def _seq_range(pair: Any, index: int) -> tuple[int, int]:
+    where = f"seqs[{index}]"
+    if type(pair) not in (list, tuple) or len(pair) != 2:
+        raise ReceiptError(f"{where} must be a pair [first, last]")
+    first, last = pair
+    for value in (first, last):
+        if type(value) is not int or not 0 <= value <= MAX_SEQ:
+            raise ReceiptError(f"{where} must hold integers in [0, {MAX_SEQ}]")
+    if first > last:
+        raise ReceiptError(f"{where} = [{first}, {last}] has first > last")
+    return first, last
+
+
+def decode_receipt(payload: bytes) -> Receipt:
+    """Parse and check a receipt. Unknown keys are ignored (additive changes stay
+    compatible). Never recurses over the input. Raises ReceiptError naming the fault."""
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise ReceiptError(f"receipt is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ReceiptError("receipt must be a JSON object")
+    if document.get("schema") != RECEIPT_SCHEMA_ID:
+        raise ReceiptError(f"receipt schema is not {RECEIPT_SCHEMA_ID!r}")
+    for key in ("farm", "gateway"):
+        if not is_boot_id(document.get(key)):
+            raise ReceiptError(f"receipt {key} is missing or not a valid id")
+    boot_id = document.get("boot_id")
+    if boot_id is not None and not is_boot_id(boot_id):
+        raise ReceiptError("receipt boot_id is not a valid id")
+    seqs = document.get("seqs")
+    if not isinstance(seqs, list) or not 1 <= len(seqs) <= MAX_RECEIPT_RANGES:
+        raise ReceiptError(f"receipt seqs must be a list of 1..{MAX_RECEIPT_RANGES} ranges")
+    ranges = tuple(_seq_range(pair, i) for i, pair in enumerate(seqs))
+    stored_at = document.get("stored_at")
+    if not isinstance(stored_at, str) or len(stored_at) > 40:
+        raise ReceiptError("receipt stored_at must be ISO-8601 text")
+    try:
+        datetime.fromisoformat(stored_at)
+    except ValueError:
+        raise ReceiptError(f"receipt stored_at {stored_at!r} is not ISO-8601") from None
+    return Receipt(document["farm"], document["gateway"], boot_id, ranges, stored_at)

@@ -55,6 +55,7 @@ REASONS = (
 
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _TOP_KEYS = frozenset({"schema", "farm", "gateway", "seq", "sent_ms", "animals"})
+_TOP_OPTIONAL = frozenset({"boot_id"})
 _ANIMAL_REQUIRED = frozenset({"animal", "species", "t_ms", "odba", "vedba"})
 _ANIMAL_KEYS = _ANIMAL_REQUIRED | {"battery_v"}
 _NUMBER_TYPES = frozenset({int, float})
@@ -145,6 +146,8 @@ class ActivityBatch:
 
     columns : the same samples as flat columns, when the fast path validated the
         message (None otherwise); never part of comparisons.
+    boot_id : the gateway's numbering epoch (None when the message has none): the same
+        ``seq`` under another ``boot_id`` is another message.
     A batch made by :meth:`from_columns` builds ``animals`` from its columns on first
     access (ingest serialises from the columns and never needs them).
     """
@@ -155,14 +158,21 @@ class ActivityBatch:
     sent_ms: int
     animals: list[AnimalSamples]
     columns: FlatColumns | None = field(default=None, repr=False, compare=False)
+    boot_id: str | None = None
 
     @classmethod
     def from_columns(
-        cls, farm: str, gateway: str, seq: int, sent_ms: int, columns: FlatColumns
+        cls,
+        farm: str,
+        gateway: str,
+        seq: int,
+        sent_ms: int,
+        columns: FlatColumns,
+        boot_id: str | None = None,
     ) -> ActivityBatch:
         """A batch whose ``animals`` are built from ``columns`` when first read."""
         batch = object.__new__(cls)
-        batch.__dict__.update(farm=farm, gateway=gateway, seq=seq, sent_ms=sent_ms)
+        batch.__dict__.update(farm=farm, gateway=gateway, seq=seq, sent_ms=sent_ms, boot_id=boot_id)
         batch.__dict__["columns"] = columns
         return batch
 
@@ -531,19 +541,22 @@ def validate_activity_document(document: Any) -> ActivityBatch:
     missing = _TOP_KEYS - document.keys()
     if missing:
         raise PayloadError("schema", f"payload lacks {', '.join(sorted(missing))}")
-    extra = document.keys() - _TOP_KEYS
+    extra = document.keys() - _TOP_KEYS - _TOP_OPTIONAL
     if extra:
         raise PayloadError("schema", f"payload has unknown keys {', '.join(sorted(extra))}")
     farm = _segment_field(document["farm"], "farm")
     gateway = _segment_field(document["gateway"], "gateway")
     seq = _integer_field(document["seq"], "seq", 0, MAX_SEQ, "schema")
     sent_ms = _integer_field(document["sent_ms"], "sent_ms", 0, MAX_EPOCH_MS, "time_out_of_range")
+    boot_id = None
+    if "boot_id" in document:
+        boot_id = _segment_field(document["boot_id"], "boot_id")
     items = _array(document["animals"], "animals", 1, MAX_ANIMALS)
     columns = _columns_fast(items)
     if columns is None:
         animals = [_animal(item, i) for i, item in enumerate(items)]
-        return ActivityBatch(farm, gateway, seq, sent_ms, animals)
-    return ActivityBatch.from_columns(farm, gateway, seq, sent_ms, columns)
+        return ActivityBatch(farm, gateway, seq, sent_ms, animals, boot_id=boot_id)
+    return ActivityBatch.from_columns(farm, gateway, seq, sent_ms, columns, boot_id)
 
 
 def check_activity_batch(

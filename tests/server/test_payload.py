@@ -239,7 +239,7 @@ bad_battery = st.one_of(st.floats(10.001, 100), st.integers(11, 99), st.text(), 
 DEFECTS = [None] * 6 + [
     "schema", "farm", "gateway", "seq", "sent_ms", "animals_empty", "animals_type",
     "drop_top", "extra_top", "animal", "species", "t_ms", "t_ms_empty", "odba", "vedba",
-    "battery", "drop_animal_key", "extra_animal_key",
+    "battery", "drop_animal_key", "extra_animal_key", "boot_id",
 ]  # fmt: skip
 
 
@@ -294,6 +294,8 @@ def documents(draw):
         "sent_ms": _pick(draw, defect, "sent_ms", good_time, bad_time),
         "animals": [draw(a) for a in animals],
     }
+    if defect == "boot_id" or draw(st.booleans()):
+        doc["boot_id"] = _pick(draw, defect, "boot_id", valid_segment, bad_segment)
     if defect == "animals_empty":
         doc["animals"] = []
     if defect == "animals_type":

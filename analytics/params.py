@@ -12,6 +12,9 @@ from typing import Any
 
 RULE_VERSION = "namazu-rule/1"
 
+#: Sample-label conventions: a timestamp labels the start (default) or the end of its window.
+SAMPLE_LABELS: tuple[str, ...] = ("start", "end")
+
 
 @dataclass(frozen=True)
 class RuleParams:
@@ -25,6 +28,9 @@ class RuleParams:
     min_duration_min : float. Minimum episode span, end - start + resolution [min].
     quorum : float. Fraction of reporting animals that must be anomalous at once for a
         herd quorum alarm [0..1].
+    sample_label : str. Which end of its window a sample's timestamp labels: "start"
+        (default; a sample labelled t covers [t, t + Δ)) or "end" (it covers [t - Δ, t)).
+        Only the declaration time of an episode and monitored time depend on it.
     """
 
     baseline_days: int = 7
@@ -32,6 +38,7 @@ class RuleParams:
     increase_pct: float = 140.0
     min_duration_min: float = 45.0
     quorum: float = 0.5
+    sample_label: str = "start"
 
     def __post_init__(self) -> None:
         if self.baseline_days < 1:
@@ -47,6 +54,10 @@ class RuleParams:
             raise ValueError(f"min_duration_min must be > 0, got {self.min_duration_min}")
         if not 0 < self.quorum <= 1:
             raise ValueError(f"quorum must be in (0, 1], got {self.quorum}")
+        if self.sample_label not in SAMPLE_LABELS:
+            raise ValueError(
+                f"sample_label must be one of {', '.join(SAMPLE_LABELS)}, got {self.sample_label!r}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         """The parameters plus the rule version, as recorded with each alarm."""

@@ -14,6 +14,12 @@ Definitions (DESIGN.md, "The anomaly rule"; all parameters in ``RuleParams``):
 - an episode is a maximal run of consecutive anomalous samples on the regular grid of
   resolution Δ (a missing sample breaks the run) whose span end - start + Δ is at least
   ``min_duration_min``. ``end`` is the last anomalous sample.
+- declaration time: the rule can only know an episode once its run has lasted
+  ``min_duration``. ``declared_at`` = the end of the sample at which the span first reaches
+  ``min_duration``: with k = ceil(min_duration / Δ) samples, start + k·Δ when a timestamp
+  labels the start of its window (``sample_label`` "start", the default: a sample labelled
+  t covers [t, t + Δ)), start + (k - 1)·Δ when it labels the end. ``declaration_time`` is
+  the one implementation, shared by offline analysis, the panel and live detection.
 
 Series are regular: timestamps must lie on a grid of step Δ (missing samples allowed, they
 become NaN), and 24 h must be a whole number of steps. Everything is computed in UTC.
@@ -50,6 +56,8 @@ class Episode:
     """One alarm episode of the rule.
 
     start, end : pd.Timestamp (UTC). First and last anomalous sample.
+    declared_at : pd.Timestamp (UTC). When the rule could first know the episode: the end
+        of the sample at which the span reached ``min_duration`` (``declaration_time``).
     n_samples : int. Number of samples in the run.
     peak_ratio, mean_ratio : float. Largest and mean x/b over the run [-].
     duration_min : float. end - start + Δ [min].
@@ -59,6 +67,7 @@ class Episode:
 
     start: pd.Timestamp
     end: pd.Timestamp
+    declared_at: pd.Timestamp
     n_samples: int
     peak_ratio: float
     mean_ratio: float
@@ -72,6 +81,7 @@ class Episode:
             "series": self.series,
             "start": self.start.isoformat(),
             "end": self.end.isoformat(),
+            "declared_at": self.declared_at.isoformat(),
             "n_samples": self.n_samples,
             "duration_min": self.duration_min,
             "peak_ratio": _json_float(self.peak_ratio),
@@ -99,6 +109,31 @@ def _resolution(resolution: Any) -> pd.Timedelta:
 def samples_per_day(resolution: Any) -> int:
     """Number of samples in 24 h at this resolution (e.g. "15min" -> 96) [-]."""
     return int(_DAY // _resolution(resolution))
+
+
+def samples_to_declare(resolution: Any, params: RuleParams = RuleParams()) -> int:
+    """Samples a run needs before its span reaches ``min_duration``: ceil(min_duration / Δ)."""
+    step_ns = _resolution(resolution).value
+    min_ns = pd.Timedelta(minutes=params.min_duration_min).value
+    return max(1, -(-min_ns // step_ns))
+
+
+def declaration_time(
+    start: pd.Timestamp, resolution: Any, params: RuleParams = RuleParams()
+) -> pd.Timestamp:
+    """When an episode that starts at ``start`` is first known to the rule.
+
+    start : pd.Timestamp. Label of the first anomalous sample of the run.
+    resolution : the grid step Δ ("15min").
+    params : RuleParams (``min_duration_min`` and ``sample_label`` are used).
+    Returns the end of the sample at which the span end - start + Δ first reaches
+    ``min_duration``: start + k·Δ with k = ``samples_to_declare`` for ``sample_label``
+    "start" (a sample covers [t, t + Δ)), start + (k - 1)·Δ for "end" (it covers
+    [t - Δ, t)). At 15 min and 45 min: start + 45 min, or start + 30 min.
+    """
+    step = _resolution(resolution)
+    k = samples_to_declare(step, params)
+    return pd.Timestamp(start) + (k if params.sample_label == "start" else k - 1) * step
 
 
 def _utc_index(index: pd.Index) -> pd.DatetimeIndex:
@@ -268,7 +303,8 @@ def episodes_from_flags(
     params : RuleParams (min_duration_min is used; all are recorded).
     ratio : optional float array x/b per sample, for peak and mean ratio [-].
     series : name stored with each episode.
-    Returns list[Episode] ordered by start, each with span end - start + Δ >= min_duration.
+    Returns list[Episode] ordered by start, each with span end - start + Δ >= min_duration
+    and its ``declared_at`` (``declaration_time``).
     """
     step = _resolution(resolution)
     utc = _utc_index(pd.DatetimeIndex(index))
@@ -306,6 +342,7 @@ def episodes_from_flags(
             Episode(
                 start=utc[s],
                 end=utc[e],
+                declared_at=declaration_time(utc[s], step, params),
                 n_samples=int(e - s + 1),
                 peak_ratio=peak,
                 mean_ratio=mean,

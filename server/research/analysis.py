@@ -315,6 +315,7 @@ def run_analysis(
             "series",
             "start",
             "end",
+            "declared_at",
             "n_samples",
             "duration_min",
             "peak_ratio",

@@ -15,6 +15,7 @@ from namazu.analytics.params import RULE_VERSION, RuleParams
 from namazu.analytics.rule import (
     SeriesError,
     baseline,
+    declaration_time,
     detect,
     detect_matrix,
     episodes_from_flags,
@@ -71,6 +72,39 @@ def test_minimum_span_is_end_minus_start_plus_step(run, expected):
     assert len(episodes) == expected
     if expected:
         assert episodes[0].duration_min == 15.0 * run
+
+
+@pytest.mark.parametrize(
+    ("step", "min_duration", "label", "after_start"),
+    [
+        ("15min", 45.0, "start", "45min"),  # 3 samples; the third ends 45 min after start
+        ("15min", 45.0, "end", "30min"),  # the third sample is labelled by its end
+        ("15min", 50.0, "start", "60min"),  # 4 samples needed: 60 min >= 50 min
+        ("1min", 45.0, "start", "45min"),
+        ("1h", 45.0, "start", "1h"),  # one sample already spans 60 min
+        ("1h", 45.0, "end", "0min"),
+    ],
+)
+def test_declared_at_is_the_end_of_the_sample_that_reaches_min_duration(
+    step, min_duration, label, after_start
+):
+    per_day = samples_per_day(step)
+    x = flat(10, step=step)
+    run = 6 * per_day // 24  # six hours of anomalous samples
+    x.iloc[9 * per_day : 9 * per_day + run] = 5.0
+    params = RuleParams(min_duration_min=min_duration, sample_label=label)
+    (episode,) = detect(x, step, params)
+    assert episode.start == T0 + pd.Timedelta(days=9)
+    assert episode.declared_at == episode.start + pd.Timedelta(after_start)
+    assert episode.declared_at == declaration_time(episode.start, step, params)
+    assert episode.start <= episode.declared_at <= episode.end + pd.Timedelta(step)
+    assert episode.as_dict()["declared_at"] == episode.declared_at.isoformat()
+    assert episode.params["sample_label"] == label
+
+
+def test_sample_label_must_be_start_or_end():
+    with pytest.raises(ValueError, match="sample_label must be one of start, end"):
+        RuleParams(sample_label="middle")
 
 
 def test_one_minute_resolution_needs_45_samples():

@@ -99,14 +99,19 @@ def compose_due(
     now: datetime,
     cooldown: timedelta,
     farm_names: Mapping[str, str] | None = None,
+    farm_timezones: Mapping[str, str] | None = None,
+    panel_url: str = "",
 ) -> list[int]:
     """Turn pending notifications into outbox mails where the cooldown allows.
 
     now : the current (or simulated) time [UTC]. cooldown : minimum time between two
     mails to one recipient about one farm. farm_names : farm id -> display name.
+    farm_timezones : farm id -> IANA zone (times are shown farm-local first).
+    panel_url : the panel's base URL for links to alarm pages ("" = no links).
     Returns the ids of the mails created.
     """
     names = dict(farm_names or {})
+    zones = dict(farm_timezones or {})
     created: list[int] = []
     with session_scope(engine) as session:
         pending = session.scalars(
@@ -127,7 +132,9 @@ def compose_due(
                 continue
             alarms = [session.get(Alarm, n.alarm_id) for n in notes]
             summaries = [
-                AlarmSummary.from_alarm(a.to_dict(), names.get(farm, farm))
+                AlarmSummary.from_alarm(
+                    a.to_dict(), names.get(farm, farm), zones.get(farm, "UTC"), panel_url
+                )
                 for a in alarms
                 if a is not None
             ]

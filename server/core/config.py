@@ -167,6 +167,12 @@ class WebConfig(_Section):
     secret_key: str | None = Field(None, description="session key; NAMAZU_WEB__SECRET_KEY")
     secure_cookies: bool = Field(True, description="mark session cookies Secure")
     login_attempts_per_min: int = Field(5, ge=1, description="login rate limit per user and IP")
+    base_url: str = Field(
+        "",
+        pattern=r"^(https?://[^\s]+)?$",
+        description="the panel's address as readers reach it (links in alert e-mails), "
+        "e.g. https://namazu.example.org; empty = mails carry no links",
+    )
 
 
 class StateConfig(_Section):

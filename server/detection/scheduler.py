@@ -136,7 +136,15 @@ def build_services(
 
 def mail_cycle(services: Services, now: datetime) -> tuple[int, int]:
     """Compose due mails and deliver the outbox; return (sent, failed)."""
-    compose_due(services.engine, now, services.cooldown, services.farm_names)
+    config = services.config
+    compose_due(
+        services.engine,
+        now,
+        services.cooldown,
+        services.farm_names,
+        farm_timezones={f.id: f.timezone for f in config.farms},
+        panel_url=config.web.base_url,
+    )
     if services.sender is None:
         return 0, 0
     mail = services.config.mail

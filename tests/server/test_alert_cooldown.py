@@ -61,4 +61,5 @@ def test_a_restless_night_gives_one_mail_then_one_digest(tmp_path):
     assert len(first) == 1 and len(digest) == 3  # cow-2, cow-3 and cow-4 in one digest
     with session_scope(engine) as session:
         subject = session.scalars(select(OutboxMail).order_by(OutboxMail.id)).all()[2].subject
-    assert subject.startswith("[Namazu research] digest: 3 activity alarms")
+    # overlapping alarms of three animals are one episode: one entry naming all three
+    assert subject == "Unusual activity: 3 animals at farm-a at 01:10 UTC (research alert)"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import re
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from namazu.server.alerts.mail import (
@@ -15,6 +19,8 @@ from namazu.server.alerts.mail import (
     clean_header_text,
     render_alert,
 )
+from namazu.server.alerts.outbox import compose_due, enqueue_notifications
+from namazu.server.store.state import Alarm, OutboxMail, Subscription, init_db, session_scope
 from tests.server.smtp_fixtures import SMTP_PASSWORD, SMTP_USER, SmtpServer
 
 EVIL_FARM = "Fattoria\r\nBcc: victim@example.org\r\nX-Injected: yes"
@@ -33,7 +39,7 @@ def _summary(**overrides) -> AlarmSummary:
         peak_ratio=3.25,
         animals_reporting=20,
         animals_total=21,
-        animals_involved=("cow-001", "cow-002"),
+        animals_surged=("cow-001", "cow-002"),
         log_hash="ab" * 32,
     )
     values.update(overrides)
@@ -62,11 +68,11 @@ def test_starttls_with_auth_delivers_text_and_html(starttls_server):
     [received] = starttls_server.inbox.messages
     assert received.rcpt_tos == ["vet@example.org"]
     parsed = received.message
-    assert parsed["Subject"].startswith("[Namazu research] critical activity alarm at Farm A")
+    assert parsed["Subject"].startswith("Unusual activity: the herd at Farm A at ")
     plain = parsed.get_body(("plain",)).get_content()
     rich = parsed.get_body(("html",)).get_content()
     assert DISCLAIMER in plain and DISCLAIMER in rich
-    assert "ab" * 32 in plain and "3.25" in rich
+    assert "ab" * 32 in plain and "3.2 times" in rich
 
 
 def test_wrong_password_is_permanent_and_no_server_is_temporary(starttls_server):
@@ -132,9 +138,139 @@ def test_clean_header_text_removes_controls_and_caps_length():
     assert len(clean_header_text("x" * 500)) == 80
 
 
-def test_digest_lists_every_alarm():
-    alarms = [_summary(series=f"cow-{i}", kind="animal", severity="info") for i in range(5)]
-    subject, text, html_body = render_alert(alarms)
-    assert subject == "[Namazu research] digest: 5 activity alarms at Farm A"
-    assert all(f"animal cow-{i}" in text for i in range(5))
-    assert html_body.count("<tr>") == 6
+ROME = dict(timezone="Europe/Rome", panel_url="https://namazu.example.org/")
+
+
+def _footer(text: str) -> str:
+    return text.split("\n-- \n", 1)[1]
+
+
+def test_a_herd_alert_says_what_where_and_when_in_farm_time_first():
+    alarm = _summary(
+        alarm_id=12,
+        declared_at="2024-05-01T02:45:00Z",
+        animals_reporting=32,
+        animals_surged=("cow-003", "sheep-007"),
+        **ROME,
+    )
+    subject, text, html_body = render_alert([alarm])
+    assert subject == "Unusual activity: the herd at Farm A at 04:45 CEST (research alert)"
+    body, footer = text.split("\n-- \n")
+    assert "Noticed at Wed 1 May 2024, 04:45 CEST (02:45 UTC)." in body
+    assert "from 04:00 CEST (02:00 UTC)" in body
+    assert "Animals that surged (2 of 32 reporting): cow-003, sheep-007" in body
+    assert "See the alarm: https://namazu.example.org/alarms/12" in body
+    assert "https://namazu.example.org/alarms/12#review" in body
+    assert "not an earthquake prediction" in body
+    for check in ("predators", "storms", "handling", "fences"):
+        assert check in body
+    # jargon and hashes only below the signature line
+    for jargon in ("ab" * 32, "verify-log", "baseline;", "SHA-256"):
+        assert jargon not in body and jargon in footer
+    assert "a-priori" not in text
+    assert "herd herd" not in text and "herd herd" not in subject
+    assert 'href="https://namazu.example.org/alarms/12"' in html_body
+
+
+def test_declaration_time_is_used_when_the_alarm_carries_it():
+    alarm = {
+        "farm": "farm-a", "series": "cow-7", "kind": "animal", "start": "2024-01-10T23:00:00Z",
+        "opened_at": "2024-01-10T23:44:00Z", "declared_at": "2024-01-10T23:45:00Z",
+        "animals_involved": ["cow-7"], "id": 5,
+    }  # fmt: skip
+    summary = AlarmSummary.from_alarm(alarm, "Farm A", "Europe/Rome")
+    subject, text, _ = render_alert([summary])
+    # 23:45 UTC is 00:45 the next day in Rome in winter: the UTC date is named
+    assert "Noticed at Thu 11 Jan 2024, 00:45 CET (23:45 UTC on 10 Jan)." in text
+    assert subject == "Unusual activity: cow-7 at Farm A at 00:45 CET (research alert)"
+    assert "Animals that surged" not in text  # an animal alarm is about that animal
+    assert "See the alarm" not in text  # no panel URL configured: no dead links
+    surged = AlarmSummary.from_alarm(alarm | {"kind": "herd", "animals_surged": ["cow-9"]})
+    assert surged.animals_surged == ("cow-9",)
+
+
+def test_one_episode_of_many_alarms_is_one_short_entry():
+    """A herd alarm and 35 animal alarms of the same night read as one episode."""
+    herd = _summary(
+        alarm_id=1, end="2024-05-01T04:00:00Z", animals_surged=(), animals_reporting=40, **ROME
+    )
+    animals = [
+        _summary(
+            alarm_id=2 + i,
+            series=f"cow-{i:03d}",
+            kind="animal",
+            severity="info",
+            start=f"2024-05-01T02:{i % 30:02d}:00Z",
+            end="2024-05-01T03:30:00Z",
+            animals_surged=(f"cow-{i:03d}",),
+            log_hash=f"{i:064x}",
+            **ROME,
+        )  # fmt: skip
+        for i in range(35)
+    ]
+    subject, text, html_body = render_alert([herd, *animals])
+    assert subject.startswith("Unusual activity: the herd at Farm A at ")
+    body, footer = text.split("\n-- \n")
+    assert body.count("See the alarm:") == 1
+    assert "Animals that surged (35 of 40 reporting): cow-000, cow-001, cow-002" in body
+    assert "and 15 more" in body
+    assert len(text.splitlines()) < 40
+    assert f"{34:064x}" not in text  # member hashes stay on their pages
+    assert "alarms #1, #2" in footer
+
+
+def test_a_digest_has_one_entry_per_episode():
+    night = [
+        _summary(alarm_id=1, **ROME),
+        _summary(alarm_id=2, series="cow-001", kind="animal", **ROME),
+        _summary(
+            alarm_id=3,
+            series="cow-009",
+            kind="animal",
+            start="2024-05-01T09:00:00Z",
+            opened_at="2024-05-01T09:45:00Z",
+            **ROME,
+        ),  # fmt: skip
+    ]
+    subject, text, html_body = render_alert(night)
+    assert subject == "Unusual activity at Farm A: 2 episodes since 04:44 CEST (research alert)"
+    assert "1. Unusual activity: the herd at Farm A" in text
+    assert "2. Unusual activity: cow-009 at Farm A" in text
+    assert text.count("See the alarm:") == 2
+
+
+def test_html_and_text_say_the_same_and_fit_a_phone():
+    subject, text, html_body = render_alert([_summary(alarm_id=4, **ROME)])
+    visible = html.unescape(re.sub(r"<[^>]+>", "\n", html_body.split("<body>")[1]))
+    for line in text.splitlines():
+        words = line.removeprefix("- ").removeprefix("* ").strip()
+        if words and words != "--" and not words.startswith(("See the alarm", "Tell the")):
+            assert words.lower() in visible.lower(), words
+    assert 'name="viewport"' in html_body and "max-width:600px" in html_body
+    assert "<table" not in html_body and not re.search(r"\swidth=\"", html_body)
+
+
+def test_compose_due_uses_farm_time_zone_and_panel_link(tmp_path):
+    engine = init_db(f"sqlite:///{tmp_path / 'state.sqlite'}")
+    opened = datetime(2024, 5, 1, 1, 10, tzinfo=UTC)
+    with session_scope(engine) as session:
+        session.add(Subscription(recipient="farmer@example.org", farm="*", species="*",
+                                 min_severity="info"))  # fmt: skip
+        alarm = Alarm(
+            farm="farm-a", series="herd", kind="herd", severity="warning",
+            start=opened - timedelta(minutes=45), last_anomalous=opened, opened_at=opened,
+            peak_ratio=2.9, rule_version="v1", params={}, animals_involved=["cow-2"],
+        )  # fmt: skip
+        session.add(alarm)
+        session.flush()
+        enqueue_notifications(session, [alarm])
+        alarm_id = alarm.id
+    [mail_id] = compose_due(
+        engine, opened, timedelta(minutes=60), {"farm-a": "Fattoria Rossi"},
+        farm_timezones={"farm-a": "Europe/Rome"}, panel_url="https://panel.example.org",
+    )  # fmt: skip
+    with session_scope(engine) as session:
+        mail = session.get(OutboxMail, mail_id)
+        assert mail.subject.startswith("Unusual activity: the herd at Fattoria Rossi at 03:10 CEST")
+        assert f"https://panel.example.org/alarms/{alarm_id}#review" in mail.text
+        assert "cow-2" in mail.text

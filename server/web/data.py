@@ -18,6 +18,7 @@ import pandas as pd
 from sqlalchemy import or_, select
 
 from namazu.analytics.downsample import bucket_width_ms, insert_gaps, merge_bucket_extremes
+from namazu.analytics.episodes import group_episodes
 from namazu.analytics.geo import dobrovolsky_radius_km, great_circle_km
 from namazu.server.core.config import FarmConfig
 from namazu.server.store import queries
@@ -357,6 +358,93 @@ def alarms_query(
     elif series:
         rows = [r for r in rows if r.series == series]
     return rows
+
+
+#: Review states the alarm list filters on ("none" = not reviewed yet).
+REVIEW_STATES = ("none", "true", "false", "unsure")
+
+
+def alarm_title(kind: str, series: str) -> str:
+    """A short name for an alarm's series that never repeats a word: "herd",
+    "herd quorum", "sheep (species)", "animal cow-007"."""
+    if kind == "herd":
+        return "herd" if series == "herd" else f"herd {series}"
+    if kind == "quorum":
+        return "herd quorum"
+    if kind == "species":
+        return f"{series.removeprefix('species:')} (species)"
+    return f"{kind} {series}" if kind and kind != series else series
+
+
+def _choice(args: Any, name: str, valid: tuple[str, ...]) -> str | None:
+    value = args.get(name) or None
+    if value is not None and value not in valid:
+        raise InputError(f"{name}: must be one of {', '.join(valid)}, got {value!r}")
+    return value
+
+
+def alarm_list(handles: Any, args: Any, limit: int = 500) -> dict[str, Any]:
+    """The alarm list grouped by episode, with reviews and filters.
+
+    args : ``state`` (open/closed), ``kind`` (animal/species/herd/quorum), ``species``
+    (cow/sheep/dog) and ``review`` (none/true/false/unsure: alarms with no review, or
+    with at least one review of that verdict). Alarms of one farm whose spans overlap
+    or lie within 30 min make one episode (``namazu.analytics.episodes``); an episode is
+    listed when one of its alarms passes the filters, with its head alarm for context
+    and only the members that pass. Each alarm carries ``title`` and ``reviews``
+    (verdict and author).
+    """
+    from namazu.server.store.state import ALARM_KINDS
+
+    filters = {
+        "state": _choice(args, "state", ("open", "closed")),
+        "kind": _choice(args, "kind", ALARM_KINDS),
+        "species": _choice(args, "species", SPECIES),
+        "review": _choice(args, "review", REVIEW_STATES),
+    }
+    rows = alarms_query(handles, None, filters["state"], limit)
+    ids = [row.id for row in rows]
+    verdicts: dict[int, list[dict[str, Any]]] = {}
+    with session_scope(handles.sessions) as db:
+        if ids:
+            for review in db.scalars(
+                select(Review).where(Review.alarm_id.in_(ids)).order_by(Review.created_at)
+            ):
+                verdicts.setdefault(review.alarm_id, []).append(
+                    {"verdict": review.verdict, "user": review.user_name}
+                )
+    records = []
+    for row in rows:
+        record = row.to_dict()
+        record["title"] = alarm_title(row.kind, row.series)
+        record["reviews"] = verdicts.get(row.id, [])
+        records.append(record)
+
+    def passes(record: dict[str, Any]) -> bool:
+        if filters["kind"] and record["kind"] != filters["kind"]:
+            return False
+        if filters["species"] and record["species"] != filters["species"]:
+            return False
+        wanted = filters["review"]
+        given = {r["verdict"] for r in record["reviews"]}
+        if wanted == "none":
+            return not given
+        return not wanted or wanted in given
+
+    episodes = []
+    for episode in group_episodes(records):
+        shown = [a for a in episode.members if passes(a)]
+        if not shown and not passes(episode.head):
+            continue
+        episodes.append(
+            {
+                "head": episode.head,
+                "head_matches": passes(episode.head),
+                "members": shown,
+                "hidden": len(episode.members) - len(shown),
+            }
+        )
+    return {"episodes": episodes, "filters": filters, "count": len(records)}
 
 
 def alarm_detail(handles: Any, alarm_id: int) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from namazu.server.alerts.subscriptions import (
 )
 from namazu.server.store.influx import InfluxError
 from namazu.server.store.models import EVENT_KINDS, ROLES, VERDICTS, User
-from namazu.server.store.state import SEVERITIES, DataHealth, session_scope
+from namazu.server.store.state import ALARM_KINDS, SEVERITIES, DataHealth, session_scope
 from namazu.server.web import data
 from namazu.server.web.auth import AuthError, create_user, issue_token, role_required
 
@@ -115,10 +115,14 @@ def timeline() -> Any:
 @bp.get("/alarms")
 @role_required("viewer")
 def alarms() -> Any:
-    """All alarms, newest first."""
-    state = request.args.get("state") if request.args.get("state") in ("open", "closed") else None
-    rows = data.alarms_query(_handles(), None, state, 500)
-    return render_template("alarms.html", alarms=[a.to_dict() for a in rows], state=state)
+    """Alarms grouped by episode, newest first, with reviews and filters."""
+    return render_template(
+        "alarms.html",
+        listing=data.alarm_list(_handles(), request.args),
+        kinds=ALARM_KINDS,
+        species=data.SPECIES,
+        review_states=data.REVIEW_STATES,
+    )
 
 
 @bp.get("/alarms/<int:alarm_id>")
@@ -126,6 +130,7 @@ def alarms() -> Any:
 def alarm(alarm_id: int) -> Any:
     """An alarm: its series, animals, parameters, log hash, lead-window quakes, reviews."""
     detail = data.alarm_detail(_handles(), alarm_id)
+    detail["title"] = data.alarm_title(detail["kind"], detail["series"])
     return render_template("alarm.html", alarm=detail, verdicts=VERDICTS)
 
 
@@ -318,7 +323,9 @@ def subscriptions() -> Any:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """HTML error pages for the panel (the API answers JSON itself)."""
+    """HTML error pages for the panel (the API answers JSON itself), and the
+    ``alarm_title`` helper for every template."""
+    app.jinja_env.globals["alarm_title"] = data.alarm_title
 
     @app.errorhandler(data.InputError)
     def _bad(exc: Exception) -> Any:

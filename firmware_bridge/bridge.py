@@ -4,6 +4,16 @@ Pipeline: source (serial / UDP / simulator) -> ``decode_frame`` (a rejected fram
 counted and logged with its reason, never fatal) -> per-burst ODBA/VeDBA
 (``processing.activity_from_frames``) -> batches of ``batch_samples`` samples ->
 ``GatewayPublisher`` (disk spool first, then QoS 1).
+
+Group commit: decoded frames wait at most ``flush_interval_s`` (50 ms by default) and
+are then spooled in one fsynced transaction; only after that commit are they
+acknowledged to the source (``FrameSource.acknowledge``), so a frame a collar saw
+acknowledged is on disk, and a frame lost with a killed bridge was never acknowledged
+(a collar that keeps unacknowledged frames resends it). A frame resent although it was
+already spooled (its acknowledgement got lost) is acknowledged again, not spooled twice
+(recently spooled frames are remembered; older repeats are absorbed by the server's
+idempotent writes). When the spool refuses data for its disk budget, the frames are
+dropped unacknowledged and counted (``dropped_spool_full``).
 """
 
 from __future__ import annotations
@@ -18,15 +28,24 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from namazu.firmware_bridge.frame import CollarFrame, FrameError
+from namazu.firmware_bridge.frame import CollarFrame, FrameError, FrameKey, frame_key
 from namazu.firmware_bridge.payload import batches_from_frame
 from namazu.firmware_bridge.processing import activity_from_frames
 from namazu.firmware_bridge.publisher import GatewayPublisher
 from namazu.firmware_bridge.sources import FrameSource, SourceError, open_source
+from namazu.firmware_bridge.spool import SpoolFull
 
 log = logging.getLogger(__name__)
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+try:  # metrics are optional on a gateway without the server extras
+    from namazu.server.core.metrics import BRIDGE_FRAMES_DROPPED
+except ImportError:  # pragma: no cover
+    BRIDGE_FRAMES_DROPPED = None  # type: ignore[assignment]
+
+#: Spooled frames remembered so that a resent one is acknowledged, not spooled again.
+RECENT_FRAMES = 100_000
 
 
 class Bridge:
@@ -36,7 +55,8 @@ class Bridge:
     publisher : a started ``GatewayPublisher``.
     gateway : gateway id (names the animals).
     batch_samples : samples per published message.
-    flush_interval_s : longest time a decoded frame waits before publication [s].
+    flush_interval_s : longest time a decoded frame waits before it is spooled and
+        acknowledged (the group commit) [s].
     """
 
     def __init__(
@@ -45,7 +65,7 @@ class Bridge:
         publisher: GatewayPublisher,
         gateway: str,
         batch_samples: int = 100,
-        flush_interval_s: float = 1.0,
+        flush_interval_s: float = 0.05,
     ) -> None:
         self.source = source
         self.publisher = publisher
@@ -54,13 +74,17 @@ class Bridge:
         self.flush_interval_s = flush_interval_s
         self.rejected: collections.Counter[str] = collections.Counter()
         self.frames_ok = 0
-        self.samples_published = 0
-        self.messages_published = 0
+        self.frames_repeated = 0
+        self.dropped_spool_full = 0
+        self.samples_spooled = 0
+        self.messages_spooled = 0
         self._pending: list[CollarFrame] = []
-        self._last_flush = time.monotonic()
+        self._repeats: list[CollarFrame] = []
+        self._oldest_pending = 0.0
+        self._recent: collections.OrderedDict[FrameKey, int] = collections.OrderedDict()
 
     def handle(self, items: list[CollarFrame | FrameError]) -> None:
-        """Take decoded frames and rejects; publish when a batch is full or due."""
+        """Take decoded frames and rejects; spool when a batch is full or due."""
         for item in items:
             if isinstance(item, FrameError):
                 self.rejected[item.reason] += 1
@@ -68,43 +92,74 @@ class Bridge:
                     "collar frame rejected",
                     extra={"reason": item.reason, "detail": item.detail},
                 )
-            else:
-                self.frames_ok += 1
-                self._pending.append(item)
-        due = time.monotonic() - self._last_flush >= self.flush_interval_s
-        if len(self._pending) >= self.batch_samples * 10 or (due and self._pending):
+                continue
+            if self._recent.get(frame_key(item)) == item.t0_ms:
+                self.frames_repeated += 1
+                self._repeats.append(item)
+                continue
+            self.frames_ok += 1
+            if not self._pending:
+                self._oldest_pending = time.monotonic()
+            self._pending.append(item)
+        if self._repeats or len(self._pending) >= self.batch_samples * 10 or self.due_in() == 0.0:
             self.flush()
 
-    def flush(self) -> None:
-        """Publish every pending frame's activity now."""
-        self._last_flush = time.monotonic()
+    def due_in(self) -> float | None:
+        """Seconds until the pending frames must be spooled (None: nothing pending)."""
         if not self._pending:
-            return
-        df = activity_from_frames(self._pending, self.gateway)
-        self._pending = []
-        batches = list(
-            batches_from_frame(
-                df, self.publisher.farm, self.gateway, max_samples=self.batch_samples
+            return None
+        return max(0.0, self._oldest_pending + self.flush_interval_s - time.monotonic())
+
+    def flush(self) -> None:
+        """Spool every pending frame's activity now, then acknowledge the frames."""
+        repeats, self._repeats = self._repeats, []
+        frames, self._pending = self._pending, []
+        if frames:
+            df = activity_from_frames(frames, self.gateway)
+            batches = list(
+                batches_from_frame(
+                    df, self.publisher.farm, self.gateway, max_samples=self.batch_samples
+                )
             )
-        )
-        self.publisher.publish_batches(batches)
-        self.samples_published += len(df)
-        self.messages_published += len(batches)
+            try:
+                self.publisher.publish_batches(batches)
+            except SpoolFull as exc:
+                self.dropped_spool_full += len(frames)
+                if BRIDGE_FRAMES_DROPPED is not None:
+                    BRIDGE_FRAMES_DROPPED.inc(len(frames))
+                log.warning(
+                    "spool full; frames dropped unacknowledged",
+                    extra={"frames": len(frames), "detail": str(exc)},
+                )
+                frames = []
+            else:
+                self.samples_spooled += len(df)
+                self.messages_spooled += len(batches)
+                for frame in frames:
+                    self._recent[frame_key(frame)] = frame.t0_ms
+                while len(self._recent) > RECENT_FRAMES:
+                    self._recent.popitem(last=False)
+        if frames or repeats:
+            self.source.acknowledge(frames + repeats)
 
     def run(self, stop: threading.Event | None = None, poll_s: float = 0.2) -> None:
         """Read until the source is exhausted or ``stop`` is set, then flush."""
         stop = stop or threading.Event()
         while not stop.is_set() and not self.source.exhausted:
-            self.handle(self.source.read(poll_s))
+            due = self.due_in()
+            self.handle(self.source.read(poll_s if due is None else due))
         self.flush()
 
     def summary(self) -> dict:
-        """Counters: frames accepted, rejects by reason, samples and messages published."""
+        """Counters: frames accepted, repeated and rejected (by reason), frames dropped
+        for a full spool, samples and messages spooled."""
         return {
             "frames_ok": self.frames_ok,
+            "frames_repeated": self.frames_repeated,
             "rejected": dict(self.rejected),
-            "samples_published": self.samples_published,
-            "messages_published": self.messages_published,
+            "dropped_spool_full": self.dropped_spool_full,
+            "samples_spooled": self.samples_spooled,
+            "messages_spooled": self.messages_spooled,
         }
 
 
@@ -120,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-host")
     p.add_argument("--mqtt-port", type=int)
     p.add_argument("--spool", help="SQLite spool file")
+    p.add_argument("--spool-max-mb", type=float, help="spool disk budget [MB of payload]")
+    p.add_argument(
+        "--confirm",
+        choices=("receipt", "puback"),
+        help="free spooled messages on an ingest receipt (stored) or on the broker's "
+        "PUBACK (overrides bridge.confirm)",
+    )
     p.add_argument("--batch-samples", type=int)
     p.add_argument("--max-inflight", type=int)
     p.add_argument("--keepalive-s", type=int, default=30)
@@ -169,7 +231,8 @@ def main(argv: list[str]) -> int:
             start = _parse_time(args.start) if args.start else datetime.now(UTC) - span
             end = start + span
         source = open_source(source_url, herd=herd, start=start, end=end)
-        spool = Spool(args.spool or bc.spool_path)
+        budget_mb = args.spool_max_mb if args.spool_max_mb is not None else bc.spool_max_mb
+        spool = Spool(args.spool or bc.spool_path, max_bytes=int(budget_mb * 1e6) or None)
     except (SourceError, SpoolError, ValueError) as exc:
         print(f"namazu bridge: {exc}", file=sys.stderr)
         return 2
@@ -195,6 +258,8 @@ def main(argv: list[str]) -> int:
         max_inflight=args.max_inflight or bc.max_inflight,
         keepalive_s=args.keepalive_s,
         wait_for_ingest=bc.wait_for_ingest and not args.no_wait_for_ingest,
+        confirm=args.confirm or bc.confirm,
+        receipt_timeout_s=bc.receipt_timeout_s,
     ).start()
     bridge = Bridge(
         source, publisher, gateway, batch_samples=args.batch_samples or bc.batch_samples
@@ -208,11 +273,19 @@ def main(argv: list[str]) -> int:
     finally:
         publisher.stop()
         source.close()
+        unconfirmed = spool.depth()
         spool.close()
         if metrics_server is not None:
             metrics_server.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    summary = bridge.summary() | {"drained": drained}
+    # Honest wording: "confirmed" means stored by ingest (receipt) or, with
+    # confirm=puback, only accepted by the broker; the rest stays in the spool.
+    summary = bridge.summary() | {
+        "confirmation": publisher.confirm,
+        "messages_confirmed": publisher.stats["confirmed"],
+        "messages_unconfirmed": unconfirmed,
+        "all_confirmed": drained,
+    }
     print(json.dumps(summary), flush=True)
     return 0

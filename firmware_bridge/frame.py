@@ -19,6 +19,20 @@ is documented byte by byte in ``docs/collar-frame.md``::
 
 Decoding never trusts a frame: every defect raises ``FrameError(reason, detail)``
 with a machine-readable reason (``FRAME_ERROR_REASONS``).
+
+The gateway answers with acknowledgement frames (same byte order) once the frames they
+name are in its disk spool; a collar that implements them keeps each frame until it is
+acknowledged and resends it otherwise::
+
+    off size type   field
+      0    2 bytes  magic "NA" (0x4E 0x41)
+      2    1 u8     version (1)
+      3    2 u16    n acknowledged frames (1..1024)
+      5  9*n        n times: u8 species code, u32 collar id, u32 frame sequence number
+  5+9n     2 u16    CRC-16/CCITT-FALSE over bytes 0 .. 4+9n
+
+A collar is known by its species code and collar id together (the gateway names the
+animal ``{gateway}-{species}-{collar id}``), so both are in the acknowledgement.
 """
 
 from __future__ import annotations
@@ -210,6 +224,107 @@ def decode_frame(data: bytes) -> CollarFrame:
         battery_mv=battery,
         samples=samples.astype(np.int16).reshape(n, 3),
     )
+
+
+ACK_MAGIC = b"NA"
+ACK_HEADER = struct.Struct("<2sBH")
+ACK_ENTRY = struct.Struct("<BII")
+#: Frames one acknowledgement names at most (a datagram of about 9 kB).
+MAX_ACK_ENTRIES = 1024
+
+
+FrameKey = tuple[int, int, int]
+
+
+def frame_key(frame: CollarFrame) -> FrameKey:
+    """What an acknowledgement names a frame by: (species code, collar id, frame seq)."""
+    return (SPECIES_BY_NAME[frame.species], frame.collar_id & 0xFFFFFFFF, frame.seq & 0xFFFFFFFF)
+
+
+def encode_ack(keys: list[FrameKey]) -> bytes:
+    """Serialise one acknowledgement frame naming ``keys`` (species code, collar id,
+    frame seq), 1..1024 of them."""
+    if not 1 <= len(keys) <= MAX_ACK_ENTRIES:
+        raise FrameError("wrong_length", f"{len(keys)} entries; an ack names 1..{MAX_ACK_ENTRIES}")
+    body = ACK_HEADER.pack(ACK_MAGIC, VERSION, len(keys)) + b"".join(
+        ACK_ENTRY.pack(k & 0xFF, c & 0xFFFFFFFF, s & 0xFFFFFFFF) for k, c, s in keys
+    )
+    return body + struct.pack("<H", crc16_ccitt_false(body))
+
+
+def encode_acks(keys: list[FrameKey]) -> list[bytes]:
+    """Acknowledgement frames naming every key, at most ``MAX_ACK_ENTRIES`` per frame."""
+    return [encode_ack(keys[i : i + MAX_ACK_ENTRIES]) for i in range(0, len(keys), MAX_ACK_ENTRIES)]
+
+
+def ack_size(n_entries: int) -> int:
+    """Total bytes of an acknowledgement frame naming ``n_entries`` frames."""
+    return ACK_HEADER.size + ACK_ENTRY.size * n_entries + CRC_SIZE
+
+
+def decode_ack(data: bytes) -> list[FrameKey]:
+    """Decode exactly one acknowledgement frame (pure); returns its (species code, collar
+    id, frame seq) keys. Raises FrameError (bad_magic, unsupported_version, truncated, wrong_length,
+    bad_crc)."""
+    data = bytes(data)
+    if len(data) < ACK_HEADER.size:
+        raise FrameError("truncated", f"{len(data)} bytes, shorter than the 5-byte ack header")
+    magic, version, n = ACK_HEADER.unpack_from(data)
+    if magic != ACK_MAGIC:
+        raise FrameError("bad_magic", f"starts with {magic.hex()}, expected 4e41")
+    if version != VERSION:
+        raise FrameError("unsupported_version", f"ack version {version}; this decoder reads 1")
+    if not 1 <= n <= MAX_ACK_ENTRIES:
+        raise FrameError("wrong_length", f"ack names {n} frames; 1..{MAX_ACK_ENTRIES}")
+    size = ack_size(n)
+    if len(data) != size:
+        reason = "truncated" if len(data) < size else "wrong_length"
+        raise FrameError(reason, f"{len(data)} bytes, an ack of {n} frames needs {size}")
+    (crc,) = struct.unpack_from("<H", data, size - CRC_SIZE)
+    actual = crc16_ccitt_false(data[: size - CRC_SIZE])
+    if crc != actual:
+        raise FrameError("bad_crc", f"CRC {crc:04x} in ack, {actual:04x} computed")
+    step = ACK_ENTRY.size
+    return [ACK_ENTRY.unpack_from(data, ACK_HEADER.size + step * i) for i in range(n)]
+
+
+class AckReader:
+    """Split a byte stream (the collar's side of a serial line) into acknowledgements.
+
+    ``feed(data)`` returns the (species code, collar id, frame seq) keys of every acknowledgement
+    completed so far; damaged candidates are skipped byte by byte (the gateway resends
+    nothing, the collar simply resends the frame later). Memory is bounded by one
+    acknowledgement of ``MAX_ACK_ENTRIES``.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[FrameKey]:
+        """Add bytes; return the acknowledged keys completed so far, in stream order."""
+        buf = self._buffer
+        buf += data
+        out: list[FrameKey] = []
+        while True:
+            start = buf.find(ACK_MAGIC)
+            if start < 0:
+                del buf[: len(buf) - (1 if buf.endswith(ACK_MAGIC[:1]) else 0)]
+                return out
+            del buf[:start]
+            if len(buf) < ACK_HEADER.size:
+                return out
+            _, version, n = ACK_HEADER.unpack_from(buf)
+            if version != VERSION or not 1 <= n <= MAX_ACK_ENTRIES:
+                del buf[:1]
+                continue
+            size = ack_size(n)
+            if len(buf) < size:
+                return out
+            try:
+                out += decode_ack(bytes(buf[:size]))
+                del buf[:size]
+            except FrameError:
+                del buf[:1]
 
 
 class FrameReader:

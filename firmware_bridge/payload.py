@@ -195,27 +195,34 @@ def encode_status(
     clock_offset_s: float | None = None,
     spool_depth: int = 0,
     last_seq: int = 0,
+    spool_bytes: int | None = None,
+    spool_full: bool | None = None,
+    boot_id: str | None = None,
 ) -> bytes:
     """Serialise a retained gateway status (``namazu.status/1``, see status-v1.schema.json).
 
     sent_ms : gateway clock at publication, UTC epoch [ms].
     clock_offset_s : gateway clock minus reference time [s] (positive = gateway ahead);
         None (JSON null) while it has not been measured.
-    spool_depth : messages waiting for broker acknowledgement [messages].
+    spool_depth : messages waiting in the spool until their delivery is confirmed [messages].
     last_seq : highest sequence number handed out so far (0 = none yet; seqs start at 1).
+    spool_bytes : payload bytes the spool holds [B]; spool_full : true while the spool
+        refuses new data for its disk budget; boot_id : the spool's random id. Each is
+        left out when None.
     """
-    return orjson.dumps(
-        {
-            "schema": STATUS_SCHEMA_ID,
-            "farm": farm,
-            "gateway": gateway,
-            "online": bool(online),
-            "sent_ms": int(sent_ms),
-            "clock_offset_s": None if clock_offset_s is None else float(clock_offset_s),
-            "spool_depth": int(spool_depth),
-            "last_seq": int(last_seq),
-        }
-    )
+    document = {
+        "schema": STATUS_SCHEMA_ID,
+        "farm": farm,
+        "gateway": gateway,
+        "online": bool(online),
+        "sent_ms": int(sent_ms),
+        "clock_offset_s": None if clock_offset_s is None else float(clock_offset_s),
+        "spool_depth": int(spool_depth),
+        "last_seq": int(last_seq),
+    }
+    optional = {"spool_bytes": spool_bytes, "spool_full": spool_full, "boot_id": boot_id}
+    document.update({key: value for key, value in optional.items() if value is not None})
+    return orjson.dumps(document)
 
 
 def sample_count(animals: Sequence[dict[str, Any]]) -> int:

@@ -21,18 +21,31 @@ can regenerate the ground truth. Everything is vectorised: a week of 100 animals
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import logging
+import socket
 import sys
+import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import orjson
 import pandas as pd
 
-from namazu.firmware_bridge.frame import SPECIES_BY_NAME, CollarFrame, encode_frame
+from namazu.firmware_bridge.frame import (
+    SPECIES_BY_NAME,
+    AckReader,
+    CollarFrame,
+    FrameKey,
+    decode_frame,
+    encode_frame,
+    frame_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -618,6 +631,108 @@ class Herd:
                 yield encode_frame(frame)
 
 
+class UdpCollarLink:
+    """The collars' radio as a UDP socket: frames to the gateway, acknowledgements back.
+
+    host, port : the bridge's UDP source. The socket is unconnected, so a gateway that is
+    down costs nothing but the frames' resends.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._address = (host, port)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind(("127.0.0.1" if host in {"127.0.0.1", "localhost"} else "", 0))
+
+    def send(self, data: bytes) -> None:
+        """Send one frame (one datagram); a full socket buffer just loses it (resent later)."""
+        with contextlib.suppress(OSError):
+            self._sock.sendto(data, self._address)
+
+    def receive(self, timeout_s: float) -> bytes:
+        """Bytes of the acknowledgements that arrive within ``timeout_s`` [s] (b"" if none)."""
+        self._sock.settimeout(timeout_s)
+        try:
+            return self._sock.recv(65536)
+        except (TimeoutError, BlockingIOError, ConnectionRefusedError):
+            return b""
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close()
+
+
+class CollarFleet:
+    """Simulated collars that keep every frame until the gateway acknowledges it.
+
+    frames : frame bytes in time order (e.g. ``Herd.frames``).
+    link : the radio: ``send(bytes)``, ``receive(timeout_s) -> bytes`` (acknowledgement
+        frames, ``frame.encode_ack``), ``close()``; e.g. ``UdpCollarLink``.
+    rate_hz : new frames per second for the whole fleet (0 = as fast as memory allows).
+    memory : frames held unacknowledged at most; while it is full no new frame is sent
+        (the collars keep sampling into their own storage) [frames].
+    resend_after_s : an unacknowledged frame is sent again after this long [s].
+    Counters in ``stats``: ``sent`` (first sends), ``resent``, ``acked``,
+    ``ack_unknown`` (acknowledgements of frames not held, e.g. repeated ones).
+    """
+
+    def __init__(
+        self,
+        frames: Iterable[bytes],
+        link,
+        rate_hz: float = 0.0,
+        memory: int = 5000,
+        resend_after_s: float = 1.0,
+    ) -> None:
+        self._frames = iter(frames)
+        self.link = link
+        self.rate_hz = rate_hz
+        self.memory = memory
+        self.resend_after_s = resend_after_s
+        self._held: collections.OrderedDict[FrameKey, tuple[bytes, float]] = (
+            collections.OrderedDict()
+        )
+        self._reader = AckReader()
+        self.stats = {"sent": 0, "resent": 0, "acked": 0, "ack_unknown": 0}
+
+    @property
+    def held(self) -> int:
+        """Frames sent and not yet acknowledged [frames]."""
+        return len(self._held)
+
+    def run(self, timeout_s: float, stop: threading.Event | None = None) -> bool:
+        """Send every frame and wait for every acknowledgement; False on time-out or stop."""
+        t0 = time.monotonic()
+        exhausted = False
+        while True:
+            now = time.monotonic()
+            if (stop is not None and stop.is_set()) or now - t0 > timeout_s:
+                return False
+            while not exhausted and len(self._held) < self.memory:
+                if self.rate_hz and self.stats["sent"] >= (now - t0) * self.rate_hz + 1:
+                    break
+                data = next(self._frames, None)
+                if data is None:
+                    exhausted = True
+                    break
+                self._held[frame_key(decode_frame(data))] = (data, now)
+                self.link.send(data)
+                self.stats["sent"] += 1
+            for key, (data, sent) in list(self._held.items()):
+                if now - sent < self.resend_after_s:
+                    break  # held in order of their last send
+                self._held[key] = (data, now)
+                self._held.move_to_end(key)
+                self.link.send(data)
+                self.stats["resent"] += 1
+            for key in self._reader.feed(self.link.receive(0.005)):
+                if self._held.pop(key, None) is None:
+                    self.stats["ack_unknown"] += 1
+                else:
+                    self.stats["acked"] += 1
+            if exhausted and not self._held:
+                return True
+
+
 def animal_id(gateway: str, species: str, collar_id: int) -> str:
     """The animal id the simulator and the bridge give a collar."""
     if species not in SPECIES_BY_NAME:
@@ -671,6 +786,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spool", default="var/simulate-spool.sqlite")
     p.add_argument("--drain-timeout-s", type=float, default=120.0)
     p.add_argument(
+        "--confirm",
+        choices=("receipt", "puback"),
+        default="receipt",
+        help="free the spool on an ingest receipt (default) or on the broker's PUBACK "
+        "(a broker without Namazu ingest)",
+    )
+    p.add_argument(
+        "--frames-to",
+        metavar="udp://HOST:PORT",
+        help="instead of publishing, send the herd as collar frames to a bridge's UDP "
+        "source; the collars keep each frame until it is acknowledged and resend it",
+    )
+    p.add_argument("--frame-rate", type=float, default=0.0, help="frames per second (0 = at once)")
+    p.add_argument(
         "--wait-for-ingest",
         action="store_true",
         help="after every (re)connect, hold the spool until an ingest heartbeat arrives "
@@ -705,6 +834,8 @@ def main(argv: list[str]) -> int:
             dropout_rate=args.dropout_rate,
             clock_drift_ppm=args.clock_drift_ppm,
         )
+        if args.frames_to:
+            return send_frames(herd, start, start + span, args.frames_to, args.frame_rate)
         spool = Spool(args.spool)
     except (ValueError, SpoolError) as exc:
         print(f"namazu simulate: {exc}", file=sys.stderr)
@@ -722,6 +853,7 @@ def main(argv: list[str]) -> int:
         args.mqtt_port,
         clock_offset_s=lambda: herd.clock_offset_s(time.time_ns() // 1_000_000),
         wait_for_ingest=args.wait_for_ingest,
+        confirm=args.confirm,
     ).start()
     wall0 = time.monotonic()
     samples = messages = 0
@@ -746,11 +878,35 @@ def main(argv: list[str]) -> int:
         publisher.stop()
         spool.close()
     elapsed = time.monotonic() - wall0
+    confirmed = "stored by ingest" if args.confirm == "receipt" else "accepted by the broker"
+    outcome = f"all {confirmed}" if drained else f"NOT all {confirmed} (kept in the spool)"
     print(
         f"simulated {len(herd.animals)} animals, {samples} samples in {messages} messages, "
-        f"{elapsed:.1f} s, {'drained' if drained else 'NOT drained (kept in spool)'}"
+        f"{elapsed:.1f} s, {outcome}"
     )
     return 0 if drained else 1
+
+
+def send_frames(
+    herd: Herd, start: datetime, end: datetime, url: str, rate_hz: float, timeout_s: float = 3600
+) -> int:
+    """Send a herd's collar frames over [start, end) to ``udp://HOST:PORT`` through a
+    ``CollarFleet``; print the counters; 0 once every frame is acknowledged."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme != "udp" or not parsed.hostname or parsed.port is None:
+        raise ValueError(f"--frames-to {url!r}: expected udp://HOST:PORT")
+    link = UdpCollarLink(parsed.hostname, parsed.port)
+    fleet = CollarFleet(herd.frames(start, end), link, rate_hz=rate_hz)
+    try:
+        complete = fleet.run(timeout_s)
+    except KeyboardInterrupt:
+        complete = False
+    finally:
+        link.close()
+    print(orjson.dumps(dict(fleet.stats, held=fleet.held, complete=complete)).decode(), flush=True)
+    return 0 if complete else 1
 
 
 if __name__ == "__main__":

@@ -3,24 +3,45 @@
 Every source has the same tiny contract: ``read(timeout_s)`` returns the frames (and
 ``FrameError`` objects for rejected candidates) that arrived within the timeout, in
 arrival order, possibly none; ``exhausted`` turns True when no more can come (only
-the simulator ends); ``close()`` releases the device. ``open_source(url)`` builds one
-from ``udp://HOST:PORT``, ``serial:///dev/ttyUSB0[?baud=115200]`` or ``simulator``.
+the simulator ends); ``acknowledge(frames)`` tells the collars that these frames are
+in the gateway's disk spool; ``close()`` releases the device. ``open_source(url)``
+builds one from ``udp://HOST:PORT``, ``serial:///dev/ttyUSB0[?baud=115200]`` or
+``simulator``.
+
+What each source guarantees when the gateway process is killed (SIGKILL, power cut):
+
+- serial: the bridge writes an acknowledgement frame (``frame.encode_ack``) back on
+  the line once a frame is spooled. A collar that keeps each frame until it is
+  acknowledged and resends it loses nothing; a collar that ignores acknowledgements
+  loses what was on the line or in the bridge's group commit (at most
+  ``flush_interval_s``, 50 ms by default).
+- UDP: the same acknowledgement, as one datagram to the address the frame came from.
+  A collar that resends unacknowledged frames loses nothing; raw UDP without
+  acknowledgements cannot be made safe (a datagram in the socket buffer or in the
+  group commit is gone with the process, and UDP itself may drop datagrams).
+- simulator: in-process, nothing to lose or acknowledge; a restarted bridge
+  simulates its span again from the start. The simulated collars that do keep frames
+  are ``simulator.CollarFleet`` (``namazu simulate --frames-to udp://HOST:PORT``).
 """
 
 from __future__ import annotations
 
+import collections
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlparse
 
 from namazu.firmware_bridge.frame import (
     MAX_FRAME_SIZE,
     CollarFrame,
     FrameError,
+    FrameKey,
     FrameReader,
     decode_frame,
+    encode_acks,
+    frame_key,
 )
 
 FrameItem = CollarFrame | FrameError
@@ -36,6 +57,8 @@ class FrameSource(Protocol):
     exhausted: bool
 
     def read(self, timeout_s: float) -> list[FrameItem]: ...
+
+    def acknowledge(self, frames: Sequence[CollarFrame]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -71,6 +94,11 @@ class SerialSource:
         rest = self._port.read(self._port.in_waiting) if self._port.in_waiting else b""
         return self._reader.feed(first + rest)
 
+    def acknowledge(self, frames: Sequence[CollarFrame]) -> None:
+        """Write acknowledgement frames naming ``frames`` on the line."""
+        if frames:
+            self._port.write(b"".join(encode_acks([frame_key(f) for f in frames])))
+
     def write(self, data: bytes) -> None:
         """Write raw bytes (loopback tests)."""
         self._port.write(data)
@@ -84,7 +112,12 @@ class UdpSource:
     """Collar frames from UDP datagrams, one frame per datagram.
 
     host, port : address to bind (port 0 = a free port; see ``.port``).
+    ``acknowledge`` answers each sender with acknowledgement datagrams; the sender of
+    a frame is remembered until then (at most ``MAX_ORIGINS`` frames, oldest first).
     """
+
+    #: Frames whose sender is remembered while they wait for their acknowledgement.
+    MAX_ORIGINS = 200_000
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9999) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -96,23 +129,49 @@ class UdpSource:
             raise SourceError(f"cannot bind UDP {host}:{port}: {exc}") from exc
         self.host, self.port = self._sock.getsockname()[:2]
         self.exhausted = False
+        self._origins: collections.OrderedDict[FrameKey, Any] = collections.OrderedDict()
 
     def read(self, timeout_s: float) -> list[FrameItem]:
         """Frames that arrived within ``timeout_s`` [s] (drains what is queued)."""
         out: list[FrameItem] = []
         self._sock.settimeout(timeout_s)
         try:
-            data = self._sock.recv(MAX_FRAME_SIZE + 64)
-        except TimeoutError:
+            data, sender = self._sock.recvfrom(MAX_FRAME_SIZE + 64)
+        except (TimeoutError, BlockingIOError):  # a timeout of 0 makes the socket non-blocking
             return out
-        out.append(_decode(data))
+        out.append(self._take(data, sender))
         self._sock.setblocking(False)
         try:
             for _ in range(10_000):
-                out.append(_decode(self._sock.recv(MAX_FRAME_SIZE + 64)))
+                out.append(self._take(*self._sock.recvfrom(MAX_FRAME_SIZE + 64)))
         except BlockingIOError:
             pass
         return out
+
+    def _take(self, data: bytes, sender: Any) -> FrameItem:
+        item = _decode(data)
+        if isinstance(item, CollarFrame):
+            key = frame_key(item)
+            self._origins[key] = sender
+            self._origins.move_to_end(key)
+            while len(self._origins) > self.MAX_ORIGINS:
+                self._origins.popitem(last=False)
+        return item
+
+    def acknowledge(self, frames: Sequence[CollarFrame]) -> None:
+        """Send each sender one acknowledgement datagram per 1,024 of its frames."""
+        by_sender: dict[Any, list[FrameKey]] = {}
+        for frame in frames:
+            key = frame_key(frame)
+            sender = self._origins.pop(key, None)
+            if sender is not None:
+                by_sender.setdefault(sender, []).append(key)
+        for sender, keys in by_sender.items():
+            for datagram in encode_acks(keys):
+                try:
+                    self._sock.sendto(datagram, sender)
+                except OSError:  # a collar that left; it resends if it can
+                    break
 
     def close(self) -> None:
         """Close the socket."""
@@ -126,6 +185,9 @@ class SimulatorSource:
         self._frames: Iterator[bytes] = herd.frames(start, end)
         self._chunk = chunk
         self.exhausted = False
+
+    def acknowledge(self, frames: Sequence[CollarFrame]) -> None:
+        """Nothing to tell: the simulated frames live in this process."""
 
     def read(self, timeout_s: float) -> list[FrameItem]:
         """The next frames (up to ``chunk``); never waits."""

@@ -1,16 +1,29 @@
 """Gateway disk spool: every outgoing MQTT message is stored here before it is sent.
 
-A message leaves the spool only after the broker's PUBACK (``ack``). Sequence
-numbers come from an SQLite ``AUTOINCREMENT`` key, so they are never reused, not even
-after every message was acknowledged and deleted or after a reboot.
+A message leaves the spool only when its delivery is confirmed: by an ingest receipt
+saying it is stored (``confirm_ranges``, the default end-to-end mode) or, for a broker
+without Namazu ingest, by the broker's PUBACK (``ack_many``). Sequence numbers come
+from an SQLite ``AUTOINCREMENT`` key, so they are never reused, not even after every
+message was confirmed and deleted or after a reboot.
+
+Identity: each spool file gets a random ``boot_id`` when it is created, kept in the
+file. Messages carry it, so the server can tell a gateway that lost its spool (new
+boot id, numbering from 1 again) from one that replays old sequence numbers.
+
+Disk budget (``max_bytes``, payload bytes): when an append would exceed it, the append
+is refused with ``SpoolFull`` and nothing already stored is touched. The spool holds
+data that was acknowledged to collars and not yet confirmed stored, so dropping the
+oldest would lose acknowledged data; refusing the newest lets collars that keep
+unacknowledged frames hold them (see ``bridge.py``). ``full`` reports the state until
+a confirmation frees space.
 
 Durability: WAL journal with ``synchronous=FULL``. In WAL mode ``NORMAL`` survives a
 killed process but may lose the last commits on power loss; a gateway's typical
 failure is a power cut and the spool holds the only copy of the data, so each
 append transaction is fsynced. The cost is one fsync per *transaction*:
-``append_built`` stores many messages in one, and the publisher acknowledges in
-groups (``ack_many``). Losing an acknowledgement only causes a duplicate resend,
-which the server's idempotent writes absorb.
+``append_built`` stores many messages in one, and confirmations are applied in
+groups. Losing a confirmation only causes a duplicate resend, which the server's
+idempotent writes absorb.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +42,19 @@ CREATE TABLE IF NOT EXISTS messages (
     topic TEXT NOT NULL,
     payload BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
 class SpoolError(RuntimeError):
     """The spool file cannot be opened or written."""
+
+
+class SpoolFull(SpoolError):
+    """An append would exceed the spool's disk budget; nothing was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +70,17 @@ class Spool:
     """SQLite-backed FIFO of MQTT messages keyed by a persistent sequence number.
 
     path : SQLite file (created with its parent directory when missing).
+    max_bytes : disk budget, total payload bytes held [B]; None = unlimited.
     Thread-safe: one connection guarded by a lock.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, max_bytes: int | None = None) -> None:
+        if max_bytes is not None and max_bytes <= 0:
+            raise ValueError(f"max_bytes={max_bytes}; must be positive or None")
         self.path = Path(path)
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        self._full = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -62,6 +89,18 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('boot_id', ?)",
+                (uuid.uuid4().hex,),
+            )
+            self.boot_id: str = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'boot_id'"
+            ).fetchone()[0]
+            self._bytes = int(
+                self._db.execute(
+                    "SELECT COALESCE(SUM(length(payload)), 0) FROM messages"
+                ).fetchone()[0]
+            )
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
 
@@ -75,7 +114,8 @@ class Spool:
 
         builders : callables receiving the message's sequence number and returning the
             payload bytes (so that a payload can embed its own sequence number).
-        Returns the sequence numbers, ascending.
+        Returns the sequence numbers, ascending. Raises SpoolFull (nothing stored)
+        when the messages would take the spool beyond ``max_bytes``.
         """
         seqs: list[int] = []
         with self._lock:
@@ -83,8 +123,16 @@ class Spool:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     seq = self._next_seq_locked()
+                    added = 0
                     for build in builders:
                         payload = build(seq)
+                        added += len(payload)
+                        if self.max_bytes is not None and self._bytes + added > self.max_bytes:
+                            self._full = True
+                            raise SpoolFull(
+                                f"spool {self.path}: {self._bytes + added:,} payload bytes "
+                                f"would exceed the budget of {self.max_bytes:,}"
+                            )
                         self._db.execute(
                             "INSERT INTO messages (seq, topic, payload) VALUES (?, ?, ?)",
                             (seq, topic, payload),
@@ -97,29 +145,48 @@ class Spool:
                     raise
             except sqlite3.Error as exc:
                 raise SpoolError(f"spool {self.path}: append failed: {exc}") from exc
+            self._bytes += added
         return seqs
 
     def ack(self, seq: int) -> None:
-        """Delete the message with this sequence number (the broker acknowledged it)."""
+        """Delete the message with this sequence number (its delivery is confirmed)."""
         self.ack_many([seq])
 
     def ack_many(self, seqs: Iterable[int]) -> int:
-        """Delete several acknowledged messages in one transaction; return how many."""
-        rows = [(int(s),) for s in seqs]
+        """Delete several confirmed messages in one transaction; return how many."""
+        return self.confirm_ranges((int(s), int(s)) for s in seqs)
+
+    def confirm_ranges(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Delete the messages whose seq lies in any inclusive ``(first, last)`` range,
+        in one transaction (ranges may overlap or name deleted messages); return how
+        many were deleted."""
+        rows = [(int(lo), int(hi)) for lo, hi in ranges if int(lo) <= int(hi)]
         if not rows:
             return 0
+        deleted = freed = 0
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                cursor = self._db.executemany("DELETE FROM messages WHERE seq = ?", rows)
+                for lo, hi in rows:
+                    sizes = self._db.execute(
+                        "DELETE FROM messages WHERE seq BETWEEN ? AND ? RETURNING length(payload)",
+                        (lo, hi),
+                    ).fetchall()
+                    deleted += len(sizes)
+                    freed += sum(int(s[0]) for s in sizes)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise SpoolError(f"spool {self.path}: ack failed: {exc}") from exc
-        return cursor.rowcount
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise SpoolError(f"spool {self.path}: confirmation failed: {exc}") from exc
+            self._bytes -= freed
+            if freed:
+                self._full = False
+        return deleted
 
     # --- reading -----------------------------------------------------------------
     def pending(self, limit: int = 1000, after_seq: int = 0) -> list[SpooledMessage]:
-        """Up to ``limit`` unacknowledged messages with seq > ``after_seq``, in seq order."""
+        """Up to ``limit`` unconfirmed messages with seq > ``after_seq``, in seq order."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, topic, payload FROM messages WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -127,10 +194,39 @@ class Spool:
             ).fetchall()
         return [SpooledMessage(int(s), str(t), bytes(p)) for s, t, p in rows]
 
+    def get(self, seqs: Iterable[int]) -> list[SpooledMessage]:
+        """The messages with these sequence numbers still in the spool, in seq order."""
+        wanted = sorted({int(s) for s in seqs})
+        out: list[SpooledMessage] = []
+        with self._lock:
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                out += [
+                    SpooledMessage(int(s), str(t), bytes(p))
+                    for s, t, p in self._db.execute(
+                        f"SELECT seq, topic, payload FROM messages WHERE seq IN ({marks}) "
+                        "ORDER BY seq",
+                        chunk,
+                    )
+                ]
+        return out
+
     def depth(self) -> int:
-        """Number of unacknowledged messages [messages]."""
+        """Number of unconfirmed messages [messages]."""
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+    @property
+    def bytes(self) -> int:
+        """Payload bytes held [B] (what the budget ``max_bytes`` counts)."""
+        return self._bytes
+
+    @property
+    def full(self) -> bool:
+        """True after an append was refused for the budget, until a confirmation frees
+        space."""
+        return self._full
 
     def next_seq(self) -> int:
         """The sequence number the next appended message will get."""

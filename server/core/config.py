@@ -105,6 +105,25 @@ class BridgeConfig(_Section):
         description="after every (re)connect, hold the spool until an ingest heartbeat "
         "arrives on namazu/v1/_ingest/alive (false: send at once, e.g. without Namazu ingest)",
     )
+    confirm: Literal["receipt", "puback"] = Field(
+        "receipt",
+        description="when a spooled message is deleted: on the ingest receipt saying it is "
+        "stored (receipt), or on the broker's PUBACK (puback: a broker without Namazu "
+        "ingest; a broker crash can then lose what it had accepted)",
+    )
+    receipt_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="send unconfirmed messages again when no receipt confirmed anything "
+        "for this long (doubling up to 16x while none comes) [s]",
+    )
+    spool_max_mb: float = Field(
+        1000.0,
+        ge=0,
+        description="disk budget of the spool in MB of payload (0 = unlimited); when it "
+        "is reached new data is refused (collars that keep frames resend them later) and "
+        "the data already spooled is kept",
+    )
 
 
 class FarmConfig(_Section):

@@ -35,7 +35,10 @@ from prometheus_client import (
 
 __all__ = [
     "ALARMS_OPEN",
+    "BRIDGE_FRAMES_DROPPED",
+    "BRIDGE_MESSAGES_CONFIRMED",
     "BRIDGE_MESSAGES_PUBLISHED",
+    "BRIDGE_MESSAGES_RESENT",
     "BUILD_INFO",
     "INFLUX_WRITE_SECONDS",
     "INGEST_MESSAGES_RECEIVED",
@@ -50,7 +53,9 @@ __all__ = [
     "MetricsServerError",
     "SCHEDULER_TICK_FAILURES",
     "SCHEDULER_TICK_SECONDS",
+    "SPOOL_BYTES",
     "SPOOL_DEPTH",
+    "SPOOL_FULL",
     "WEB_REQUESTS",
     "WEB_REQUEST_SECONDS",
     "metrics_response",
@@ -114,11 +119,32 @@ GATEWAY_SPOOL_DEPTH = Gauge(
 # --- gateway bridge (its own process; `bridge.metrics_port`) ---------------------------
 SPOOL_DEPTH = Gauge(
     "namazu_spool_depth",
-    "messages waiting in this gateway's spool for broker acknowledgement [messages]",
+    "messages waiting in this gateway's spool until their delivery is confirmed [messages]",
+)
+SPOOL_BYTES = Gauge(
+    "namazu_spool_bytes",
+    "payload bytes held in this gateway's spool (what its disk budget counts) [B]",
+)
+SPOOL_FULL = Gauge(
+    "namazu_spool_full",
+    "1 while this gateway's spool refuses new data for its disk budget, else 0",
 )
 BRIDGE_MESSAGES_PUBLISHED = Counter(
     "namazu_bridge_messages_published",
-    "activity messages acknowledged by the broker (QoS 1) [messages]",
+    "activity messages acknowledged by the broker (QoS 1 PUBACK) [messages]",
+)
+BRIDGE_MESSAGES_CONFIRMED = Counter(
+    "namazu_bridge_messages_confirmed",
+    "spooled messages confirmed (ingest receipt, or PUBACK with bridge.confirm = puback) "
+    "and deleted from the spool [messages]",
+)
+BRIDGE_MESSAGES_RESENT = Counter(
+    "namazu_bridge_messages_resent",
+    "messages sent again after a receipt time-out [messages]",
+)
+BRIDGE_FRAMES_DROPPED = Counter(
+    "namazu_bridge_frames_dropped",
+    "collar frames dropped unacknowledged because the spool was full [frames]",
 )
 
 # --- scheduler ------------------------------------------------------------------------

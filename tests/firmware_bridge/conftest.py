@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+
+#: ``stored_at`` of the receipts the tests send.
+STORED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -83,3 +87,54 @@ def subscriber_factory():
     yield make
     for sub in made:
         sub.close()
+
+
+class ReceiptResponder:
+    """Stands in for ingest's receipts on a real broker: takes every activity message and
+    answers on ``namazu/v1/{farm}/{gateway}/receipt`` per the receipt contract, unless
+    ``hold`` is set (then it only records what arrived)."""
+
+    def __init__(self, port: int, client_id: str = "test-receipts"):
+        from namazu.firmware_bridge.payload import encode_receipt
+
+        self._encode = encode_receipt
+        self.hold = False
+        self.boot_id_override: str | None = None
+        self.seqs: list[int] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
+        )
+        self.client.max_inflight_messages_set(1000)
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe("namazu/v1/+/+/activity", qos=1)
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 1)
+        self.client.connect_async("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "receipt responder could not subscribe"
+
+    def _on_message(self, client, userdata, message) -> None:
+        doc = orjson.loads(message.payload)
+        with self._lock:
+            self.seqs.append(doc["seq"])
+        if self.hold:
+            return
+        boot_id = self.boot_id_override or doc.get("boot_id")
+        receipt = self._encode(
+            doc["farm"], doc["gateway"], boot_id, [(doc["seq"], doc["seq"])], STORED_AT
+        )
+        client.publish(f"namazu/v1/{doc['farm']}/{doc['gateway']}/receipt", receipt, qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def receipts(broker):
+    """A receipt responder on the test's broker."""
+    responder = ReceiptResponder(broker.mqtt_port)
+    yield responder
+    responder.close()

@@ -31,7 +31,14 @@ def main() -> None:
     port, path, n, inflight = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     spool = Spool(path)
     publisher = GatewayPublisher(
-        "f-kill", "gw-k", spool, "127.0.0.1", port, max_inflight=inflight, keepalive_s=5
+        "f-kill",
+        "gw-k",
+        spool,
+        "127.0.0.1",
+        port,
+        max_inflight=inflight,
+        keepalive_s=5,
+        confirm="puback",  # a plain subscriber: the broker's PUBACK confirms
     )
     if spool.next_seq() == 1:
         publisher.publish_batches(batch(i) for i in range(n))

@@ -134,7 +134,9 @@ def test_simulator_source_ends_and_sources_parse_urls(tmp_path):
             open_source(bad)
 
 
-def test_bridge_command_with_simulator_source(broker, tmp_path, subscriber_factory, capsys):
+def test_bridge_command_with_simulator_source(
+    broker, receipts, tmp_path, subscriber_factory, capsys
+):
     sub = subscriber_factory(broker.mqtt_port)
     code = bridge_main(
         [
@@ -164,13 +166,17 @@ def test_bridge_command_with_simulator_source(broker, tmp_path, subscriber_facto
         ]
     )
     summary = capsys.readouterr().out
-    assert code == 0 and '"drained": true' in summary and '"samples_published": 120' in summary
+    assert code == 0 and '"samples_spooled": 120' in summary
+    assert '"confirmation": "receipt"' in summary and '"all_confirmed": true' in summary
+    assert '"messages_confirmed": 6' in summary and '"messages_unconfirmed": 0' in summary
     assert sub.wait_for(
         lambda s: sum(len(a["t_ms"]) for d in s.activity() for a in d["animals"]) >= 120
     )
 
 
-def test_simulate_command_publishes_the_herd(broker, tmp_path, subscriber_factory, capsys):
+def test_simulate_command_publishes_the_herd(
+    broker, receipts, tmp_path, subscriber_factory, capsys
+):
     sub = subscriber_factory(broker.mqtt_port)
     argv = [
         "--farm",
@@ -199,7 +205,8 @@ def test_simulate_command_publishes_the_herd(broker, tmp_path, subscriber_factor
         str(tmp_path / "s.sqlite"),
     ]
     assert simulate_main(argv) == 0
-    assert "1800 samples" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1800 samples" in out and "all stored by ingest" in out
     assert sub.wait_for(
         lambda s: sum(len(a["t_ms"]) for d in s.activity() for a in d["animals"]) >= 1800
     )

@@ -1,4 +1,5 @@
-"""Collar frame v1: round trip, every rejection reason, stream resynchronisation."""
+"""Collar frame v1 and its acknowledgement: round trip, every rejection reason, stream
+resynchronisation."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ import pytest
 
 from namazu.firmware_bridge.frame import (
     HEADER_SIZE,
+    AckReader,
     CollarFrame,
     FrameError,
     FrameReader,
     crc16_ccitt_false,
+    decode_ack,
     decode_frame,
+    encode_ack,
+    encode_acks,
     encode_frame,
     frame_size,
 )
@@ -140,3 +145,41 @@ def test_reader_resynchronises_after_garbage_and_false_magic():
     assert "bad_crc" in reasons
     assert reader.skipped_bytes > 0
     assert reader.buffered < HEADER_SIZE
+
+
+def test_ack_round_trip_split_into_frames_of_at_most_1024():
+    keys = [(1 + i % 3, i, 1_000_000 + i) for i in range(2500)]
+    acks = encode_acks(keys)
+    assert len(acks) == 3 and [len(decode_ack(a)) for a in acks] == [1024, 1024, 452]
+    assert [k for a in acks for k in decode_ack(a)] == keys
+    with pytest.raises(FrameError):
+        encode_ack([])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda a: a[:-1], "truncated"),
+        (lambda a: a + b"\x00", "wrong_length"),
+        (lambda a: b"NZ" + a[2:], "bad_magic"),
+        (lambda a: a[:2] + b"\x02" + a[3:], "unsupported_version"),
+        (lambda a: a[:6] + bytes([a[6] ^ 1]) + a[7:], "bad_crc"),
+        (lambda a: a[:3], "truncated"),
+    ],
+)
+def test_ack_rejections(mutate, reason):
+    with pytest.raises(FrameError) as info:
+        decode_ack(mutate(encode_ack([(1, 7, 42), (2, 7, 43)])))
+    assert info.value.reason == reason
+
+
+def test_ack_reader_skips_garbage_and_damaged_acks_and_joins_split_ones():
+    good = encode_ack([(1, 5, 100)])
+    damaged = bytearray(encode_ack([(2, 6, 200)]))
+    damaged[-1] ^= 0xFF
+    stream = b"\x00NAxx" + bytes(damaged) + good + b"N" + encode_ack([(3, 7, 300)])
+    reader = AckReader()
+    keys = []
+    for i in range(0, len(stream), 4):
+        keys += reader.feed(stream[i : i + 4])
+    assert keys == [(1, 5, 100), (3, 7, 300)]

@@ -1,4 +1,7 @@
-"""GatewayPublisher against a real Mosquitto: order, outage, SIGKILL, Last Will, backpressure."""
+"""GatewayPublisher against a real Mosquitto: order, outage, SIGKILL, Last Will, backpressure.
+
+The broker path alone, with a plain subscriber: messages are confirmed by the broker's
+PUBACK (``confirm="puback"``). Confirmation by ingest receipts: ``test_receipts.py``."""
 
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ def test_all_messages_arrive_in_seq_order_with_bounded_inflight(
     sub = subscriber_factory(broker.mqtt_port)
     spool = Spool(tmp_path / "spool.sqlite")
     publisher = GatewayPublisher(
-        "f1", "gw-1", spool, "127.0.0.1", broker.mqtt_port, max_inflight=25
+        "f1", "gw-1", spool, "127.0.0.1", broker.mqtt_port, max_inflight=25, confirm="puback"
     ).start()
     try:
         sent = publisher.publish_batches(animals(i) for i in range(1500))
@@ -63,7 +66,14 @@ def test_broker_down_for_the_first_half_loses_nothing_and_keeps_order(
     broker.stop_mosquitto()
     spool = Spool(tmp_path / "spool.sqlite")
     publisher = GatewayPublisher(
-        "f1", "gw-1", spool, "127.0.0.1", broker.mqtt_port, max_inflight=50, reconnect_max_s=1
+        "f1",
+        "gw-1",
+        spool,
+        "127.0.0.1",
+        broker.mqtt_port,
+        max_inflight=50,
+        reconnect_max_s=1,
+        confirm="puback",
     ).start()
     try:
         for i in range(400):

@@ -8,7 +8,9 @@ import subprocess
 import sys
 import textwrap
 
-from namazu.firmware_bridge.spool import Spool
+import pytest
+
+from namazu.firmware_bridge.spool import Spool, SpoolFull
 
 
 def test_append_pending_ack_in_seq_order(tmp_path):
@@ -81,3 +83,42 @@ def test_everything_committed_survives_a_sigkilled_writer(tmp_path):
         assert stored == sorted(stored)
         assert spool.next_seq() > max(confirmed)
         assert all(m.payload.startswith(b"payload-") for m in spool.pending(limit=10))
+
+
+def test_boot_id_is_kept_with_the_file_and_new_with_a_new_file(tmp_path):
+    with Spool(tmp_path / "a.sqlite") as spool:
+        first = spool.boot_id
+        spool.append("t", b"x")
+    with Spool(tmp_path / "a.sqlite") as spool:
+        assert spool.boot_id == first and spool.next_seq() == 2
+    with Spool(tmp_path / "b.sqlite") as spool:  # a gateway whose spool was lost
+        assert spool.boot_id != first and spool.next_seq() == 1
+
+
+def test_confirm_ranges_overlapping_and_repeated(tmp_path):
+    with Spool(tmp_path / "s.sqlite") as spool:
+        for i in range(20):
+            spool.append("t", b"%02d" % i)
+        assert spool.bytes == 40
+        assert spool.confirm_ranges([(1, 5), (3, 8), (20, 20), (30, 40)]) == 9
+        assert spool.confirm_ranges([(1, 8)]) == 0  # a repeated receipt changes nothing
+        assert [m.seq for m in spool.pending()] == list(range(9, 20))
+        assert spool.bytes == 22 and spool.depth() == 11
+        assert [m.seq for m in spool.get([19, 2, 9])] == [9, 19]
+
+
+def test_budget_refuses_new_data_and_keeps_the_old(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with Spool(path, max_bytes=100) as spool:
+        spool.append_built("t", [lambda _s: b"a" * 30] * 3)
+        with pytest.raises(SpoolFull, match="budget of 100"):
+            spool.append_built("t", [lambda _s: b"b" * 5, lambda _s: b"c" * 10])
+        assert spool.full and spool.depth() == 3 and spool.bytes == 90
+        assert spool.next_seq() == 4  # the refused transaction used no sequence number
+        spool.confirm_ranges([(1, 1)])
+        assert not spool.full
+        assert spool.append("t", b"d" * 40) == 4
+    with Spool(path, max_bytes=100) as spool:  # the byte count is rebuilt on open
+        assert spool.bytes == 100
+        with pytest.raises(SpoolFull):
+            spool.append("t", b"e")

@@ -82,6 +82,7 @@ def test_gateway_publishes_its_own_subtree(secure_broker, monitor):
         "namazu/v1/farmA/gw1/other",  # not a contract topic
         "namazu/v1/deadletter/farmA/gw1",  # forged dead letter
         "namazu/v1/_ingest/alive",  # forged ingest heartbeat: would open the gates
+        "namazu/v1/farmA/gw1/receipt",  # forged receipt: would free unstored data
     ],
 )
 def test_gateway_cannot_publish_outside_its_subtree_v311(secure_broker, monitor, forbidden):
@@ -119,6 +120,22 @@ def test_gateway_receives_the_ingest_heartbeat(secure_broker):
         assert gateway.subscribe("namazu/v1/_ingest/alive") == [1]
         assert ingest.publish("namazu/v1/_ingest/alive", b'{"client_id": "i1"}') == 0
         assert gateway.wait_for_topic("namazu/v1/_ingest/alive")
+    finally:
+        ingest.close()
+        gateway.close()
+
+
+def test_gateway_receives_its_own_receipts_and_no_other(secure_broker):
+    gateway = _login(secure_broker, "farmA/gw1")
+    ingest = _login(secure_broker, "namazu-ingest")
+    try:
+        assert gateway.subscribe("namazu/v1/farmA/gw1/receipt") == [1]
+        gateway.subscribe("namazu/v1/farmA/gw2/receipt")  # granted or not: never delivered
+        assert ingest.publish("namazu/v1/farmA/gw2/receipt", b'{"seqs": [[1, 9]]}') == 0
+        assert ingest.publish("namazu/v1/farmA/gw1/receipt", b'{"seqs": [[1, 5]]}') == 0
+        assert gateway.wait_for_topic("namazu/v1/farmA/gw1/receipt")
+        time.sleep(SETTLE_S)
+        assert gateway.topics() == ["namazu/v1/farmA/gw1/receipt"]
     finally:
         ingest.close()
         gateway.close()

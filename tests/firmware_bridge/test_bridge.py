@@ -163,6 +163,8 @@ def test_bridge_command_with_simulator_source(
             "--no-wait-for-ingest",  # a plain subscriber here, no ingest heartbeat
             "--batch-samples",
             "20",
+            "--confirm",
+            "receipt",
         ]
     )
     summary = capsys.readouterr().out
@@ -203,6 +205,8 @@ def test_simulate_command_publishes_the_herd(
         str(broker.mqtt_port),
         "--spool",
         str(tmp_path / "s.sqlite"),
+        "--confirm",
+        "receipt",
     ]
     assert simulate_main(argv) == 0
     out = capsys.readouterr().out

@@ -83,7 +83,9 @@ def test_serial_line_frames_are_acknowledged_once_spooled(broker, receipts, tmp_
     tty.setraw(slave)
     source = SerialSource(os.ttyname(slave), 115_200)
     spool = Spool(tmp_path / "spool.sqlite")
-    publisher = GatewayPublisher("f1", "gw-s", spool, port=broker.mqtt_port).start()
+    publisher = GatewayPublisher(
+        "f1", "gw-s", spool, port=broker.mqtt_port, confirm="receipt"
+    ).start()
     bridge, stop, thread = run_bridge(source, publisher, "gw-s")
     fleet = CollarFleet(frames, FdCollarLink(master), memory=100, resend_after_s=2.0)
     try:
@@ -107,7 +109,9 @@ def test_full_spool_acknowledges_nothing_and_the_collars_keep_the_frames(
     frames = list(herd.frames(DAY0, DAY0 + timedelta(minutes=20)))
     source = UdpSource("127.0.0.1", 0)
     spool = Spool(tmp_path / "spool.sqlite", max_bytes=10)  # smaller than any message
-    publisher = GatewayPublisher("f1", "gw-f", spool, port=broker.mqtt_port).start()
+    publisher = GatewayPublisher(
+        "f1", "gw-f", spool, port=broker.mqtt_port, confirm="receipt"
+    ).start()
     bridge, stop, thread = run_bridge(source, publisher, "gw-f")
     fleet = CollarFleet(frames, UdpCollarLink("127.0.0.1", source.port), resend_after_s=0.3)
     try:
@@ -146,6 +150,7 @@ def start_bridge(port: int, udp_port: int, spool, log) -> subprocess.Popen:
         f"--mqtt-port={port}",
         f"--spool={spool}",
         "--batch-samples=50",
+        "--confirm=receipt",
         "--no-wait-for-ingest",  # the receipt responder is no ingest worker
     ]
     return subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -32,7 +32,7 @@ def test_puback_keeps_the_message_a_receipt_frees_it(broker, receipts, tmp_path)
     receipts.hold = True
     spool = Spool(tmp_path / "spool.sqlite")
     publisher = GatewayPublisher(
-        "f1", "gw-1", spool, port=broker.mqtt_port, receipt_timeout_s=3600
+        "f1", "gw-1", spool, port=broker.mqtt_port, receipt_timeout_s=3600, confirm="receipt"
     ).start()
     topic = receipt_topic("f1", "gw-1")
     try:
@@ -69,7 +69,7 @@ def test_receipt_timeout_sends_the_unconfirmed_again(broker, receipts, tmp_path)
     receipts.hold = True  # ingest "lost" the first copies
     spool = Spool(tmp_path / "spool.sqlite")
     publisher = GatewayPublisher(
-        "f1", "gw-1", spool, port=broker.mqtt_port, receipt_timeout_s=0.5
+        "f1", "gw-1", spool, port=broker.mqtt_port, receipt_timeout_s=0.5, confirm="receipt"
     ).start()
     try:
         publisher.publish_batches(animals(i) for i in range(20))
@@ -129,7 +129,7 @@ def test_full_spool_refuses_new_data_keeps_the_old_and_says_so(
     one = len(encode_activity("f1", "gw-1", 10, 1_800_000_000_000, animals(9), boot_id="0" * 32))
     spool = Spool(tmp_path / "spool.sqlite", max_bytes=10 * one + one // 2)
     publisher = GatewayPublisher(
-        "f1", "gw-1", spool, port=broker.mqtt_port, receipt_timeout_s=3600
+        "f1", "gw-1", spool, port=broker.mqtt_port, receipt_timeout_s=3600, confirm="receipt"
     ).start()
     try:
         assert wait_until(lambda: publisher.connected)

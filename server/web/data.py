@@ -30,6 +30,8 @@ SPECIES = ("cow", "sheep", "dog")
 MAX_RANGE_DAYS = 400
 DEFAULT_MAX_POINTS = 2000
 MAX_POINTS_LIMIT = 20000
+#: Most series the timeline page stacks at once.
+MAX_PANELS = 12
 NEARBY_KM = 300.0
 #: A gateway clock further than this from the server's is flagged on the overview [s].
 CLOCK_TOLERANCE_S = 2.0
@@ -549,13 +551,18 @@ def timeline(
         act_t, act_v = _raw(act, "value", resolution_ms)
         base_t, base_v = _raw(base, "baseline", resolution_ms)
         _, thr_v = _raw(base, "threshold", resolution_ms)
+    if not act_t.size and not base_t.size:
+        check_series_known(handles, farm, series)
     quakes = quakes_frame(handles, farm, start_ms, end_ms, 2.0)
     alarms = alarms_query(
         handles, farm.id, None, 1000, series=series, start_ms=start_ms, end_ms=end_ms
     )
     return {
         "farm": farm.id,
+        "timezone": farm.timezone,
         "series": series,
+        "label": series_label(series),
+        "unit": "ODBA [g]" if is_animal else "ODBA, sum over the animals [g]",
         "start": _iso_ms(start_ms),
         "end": _iso_ms(end_ms),
         "resolution_s": resolution_ms / 1000,
@@ -570,15 +577,66 @@ def timeline(
                 "series": a.series,
                 "kind": a.kind,
                 "state": a.state,
+                "title": alarm_title(a.kind, a.series),
+                "own": a.series == series,
                 "start": _iso(a.start),
                 "end": _iso(a.end or a.last_anomalous),
+                "declared_at": _iso(getattr(a, "declared_at", None) or a.opened_at),
+                "declared_known": getattr(a, "declared_at", None) is not None,
                 "peak_ratio": _num(a.peak_ratio),
             }
             for a in alarms
         ],
-        "quakes": quake_records(quakes),
+        "quakes": mark_targets(quake_records(quakes), handles.config.evaluation_params()),
         "events": [e.to_dict() for e in farm_events(handles, farm.id, start_ms, end_ms)],
     }
+
+
+def series_label(series: str) -> str:
+    """How a series is named on screen: "herd", "all cows", "cow-007"."""
+    if series.startswith("species:"):
+        return f"all {series.removeprefix('species:')}s".replace("sheeps", "sheep")
+    return series
+
+
+def check_series_known(handles: Any, farm: FarmConfig, series: str) -> None:
+    """NotFound when the farm has never reported ``series`` (an animal id or a species);
+    the message names the series and the known ones."""
+    if series == "herd":
+        return
+    frame = handles.influx.query_frame(*queries.animals_last_seen(farm.id))
+    animals = sorted(map(str, frame["animal"])) if "animal" in frame else []
+    species = sorted(set(map(str, frame["species"]))) if "species" in frame else []
+    if series.startswith("species:"):
+        wanted = series.removeprefix("species:")
+        if wanted not in species:
+            known = ", ".join(species) or "none yet"
+            raise NotFound(f"series {series!r}: farm {farm.id} has no {wanted}; species: {known}")
+        return
+    if series not in animals:
+        known = ", ".join(animals[:12]) + (" …" if len(animals) > 12 else "")
+        raise NotFound(
+            f"series {series!r}: no such animal on farm {farm.id}; "
+            f"known animals: {known or 'none yet'}"
+        )
+
+
+def mark_targets(quakes: list[dict[str, Any]], params: Any) -> list[dict[str, Any]]:
+    """Flag each quake record that is a target earthquake by magnitude and distance
+    (M >= ``min_magnitude`` within the Dobrovolsky radius, or ``fixed_radius_km``):
+    ``is_target`` and its ``radius_km``."""
+    for quake in quakes:
+        radius = params.fixed_radius_km or quake["dobrovolsky_km"]
+        magnitude, distance = quake["magnitude"], quake["distance_km"]
+        quake["radius_km"] = radius
+        quake["is_target"] = bool(
+            magnitude is not None
+            and distance is not None
+            and radius is not None
+            and magnitude >= params.min_magnitude
+            and distance <= radius
+        )
+    return quakes
 
 
 def _iso(value: datetime | None) -> str | None:

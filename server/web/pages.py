@@ -92,19 +92,30 @@ def overview() -> Any:
 @bp.get("/timeline")
 @role_required("viewer")
 def timeline() -> Any:
-    """Interactive timeline of one animal, a species group or the herd."""
+    """Stacked timelines on one time axis: the herd, each species and chosen animals.
+
+    ``series`` may repeat (default: the herd and each species of the farm); the range
+    is ``start``/``end`` (default the last 7 days) and follows zooming in the URL.
+    """
     handles = _handles()
     farm = data.farm_config(handles, request.args.get("farm"))
-    series = data.check_series(request.args.get("series") or "herd")
     start, end = data.time_range(request.args)
     animals = []
     for item in data.overview(handles):
         if item["farm"] == farm.id:
             animals = item["animals"]
+    chosen = [data.check_series(s) for s in request.args.getlist("series") if s]
+    if not chosen:
+        present = sorted({a["species"] for a in animals if a["species"] in data.SPECIES})
+        chosen = ["herd", *(f"species:{s}" for s in present)]
+    chosen = list(dict.fromkeys(chosen))
+    if len(chosen) > data.MAX_PANELS:
+        raise data.InputError(f"series: at most {data.MAX_PANELS} at once, got {len(chosen)}")
     return render_template(
         "timeline.html",
         farm=farm,
-        series=series,
+        chosen=chosen,
+        labels={s: data.series_label(s) for s in chosen},
         start=data._iso_ms(start),
         end=data._iso_ms(end),
         animals=animals,
@@ -131,6 +142,7 @@ def alarm(alarm_id: int) -> Any:
     """An alarm: its series, animals, parameters, log hash, lead-window quakes, reviews."""
     detail = data.alarm_detail(_handles(), alarm_id)
     detail["title"] = data.alarm_title(detail["kind"], detail["series"])
+    detail["timezone"] = data.farm_config(_handles(), detail["farm"]).timezone
     return render_template("alarm.html", alarm=detail, verdicts=VERDICTS)
 
 

@@ -87,7 +87,7 @@ def test_login_timeline_alarm_span_and_screenshots(served, page):
         "() => document.getElementById('timeline-plot').layout.shapes"
         ".filter(s => s.name.startsWith('alarm-'))[0]"
     )
-    assert span["x0"].startswith("2024-03-10T10:00")
+    assert span["x0"].startswith("2024-03-10 10:00")  # farm-local wall clock (UTC farm)
     assert page.locator("#timeline-plot .shapelayer path").count() >= 1
     # activity, baseline, threshold and quakes drawn as SVG (no WebGL needed on farm PCs)
     assert page.locator("#timeline-plot .scatterlayer .trace").count() >= 4

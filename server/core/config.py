@@ -156,6 +156,22 @@ class SchedulerConfig(_Section):
         365.0, gt=0, le=36_500, description="depth of the first catalogue fetch [days]"
     )
     alarm_log_path: Path = Field(Path("var/alarm-log.jsonl"), description="hash-chained log")
+    alarm_log_signing_key: Path | None = Field(
+        None,
+        description="Ed25519 private key (PEM) that signs each record, outside the log's "
+        "directory; unset: records are unsigned (namazu keys generate)",
+    )
+    alarm_log_keyring: Path | None = Field(
+        None, description="public keys with validity (JSON) that verify-log and the panel trust"
+    )
+    tsa_url: str | None = Field(
+        None, description="RFC 3161 time-stamping authority that stamps the chain head"
+    )
+    tsa_ca_file: Path | None = Field(None, description="PEM CA file that certifies the TSA")
+    tsa_interval_s: float = Field(
+        3600.0, gt=0, le=3600, description="the head is stamped at least this often [s]"
+    )
+    tsa_timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of the TSA [s]")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics port of the scheduler (0 = disabled)"
     )
@@ -185,7 +201,48 @@ class WebConfig(_Section):
     port: int = Field(8000, ge=0, le=65535, description="listen port")
     secret_key: str | None = Field(None, description="session key; NAMAZU_WEB__SECRET_KEY")
     secure_cookies: bool = Field(True, description="mark session cookies Secure")
-    login_attempts_per_min: int = Field(5, ge=1, description="login rate limit per user and IP")
+    trusted_proxy_hops: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="reverse proxies in front that set X-Forwarded-For/-Proto "
+        "(1 behind the shipped nginx); 0: the headers are ignored",
+    )
+    login_free_failures: int = Field(
+        5, ge=1, description="failed log-ins per account before delays begin [count]"
+    )
+    login_base_delay_s: float = Field(1.0, gt=0, description="first log-in delay, doubling [s]")
+    login_max_delay_s: float = Field(
+        60.0, gt=0, description="longest delay between tries on one account [s]"
+    )
+    login_window_s: float = Field(3600.0, gt=0, description="failures are forgotten after [s]")
+    login_device_failures: int = Field(
+        10, ge=1, description="failures from a known browser before its own delays [count]"
+    )
+    login_address_failures: int = Field(
+        20, ge=1, description="failed log-ins per client address over all accounts [count]"
+    )
+    login_address_window_s: float = Field(
+        600.0, gt=0, description="window of the per-address limit [s]"
+    )
+    login_notify_after: int = Field(
+        10, ge=1, description="failures on an account that e-mail its user [count]"
+    )
+    login_notify_interval_s: float = Field(
+        21600.0, gt=0, description="at most one such e-mail per account per [s]"
+    )
+    heavy_global_limit: int = Field(
+        4, ge=1, description="exports and evaluations running at once per panel process"
+    )
+    heavy_per_user_limit: int = Field(
+        2, ge=1, description="exports and evaluations running at once per user"
+    )
+    evaluation_max_shifts: int = Field(
+        500, ge=0, le=2000, description="cap on the evaluation's circular shifts [count]"
+    )
+    export_chunk_days: float = Field(
+        1.0, gt=0, le=31, description="an export reads and sends this much at a time [days]"
+    )
     base_url: str = Field(
         "",
         pattern=r"^(https?://[^\s]+)?$",

@@ -49,7 +49,7 @@ from namazu.server.core.metrics import (
     MetricsServerError,
     start_metrics_server,
 )
-from namazu.server.detection.alarmlog import AlarmLog
+from namazu.server.detection.alarmlog import AlarmLog, HeadStamper, load_signer
 from namazu.server.detection.health import HealthJob
 from namazu.server.detection.tick import DetectionJob
 from namazu.server.store.influx import InfluxClient, InfluxError
@@ -68,6 +68,7 @@ class Services:
     influx: InfluxClient
     engine: Engine
     alarm_log: AlarmLog
+    stamper: HeadStamper | None
     detection: DetectionJob
     health: HealthJob
     catalog: CatalogRefreshJob | None
@@ -90,7 +91,18 @@ def build_services(
     sched = config.scheduler
     influx = InfluxClient.from_config(config.influx)
     engine = init_db(config.state.url)
-    alarm_log = AlarmLog(sched.alarm_log_path)
+    stamper = None
+    if sched.tsa_url:
+        from namazu.server.detection.timestamping import TimestampClient
+
+        if sched.tsa_ca_file is None:
+            raise ConfigError("scheduler.tsa_ca_file: needed with scheduler.tsa_url")
+        client = TimestampClient(sched.tsa_url, sched.tsa_ca_file, sched.tsa_timeout_s)
+        stamper = HeadStamper(sched.alarm_log_path, client)
+    signer = load_signer(sched.alarm_log_signing_key, sched.alarm_log_path)
+    if signer is None:
+        log.warning("scheduler.alarm_log_signing_key is not set: alarm records are unsigned")
+    alarm_log = AlarmLog(sched.alarm_log_path, signer=signer, on_append=stamper)
     farms = [farm.id for farm in config.farms]
     detection = DetectionJob(
         influx,
@@ -125,6 +137,7 @@ def build_services(
         influx=influx,
         engine=engine,
         alarm_log=alarm_log,
+        stamper=stamper,
         detection=detection,
         health=health,
         catalog=catalog,
@@ -265,6 +278,9 @@ def make_scheduler(services: Services, blocking: bool = True) -> Any:
     if services.catalog is not None:
         catalog = services.catalog
         jobs.append(("catalog", lambda: catalog.run(datetime.now(UTC)), sched.catalog_refresh_s))
+    if services.stamper is not None:
+        stamper, alarm_log = services.stamper, services.alarm_log
+        jobs.append(("timestamp", lambda: stamper.stamp_head(alarm_log), sched.tsa_interval_s))
     for name, body, interval in jobs:
         scheduler.add_job(
             GuardedJob(name, body, interval),

@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 
 from namazu.server.core.config import ConfigError, NamazuConfig, load_config
+from namazu.server.detection.logkeys import generate as generate_signing_key
 from namazu.server.ingest.service import IngestService
 from namazu.server.launch.stack import Stack, StackError, free_port, port_open, status
 from namazu.server.store.influx import InfluxClient
@@ -100,6 +101,9 @@ def demo_config(base: NamazuConfig, stack: Stack, web_port: int | None = None) -
     state store and alarm log under the data directory, a panel on loopback over plain
     HTTP (so session cookies are not marked Secure; put TLS in front in production)."""
     data_dir = stack.data_dir
+    signing_key, keyring = data_dir / "keys" / "alarm-log.key", data_dir / "keys" / "keyring.json"
+    if not signing_key.exists():
+        generate_signing_key(signing_key, keyring)
     return base.model_copy(
         update={
             "mqtt": base.mqtt.model_copy(update={"host": "127.0.0.1", "port": stack.mqtt_port}),
@@ -109,7 +113,11 @@ def demo_config(base: NamazuConfig, stack: Stack, web_port: int | None = None) -
                 update={"url": f"sqlite:///{data_dir / 'state.sqlite'}"}
             ),
             "scheduler": base.scheduler.model_copy(
-                update={"alarm_log_path": data_dir / "alarm-log.jsonl"}
+                update={
+                    "alarm_log_path": data_dir / "alarm-log.jsonl",
+                    "alarm_log_signing_key": signing_key,
+                    "alarm_log_keyring": keyring,
+                }
             ),
             "web": base.web.model_copy(
                 update={

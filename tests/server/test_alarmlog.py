@@ -146,14 +146,14 @@ def test_concurrent_processes_keep_one_chain(tmp_path):
 def test_cli_reports_first_broken_record_and_exit_codes(tmp_path, capsys):
     path = tmp_path / "log.jsonl"
     _fill(path, 3)
-    assert alarmlog.main([str(path)]) == 0
+    assert alarmlog.main([str(path), "--chain-only"]) == 0
     assert "OK, 3 records" in capsys.readouterr().out
     lines = _lines(path)
     path.write_text(lines[0] + lines[2], encoding="utf-8")
-    assert alarmlog.main([str(path)]) == 1
+    assert alarmlog.main([str(path), "--chain-only"]) == 1
     out = capsys.readouterr().out
     assert "BROKEN at record 1" in out
-    assert alarmlog.main([str(tmp_path / "missing.jsonl")]) == 2
+    assert alarmlog.main([str(tmp_path / "missing.jsonl"), "--chain-only"]) == 2
     err = capsys.readouterr().err
     assert "no such file" in err and "Traceback" not in err
 
@@ -208,23 +208,23 @@ def _state_with_logged_alarms(tmp_path, n: int) -> tuple[str, list[str]]:
 def test_verify_log_names_a_deleted_tail_from_the_state_store(tmp_path, capsys):
     url, _ = _state_with_logged_alarms(tmp_path, 4)
     path = tmp_path / "log.jsonl"
-    assert alarmlog.main([str(path), "--state", url]) == 0
+    assert alarmlog.main([str(path), "--state", url, "--chain-only"]) == 0
     assert "OK, 4 records" in capsys.readouterr().out
     path.write_text("".join(_lines(path)[:3]), encoding="utf-8")
-    assert alarmlog.main([str(path), "--state", url]) == 1
+    assert alarmlog.main([str(path), "--state", url, "--chain-only"]) == 1
     out = capsys.readouterr().out
     assert "BROKEN at record 3: record 3 is missing" in out
     assert "alarm farm-a/cow-003/animal/2024-05-01T03:00:00Z is recorded at index 3" in out
-    assert alarmlog.main([str(path), "--state", url, "--no-state"]) == 0
+    assert alarmlog.main([str(path), "--state", url, "--no-state", "--chain-only"]) == 0
     # the configuration's state store is used by default
     config = tmp_path / "namazu.toml"
     config.write_text(
         f'[state]\nurl = "{url}"\n[scheduler]\nalarm_log_path = "{path}"\n', encoding="utf-8"
     )
-    assert alarmlog.main(["--config", str(config)]) == 1
+    assert alarmlog.main(["--config", str(config), "--chain-only"]) == 1
     assert "BROKEN at record 3: record 3 is missing" in capsys.readouterr().out
     path.write_text("".join(_lines(path)[:1]), encoding="utf-8")
-    assert alarmlog.main(["--config", str(config)]) == 1
+    assert alarmlog.main(["--config", str(config), "--chain-only"]) == 1
     out = capsys.readouterr().out
     assert "record 1 is missing" in out and "cow-001" in out and "and 2 more" in out
 
@@ -247,7 +247,7 @@ def test_verify_log_without_a_state_store_file_exits_2(tmp_path, capsys):
     path = tmp_path / "log.jsonl"
     _fill(path, 1)
     missing = f"sqlite:///{tmp_path / 'nothing.sqlite'}"
-    assert alarmlog.main([str(path), "--state", missing]) == 2
+    assert alarmlog.main([str(path), "--state", missing, "--chain-only"]) == 2
     err = capsys.readouterr().err
     assert "no such file" in err and "Traceback" not in err
     assert not (tmp_path / "nothing.sqlite").exists()

@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -92,9 +93,31 @@ def token_time(reply: Path) -> datetime:
     return moment
 
 
+_CHECKED: dict[tuple[Any, ...], TokenCheck] = {}
+_CHECKED_MAX = 100_000
+
+
 def check_token(reply: Path, digest_hex: str, ca_file: Path) -> TokenCheck:
     """Check that ``reply`` is a token, signed by a TSA certified by ``ca_file``, over
-    the SHA-256 digest ``digest_hex``; return its time (see TokenCheck)."""
+    the SHA-256 digest ``digest_hex``; return its time (see TokenCheck). Results are
+    remembered per (file, size, modification time, digest, CA file) so that a log
+    verified again (the panel) runs ``openssl`` only for new tokens."""
+    try:
+        info, ca_info = reply.stat(), ca_file.stat()
+        key = (str(reply), info.st_size, info.st_mtime_ns, digest_hex, str(ca_file),
+               ca_info.st_mtime_ns)  # fmt: skip
+    except OSError:
+        return _check_token(reply, digest_hex, ca_file)
+    found = _CHECKED.get(key)
+    if found is None:
+        found = _check_token(reply, digest_hex, ca_file)
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[key] = found
+    return found
+
+
+def _check_token(reply: Path, digest_hex: str, ca_file: Path) -> TokenCheck:
     match = TOKEN_NAME.match(reply.name)
     index = int(match.group(1)) if match else -1
     result = _openssl("-verify", "-digest", digest_hex, "-in", str(reply), "-CAfile", str(ca_file))

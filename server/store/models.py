@@ -48,6 +48,10 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: where the user is told that their account is being guessed (optional)
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    #: when that e-mail was last queued [UTC]
+    guess_notice_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Public fields (no hash)."""
@@ -58,6 +62,27 @@ class User(Base):
             "active": self.active,
             "created_at": _iso(self.created_at),
         }
+
+
+class LoginFailure(Base):
+    """One log-in attempt charged against an account: a failure, or an attempt whose
+    password is being checked (refunded on success). ``account`` is the lower-cased
+    name tried, ``address`` the client address, ``device`` the device id of a valid
+    device cookie for that account (None: a client the account does not know). Rows
+    older than the longest throttle window are deleted."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_account", "account", "at"),
+        Index("ix_login_failures_address", "address", "at"),
+        Index("ix_login_failures_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ApiToken(Base):

@@ -4,7 +4,10 @@
 dict of overrides on top of the defaults (tests pass ``{"influx": {...}, "state":
 {...}, "web": {...}}``). The handles to external systems are created once and kept in
 ``app.extensions["namazu"]`` (a ``PanelHandles``): the InfluxDB client, the state-store
-engine and session factory, and the log-in rate limiter.
+engine and session factory, the log-in policy and device cookies, the gate of heavy
+requests and the cache of what the alarm log proves. With ``web.trusted_proxy_hops`` the
+client address and scheme come from that many proxies' ``X-Forwarded-*`` headers
+(werkzeug's ProxyFix); without it those headers are ignored.
 
 Blueprints: ``auth`` (log-in/out), ``pages`` (server-rendered pages), ``api``
 (``/api/v1``, described by ``/api/v1/openapi.json``).
@@ -25,6 +28,7 @@ from typing import Any
 from flask import Flask, g, request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from namazu.server.core.config import ConfigError, NamazuConfig, load_config
 from namazu.server.store.influx import InfluxClient
@@ -48,7 +52,10 @@ class PanelHandles:
     influx: InfluxClient
     engine: Engine
     sessions: sessionmaker[Session]
-    login_limiter: Any
+    login_policy: Any
+    device_cookies: Any
+    heavy_gate: Any
+    proofs: Any
 
 
 def _resolve_config(config: NamazuConfig | dict[str, Any] | None) -> NamazuConfig:
@@ -70,6 +77,8 @@ def create_app(config: NamazuConfig | dict[str, Any] | None = None) -> Flask:
     Returns the Flask app with its handles in ``app.extensions["namazu"]``.
     """
     from namazu.server.web import api, auth, pages
+    from namazu.server.web.limits import HeavyGate
+    from namazu.server.web.proofs import ProofCache
 
     cfg = _resolve_config(config)
     # The instance path is named so that Flask does not search for it through the
@@ -95,8 +104,16 @@ def create_app(config: NamazuConfig | dict[str, Any] | None = None) -> Flask:
         influx=InfluxClient.from_config(cfg.influx),
         engine=engine,
         sessions=sessionmaker(bind=engine, expire_on_commit=False),
-        login_limiter=auth.LoginRateLimiter(cfg.web.login_attempts_per_min),
+        login_policy=auth.LoginPolicy.from_config(cfg.web),
+        device_cookies=auth.DeviceCookies(secret),
+        heavy_gate=HeavyGate(cfg.web.heavy_global_limit, cfg.web.heavy_per_user_limit),
+        proofs=ProofCache(cfg.scheduler),
     )
+    if cfg.web.trusted_proxy_hops:
+        # Only behind that many proxies are X-Forwarded-For/-Proto believed: each proxy
+        # appends the address it saw, so the hops-th value from the right is the client.
+        hops = cfg.web.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.before_request(_start_timer)
     app.before_request(auth.load_user)
     app.after_request(_security_headers)

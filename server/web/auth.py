@@ -8,8 +8,11 @@
 - CSRF: every state-changing request authenticated by the cookie must carry the
   session's CSRF token (form field ``csrf_token`` or header ``X-CSRF-Token``).
   Bearer-token requests carry no ambient credential and need none.
-- Log-in rate limit: ``web.login_attempts_per_min`` failed-or-not attempts per
-  (user name, client address) per minute; more answer 429.
+- Log-in throttle (``LoginPolicy``): progressive delays per account for clients the
+  account does not know, separate budgets for browsers holding the account's device
+  cookie, a limit per client address; refusals answer 429 with ``Retry-After``. The
+  client address is the TCP peer, or with ``web.trusted_proxy_hops`` the address the
+  trusted proxies forwarded. Repeated failures e-mail the account's user.
 - ``next`` after log-in: only same-site relative paths (no open redirect).
 - Roles: viewer < reviewer < admin (``role_required("reviewer")``).
 """
@@ -18,13 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import math
 import re
 import secrets
-import threading
-import time
-from collections import defaultdict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import wraps
+from html import escape
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,11 +48,14 @@ from flask import (
     session,
     url_for,
 )
-from sqlalchemy import select
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from namazu.server.store.models import ROLES, ApiToken, LoginSession, User
-from namazu.server.store.state import session_scope
+from namazu.server.store.models import ROLES, ApiToken, LoginFailure, LoginSession, User
+from namazu.server.store.state import OutboxMail, session_scope
+
+log = logging.getLogger(__name__)
 
 USER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD_LENGTH = 10
@@ -147,61 +155,240 @@ def role_at_least(role: str, minimum: str) -> bool:
     return role in ROLES and ROLES.index(role) >= ROLES.index(minimum)
 
 
-# ---------------------------------------------------------------- rate limit
+# ---------------------------------------------------------------- log-in throttle
 
 
-class LoginRateLimiter:
-    """Sliding windows of log-in attempts: ``attempts_per_min`` per (user name, client
-    address), and ``ADDRESS_FACTOR`` times as many per client address over all user
-    names, so one address cannot try name after name. Windows that have emptied are
-    dropped once more than ``MAX_KEYS`` keys are held (memory stays bounded)."""
+@dataclass(frozen=True)
+class LoginPolicy:
+    """How log-in attempts are throttled (``web.login_*`` in the configuration).
 
-    ADDRESS_FACTOR = 4
-    MAX_KEYS = 10_000
+    An attempt is *charged* (a ``LoginFailure`` row) before the password is checked and
+    refunded when it succeeds, so parallel requests cannot slip past a limit. Three
+    budgets, each over the attempts charged in its window:
 
-    def __init__(self, attempts_per_min: int, window_s: float = 60.0):
-        self.attempts_per_min = attempts_per_min
-        self.window_s = window_s
-        self._attempts: dict[tuple[str, str], deque[float]] = defaultdict(deque)
-        self._by_address: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
+    - account (clients the account does not know): ``free_failures`` failures, then each
+      further attempt waits ``base_delay_s`` · 2^(n − free_failures), at most
+      ``max_delay_s``, after the previous one [s] — guessing over any number of addresses
+      is bounded by about one try per ``max_delay_s``, and the real user is delayed by at
+      most ``max_delay_s``, never locked out;
+    - known device (a browser holding the signed device cookie of a successful log-in to
+      that account): its own ``device_failures`` and delays, untouched by anybody
+      else's failures, so an attacker elsewhere cannot lock its owner out;
+    - address: ``address_failures`` failures per client address over all accounts in
+      ``address_window_s`` [s]; more are refused until the oldest leaves the window.
+      Refused attempts check no password and are not charged.
 
-    def _trimmed(self, window: deque[float], now: float) -> deque[float]:
-        while window and now - window[0] >= self.window_s:
-            window.popleft()
-        return window
+    ``notify_after`` failures on an account within ``window_s`` e-mail its user (when
+    the account has an address), at most once per ``notify_interval_s`` [s].
+    """
 
-    def allow(self, user: str, address: str, now: float | None = None) -> bool:
-        """Record one attempt; False when the user and address, or the address alone,
-        already used their attempts in the window."""
-        now = time.monotonic() if now is None else now
-        key = (user.lower(), address)
-        with self._lock:
-            if len(self._attempts) > self.MAX_KEYS:
-                self._drop_idle(now)
-            window = self._trimmed(self._attempts[key], now)
-            per_address = self._trimmed(self._by_address[address], now)
-            if len(window) >= self.attempts_per_min:
-                return False
-            if len(per_address) >= self.attempts_per_min * self.ADDRESS_FACTOR:
-                return False
-            window.append(now)
-            per_address.append(now)
-            return True
+    free_failures: int = 5
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+    window_s: float = 3600.0
+    device_failures: int = 10
+    address_failures: int = 20
+    address_window_s: float = 600.0
+    notify_after: int = 10
+    notify_interval_s: float = 6 * 3600.0
 
-    def _drop_idle(self, now: float) -> None:
-        for table in (self._attempts, self._by_address):
-            for key in [k for k, w in table.items() if not self._trimmed(w, now)]:
-                del table[key]
+    @classmethod
+    def from_config(cls, web: Any) -> LoginPolicy:
+        """The policy of a ``WebConfig``."""
+        return cls(
+            free_failures=web.login_free_failures,
+            base_delay_s=web.login_base_delay_s,
+            max_delay_s=web.login_max_delay_s,
+            window_s=web.login_window_s,
+            device_failures=web.login_device_failures,
+            address_failures=web.login_address_failures,
+            address_window_s=web.login_address_window_s,
+            notify_after=web.login_notify_after,
+            notify_interval_s=web.login_notify_interval_s,
+        )
 
-    def reset(self, user: str, address: str) -> None:
-        """After a successful log-in: forget the attempts of the key, and take the
-        successful attempt off the address's window (only failures count there)."""
-        with self._lock:
-            self._attempts.pop((user.lower(), address), None)
-            per_address = self._by_address.get(address)
-            if per_address:
-                per_address.pop()
+    def delay_s(self, failures: int, free: int) -> float:
+        """Wait after the last of ``failures`` charged attempts, ``free`` of them free [s]."""
+        if failures < free:
+            return 0.0
+        return min(self.base_delay_s * 2.0 ** (failures - free), self.max_delay_s)
+
+
+def _charged(db: Session, since: datetime, *conditions: Any) -> tuple[int, datetime | None]:
+    """(count, latest time) of the charged attempts matching ``conditions`` since ``since``."""
+    count, latest = db.execute(
+        select(func.count(), func.max(LoginFailure.at)).where(LoginFailure.at >= since, *conditions)
+    ).one()
+    return int(count), latest
+
+
+def begin_attempt(
+    db: Session,
+    policy: LoginPolicy,
+    account: str,
+    address: str,
+    device: str | None,
+    now: datetime,
+) -> tuple[int | None, float]:
+    """Charge one log-in attempt, or refuse it.
+
+    account : the user name tried (any case). address : the client address.
+    device : the device id of a valid device cookie for this account, or None.
+    Returns (attempt id, 0) when the password may be checked, (None, wait [s]) when the
+    client must wait first (nothing is charged then).
+    """
+    account = account.lower()
+    horizon = now - timedelta(seconds=max(policy.window_s, policy.address_window_s))
+    db.execute(delete(LoginFailure).where(LoginFailure.at < horizon))
+    since = now - timedelta(seconds=policy.window_s)
+    if device is not None:
+        count, latest = _charged(
+            db, since, LoginFailure.account == account, LoginFailure.device == device
+        )
+        wait = _wait(latest, policy.delay_s(count, policy.device_failures), now)
+    else:
+        address_since = now - timedelta(seconds=policy.address_window_s)
+        count, _ = _charged(
+            db, address_since, LoginFailure.address == address, LoginFailure.device.is_(None)
+        )
+        wait = 0.0
+        if count >= policy.address_failures:
+            oldest = db.scalars(
+                select(LoginFailure.at)
+                .where(
+                    LoginFailure.at >= address_since,
+                    LoginFailure.address == address,
+                    LoginFailure.device.is_(None),
+                )
+                .order_by(LoginFailure.at.desc())
+                .offset(policy.address_failures - 1)
+                .limit(1)
+            ).first()
+            wait = _wait(oldest, policy.address_window_s, now)
+        count, latest = _charged(
+            db, since, LoginFailure.account == account, LoginFailure.device.is_(None)
+        )
+        wait = max(wait, _wait(latest, policy.delay_s(count, policy.free_failures), now))
+    if wait > 0:
+        return None, wait
+    attempt = LoginFailure(account=account, address=address, device=device, at=now)
+    db.add(attempt)
+    db.flush()
+    return attempt.id, 0.0
+
+
+def _wait(latest: datetime | None, delay_s: float, now: datetime) -> float:
+    if latest is None or delay_s <= 0:
+        return 0.0
+    return max(0.0, (latest - now).total_seconds() + delay_s)
+
+
+def attempt_succeeded(
+    db: Session, attempt: int, account: str, address: str, device: str | None
+) -> None:
+    """Refund a successful attempt; failures of this account from this client (its
+    address when unknown, its device when known) were the user's own typos and go too."""
+    db.execute(delete(LoginFailure).where(LoginFailure.id == attempt))
+    same_client = (
+        LoginFailure.device == device
+        if device is not None
+        else (LoginFailure.address == address) & LoginFailure.device.is_(None)
+    )
+    db.execute(delete(LoginFailure).where(LoginFailure.account == account.lower(), same_client))
+
+
+def attempt_failed(
+    db: Session, policy: LoginPolicy, user: User | None, account: str, now: datetime
+) -> bool:
+    """After a failed attempt (already charged): queue the e-mail to the account's user
+    when ``notify_after`` failures were charged within the window and none was sent
+    within ``notify_interval_s``. True when a mail was queued."""
+    if user is None or not user.email:
+        return False
+    count, _ = _charged(
+        db,
+        now - timedelta(seconds=policy.window_s),
+        LoginFailure.account == account.lower(),
+    )
+    if count < policy.notify_after:
+        return False
+    last = user.guess_notice_at
+    if last is not None and (now - last).total_seconds() < policy.notify_interval_s:
+        return False
+    user.guess_notice_at = now
+    db.add(_guess_mail(user, count, policy, now))
+    log.warning("log-in guessing on an account; its user is told",
+                extra={"user": user.name, "failures": count})  # fmt: skip
+    return True
+
+
+def _guess_mail(user: User, count: int, policy: LoginPolicy, now: datetime) -> OutboxMail:
+    hours = policy.window_s / 3600
+    text = (
+        f"Hello {user.name},\n\n"
+        f"{count} log-in attempts to your Namazu account '{user.name}' failed within the "
+        f"last {hours:g} h (latest {now:%Y-%m-%d %H:%M} UTC). If that was not you, someone "
+        "is guessing your password. They are slowed down, and a browser you logged in "
+        "with before is not affected. Choose a long password; an administrator can reset "
+        "the attempts with 'namazu users unlock'.\n"
+    )
+    html = "<p>" + escape(text).replace("\n\n", "</p><p>").replace("\n", "<br>") + "</p>"
+    return OutboxMail(
+        recipient=user.email,
+        farm="",
+        subject=f"Namazu: failed log-ins on your account {user.name}",
+        text=text,
+        html=html,
+        message_id=f"<login-guess-{user.id}-{int(now.timestamp())}@namazu>",
+        next_attempt=now,
+        alarm_ids=[],
+    )
+
+
+def unlock(db: Session, account: str | None = None, address: str | None = None) -> int:
+    """Admin unlock: forget the charged attempts of an account (all its clients) and/or
+    of a client address; returns how many were forgotten."""
+    if account is None and address is None:
+        raise AuthError("unlock: name an account or an address")
+    condition = []
+    if account is not None:
+        condition.append(LoginFailure.account == account.lower())
+    if address is not None:
+        condition.append(LoginFailure.address == address)
+    result = db.execute(delete(LoginFailure).where(or_(*condition)))
+    return int(result.rowcount or 0)
+
+
+class DeviceCookies:
+    """The signed ``namazu_device`` cookie: {account: device id} of the accounts that
+    logged in successfully from this browser (at most ``MAX_ACCOUNTS``, valid
+    ``MAX_AGE_S``)."""
+
+    NAME = "namazu_device"
+    MAX_AGE_S = 90 * 86400
+    MAX_ACCOUNTS = 8
+
+    def __init__(self, secret: str):
+        self.serializer = URLSafeTimedSerializer(secret, salt="namazu-device-cookie")
+
+    def read(self, cookie: str | None) -> dict[str, str]:
+        if not cookie:
+            return {}
+        try:
+            value = self.serializer.loads(cookie, max_age=self.MAX_AGE_S)
+        except BadSignature:
+            return {}
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    def device_for(self, cookie: str | None, account: str) -> str | None:
+        return self.read(cookie).get(account.lower())
+
+    def issue(self, cookie: str | None, account: str) -> tuple[str, str]:
+        """(new cookie value, device id) after a successful log-in to ``account``."""
+        known = self.read(cookie)
+        device = known.pop(account.lower(), None) or secrets.token_urlsafe(12)
+        kept = list(known.items())[-(self.MAX_ACCOUNTS - 1) :]
+        return self.serializer.dumps(dict([*kept, (account.lower(), device)])), device
 
 
 # ---------------------------------------------------------------- redirects, CSRF
@@ -327,7 +514,8 @@ def role_required(minimum: str) -> Callable[[Callable], Callable]:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
-    """Log-in form; on success a fresh session and a redirect to a safe ``next``."""
+    """Log-in form; on success a fresh session, the device cookie of the account and a
+    redirect to a safe ``next``. Throttled attempts answer 429 with ``Retry-After``."""
     next_url = safe_next(request.values.get("next"))
     if request.method == "GET":
         return render_template("login.html", next=next_url)
@@ -335,26 +523,52 @@ def login() -> Any:
     password = request.form.get("password", "")
     ext = current_app.extensions["namazu"]
     address = request.remote_addr or "?"
-    if not ext.login_limiter.allow(name, address):
-        return render_template(
-            "login.html", next=next_url, error="too many log-in attempts; wait a minute"
-        ), 429
+    cookie = request.cookies.get(DeviceCookies.NAME)
+    device = ext.device_cookies.device_for(cookie, name)
+    now = datetime.now(UTC)
+    with session_scope(ext.sessions) as db:
+        attempt, wait = begin_attempt(db, ext.login_policy, name, address, device, now)
+    if attempt is None:
+        seconds = max(1, math.ceil(wait))
+        response = current_app.make_response(
+            (
+                render_template(
+                    "login.html",
+                    next=next_url,
+                    error=f"too many failed log-ins; try again in {seconds} s",
+                ),
+                429,
+            )
+        )
+        response.headers["Retry-After"] = str(seconds)
+        return response
     with session_scope(ext.sessions) as db:
         user = db.scalar(select(User).where(User.name == name))
         ok = verify_password(user.password_hash if user else _DUMMY_HASH, password)
         if user is None or not ok or not user.active:
+            attempt_failed(db, ext.login_policy, user, name, now)
             return render_template(
                 "login.html", next=next_url, error="unknown user or wrong password"
             ), 401
+        attempt_succeeded(db, attempt, name, address, device)
         sid = secrets.token_urlsafe(32)
         db.add(LoginSession(digest=_digest(sid), user_id=user.id))
-    ext.login_limiter.reset(name, address)
     session.clear()  # drop anything set before log-in (fixation)
     session.permanent = True
     session["sid"] = sid
     session["csrf"] = secrets.token_urlsafe(32)
     flash(f"logged in as {name}")
-    return redirect(next_url)
+    response = redirect(next_url)
+    value, _ = ext.device_cookies.issue(cookie, name)
+    response.set_cookie(
+        DeviceCookies.NAME,
+        value,
+        max_age=DeviceCookies.MAX_AGE_S,
+        secure=current_app.config["SESSION_COOKIE_SECURE"],
+        httponly=True,
+        samesite="Strict",
+    )
+    return response
 
 
 @bp.post("/logout")

@@ -49,7 +49,7 @@ from flask import (
     url_for,
 )
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from namazu.server.store.models import ROLES, ApiToken, LoginFailure, LoginSession, User
@@ -103,6 +103,16 @@ def validate_user_name(name: str) -> str:
             f"user name {name!r} is invalid: use 1-64 letters, digits, '_', '.', '@', '-'"
         )
     return name
+
+
+EMAIL_PATTERN = re.compile(r"^[^@\s<>,;\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+
+
+def validate_email(address: str) -> str:
+    """The address when it is a plain ``local@domain.tld``; AuthError otherwise."""
+    if not EMAIL_PATTERN.match(address or ""):
+        raise AuthError(f"e-mail address {address!r} is invalid: expected local@domain.tld")
+    return address
 
 
 def validate_role(role: str) -> str:
@@ -312,10 +322,19 @@ def attempt_failed(
     )
     if count < policy.notify_after:
         return False
-    last = user.guess_notice_at
-    if last is not None and (now - last).total_seconds() < policy.notify_interval_s:
+    # claimed by one conditional update, so parallel failures queue one mail
+    quiet_since = now - timedelta(seconds=policy.notify_interval_s)
+    claimed = db.execute(
+        update(User)
+        .where(
+            User.id == user.id,
+            or_(User.guess_notice_at.is_(None), User.guess_notice_at <= quiet_since),
+        )
+        .values(guess_notice_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:
         return False
-    user.guess_notice_at = now
     db.add(_guess_mail(user, count, policy, now))
     log.warning("log-in guessing on an account; its user is told",
                 extra={"user": user.name, "failures": count})  # fmt: skip
@@ -339,7 +358,7 @@ def _guess_mail(user: User, count: int, policy: LoginPolicy, now: datetime) -> O
         subject=f"Namazu: failed log-ins on your account {user.name}",
         text=text,
         html=html,
-        message_id=f"<login-guess-{user.id}-{int(now.timestamp())}@namazu>",
+        message_id=f"<login-guess-{user.id}-{secrets.token_hex(8)}@namazu>",
         next_attempt=now,
         alarm_ids=[],
     )

@@ -1,0 +1,281 @@
+"""The log-in throttle through the shipped nginx site (Debian nginx-light) on loopback.
+
+Clients connect to nginx from distinct loopback source addresses (127.0.0.x): nginx sees
+the real TCP peer and appends it to X-Forwarded-For, and the panel (one trusted proxy
+hop) takes the client address from there. An attacker at one address cannot lock out
+the user at another, the number of passwords checked per account is bounded whatever
+the number of attacking addresses, the user is e-mailed, and an admin can unlock.
+"""
+
+from __future__ import annotations
+
+import http.client
+import math
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from namazu.server.alerts.mail import SmtpSender
+from namazu.server.alerts.outbox import deliver_outbox
+from namazu.server.launch.stack import free_port, port_open
+from namazu.server.store.models import LoginFailure, User
+from namazu.server.store.state import OutboxMail, init_db, session_scope
+from namazu.server.web import users as users_cli
+from namazu.server.web.auth import create_user
+from tests.deploy.conftest import make_tls_files
+from tests.server.smtp_fixtures import SmtpServer
+
+SITE = Path(__file__).resolve().parents[3] / "deploy" / "nginx" / "namazu.conf"
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+PASSWORD = "correct horse battery"
+POLICY = {
+    "login_free_failures": 3,
+    "login_base_delay_s": 0.2,
+    "login_max_delay_s": 1.0,
+    "login_address_failures": 8,
+    "login_notify_after": 5,
+}
+
+pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (nginx-light)")
+
+
+def _site(app_port: int, tls_port: int, plain_port: int, directory: Path) -> str:
+    """The shipped site with ports, certificates and include moved to the test."""
+    site = SITE.read_text()
+    replacements = {
+        "server 127.0.0.1:8000;": f"server 127.0.0.1:{app_port};",
+        "    listen 80;\n    listen [::]:80;\n": f"    listen 127.0.0.1:{plain_port};\n",
+        "    listen 443 ssl http2;\n    listen [::]:443 ssl http2;\n": (
+            f"    listen 127.0.0.1:{tls_port} ssl;\n"
+        ),
+        "/etc/letsencrypt/live/namazu.example.org/fullchain.pem": str(directory / "server.crt"),
+        "/etc/letsencrypt/live/namazu.example.org/privkey.pem": str(directory / "server.key"),
+        "include /etc/nginx/proxy_params;": "proxy_set_header Host $host;",
+    }
+    for old, new in replacements.items():
+        assert old in site, f"deploy/nginx/namazu.conf no longer contains {old!r}"
+        site = site.replace(old, new)
+    return site
+
+
+class Browser:
+    """An HTTPS client bound to one source address with its own cookie jar."""
+
+    def __init__(self, port: int, source: str, context: ssl.SSLContext):
+        self.port, self.source, self.context = port, source, context
+        self.cookies: dict[str, str] = {}
+        self.csrf: str | None = None
+
+    def request(self, method: str, path: str, body: str | None = None, headers=None):
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", self.port, source_address=(self.source, 0), context=self.context,
+            timeout=30,
+        )  # fmt: skip
+        sent = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        if body is not None:
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        try:
+            connection.request(method, path, body=body, headers={**sent, **(headers or {})})
+            response = connection.getresponse()
+            text = response.read().decode("utf-8", "replace")
+        finally:
+            connection.close()
+        for header in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = header.partition("=")
+            self.cookies[name] = rest.split(";", 1)[0]
+        return response, text
+
+    def login(self, name: str, password: str, headers=None):
+        """POST the log-in form (the CSRF token of this browser's session is fetched
+        once, as a script would)."""
+        if self.csrf is None:
+            _, page = self.request("GET", "/login")
+            self.csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        body = f"username={name}&password={password.replace(' ', '+')}&csrf_token={self.csrf}"
+        response, _ = self.request("POST", "/login", body, headers)
+        if response.status == 302:
+            self.csrf = None  # a new session after log-in
+        return response
+
+
+@pytest.fixture(scope="module")
+def behind_nginx(tmp_path_factory):
+    """The panel (werkzeug, threaded) behind the shipped nginx site; yields a namespace
+    with ``browser(source)``, the state store URL and the SMTP server."""
+    from namazu.server.web import create_app
+
+    directory = tmp_path_factory.mktemp("nginx-login")
+    make_tls_files(directory)
+    state_url = f"sqlite:///{directory / 'state.sqlite'}"
+    engine = init_db(state_url)
+    with session_scope(engine) as db:
+        create_user(db, "alice", "viewer", PASSWORD).email = "alice@example.org"
+        create_user(db, "bob", "viewer", PASSWORD)
+    app = create_app(
+        {
+            "influx": {"url": "http://127.0.0.1:9", "database": "unused"},
+            "state": {"url": state_url},
+            "web": {"secret_key": "s" * 48, "trusted_proxy_hops": 1, **POLICY},
+        }
+    )
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tls_port, plain_port = free_port(), free_port()
+    (directory / "site.conf").write_text(_site(server.server_port, tls_port, plain_port, directory))
+    (directory / "nginx.conf").write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + f"pid {directory}/nginx.pid;\nerror_log {directory}/error.log;\n"
+        "events {}\nhttp {\n  access_log off;\n"
+        f"  client_body_temp_path {directory}/body;\n  proxy_temp_path {directory}/proxy;\n"
+        f"  fastcgi_temp_path {directory}/fcgi;\n  uwsgi_temp_path {directory}/uwsgi;\n"
+        f"  scgi_temp_path {directory}/scgi;\n  include {directory}/site.conf;\n}}\n"
+    )  # fmt: skip
+    nginx = subprocess.Popen(
+        [NGINX, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    smtp = SmtpServer().start()
+    try:
+        deadline = time.monotonic() + 10
+        while not port_open(tls_port):
+            if nginx.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"nginx did not start: {nginx.stderr.read().decode()[-2000:]}")
+            time.sleep(0.05)
+        context = ssl.create_default_context(cafile=str(directory / "ca.crt"))
+
+        class Setup:
+            url = state_url
+            mail = smtp
+
+            @staticmethod
+            def browser(source: str) -> Browser:
+                return Browser(tls_port, source, context)
+
+        yield Setup
+    finally:
+        smtp.stop()
+        nginx.terminate()
+        nginx.wait(timeout=10)
+        server.shutdown()
+
+
+def _unlock(url: str, *args: str) -> None:
+    config = Path(url.removeprefix("sqlite:///")).with_name("namazu.toml")
+    config.write_text(f'[state]\nurl = "{url}"\n')
+    assert users_cli.main(["--config", str(config), "unlock", *args]) == 0
+
+
+def _charged_addresses(url: str) -> set[str]:
+    with session_scope(init_db(url)) as db:
+        return set(db.scalars(select(LoginFailure.address)))
+
+
+def test_attacker_at_one_address_cannot_lock_out_the_user_at_another(behind_nginx):
+    _unlock(behind_nginx.url, "alice")
+    user_b = behind_nginx.browser("127.0.0.3")
+    assert user_b.login("alice", PASSWORD).status == 302  # B is now a known browser
+    attacker = behind_nginx.browser("127.0.0.2")
+    statuses = []
+    while statuses.count(401) < POLICY["login_address_failures"]:  # waits when told to
+        response = attacker.login("alice", "wrong password!")
+        statuses.append(response.status)
+        if response.status == 429:
+            time.sleep(int(response.headers["Retry-After"]))
+    assert statuses[:3] == [401] * 3 and set(statuses) == {401, 429}
+    # the attacker's address has used its failures: refused, even the right password
+    response = attacker.login("alice", PASSWORD)
+    assert response.status == 429 and int(response.headers["Retry-After"]) > 60
+    # the user at B gets in at once
+    assert user_b.login("alice", PASSWORD).status == 302
+    # a user at C who never logged in before waits at most the longest delay, then gets in
+    user_c = behind_nginx.browser("127.0.0.4")
+    for _ in range(3):
+        response = user_c.login("alice", PASSWORD)
+        if response.status != 429:
+            break
+        retry = int(response.headers["Retry-After"])
+        assert retry <= math.ceil(POLICY["login_max_delay_s"])
+        time.sleep(retry)
+    assert response.status == 302
+    # the panel saw the clients' real addresses, not nginx's
+    assert _charged_addresses(behind_nginx.url) == {"127.0.0.2"}
+
+
+def test_a_forged_forwarded_for_header_does_not_hide_the_client(behind_nginx):
+    _unlock(behind_nginx.url, "bob")
+    spoofer = behind_nginx.browser("127.0.0.5")
+    for k in range(3):
+        forged = {"X-Forwarded-For": f"198.51.100.{k}"}
+        assert spoofer.login("bob", "wrong password!", headers=forged).status == 401
+    assert "127.0.0.5" in _charged_addresses(behind_nginx.url)
+    assert not any(a.startswith("198.51.100.") for a in _charged_addresses(behind_nginx.url))
+
+
+def test_guessing_one_account_from_ten_addresses_is_bounded(behind_nginx):
+    _unlock(behind_nginx.url, "alice")
+    _unlock(behind_nginx.url, "--address", "127.0.0.2")
+    checked: list[int] = []
+    refused: list[int] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + 4.0
+
+    def guess(source: str) -> None:
+        browser = behind_nginx.browser(source)
+        while time.monotonic() < stop:
+            status = browser.login("alice", "wrong password!").status
+            with lock:
+                (checked if status == 401 else refused).append(status)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=guess, args=(f"127.0.0.{20 + k}",)) for k in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    elapsed = time.monotonic() - started
+    # free failures, the ramp of doubling delays up to the longest, then one per longest
+    # delay; +2 for attempts charged at the same instant by parallel requests
+    ramp = math.ceil(math.log2(POLICY["login_max_delay_s"] / POLICY["login_base_delay_s"]))
+    bound = POLICY["login_free_failures"] + ramp + elapsed / POLICY["login_max_delay_s"] + 2
+    assert set(checked) == {401} and set(refused) == {429}
+    assert len(checked) <= bound, (len(checked), bound, len(refused))
+    if os.environ.get("NAMAZU_REPORT"):
+        print(f"\n{len(checked)} passwords checked, {len(refused)} refused in {elapsed:.1f} s "
+              f"from 10 addresses (bound {bound:.1f})")  # fmt: skip
+    assert len(refused) > 5 * len(checked)  # the attackers were busy, and mostly refused
+
+
+def test_the_user_is_told_by_mail_once_and_an_admin_unlock_lets_anyone_in(behind_nginx):
+    _unlock(behind_nginx.url, "alice")
+    engine = init_db(behind_nginx.url)
+    with session_scope(engine) as db:
+        db.execute(OutboxMail.__table__.delete())
+        for user in db.scalars(select(User)):
+            user.guess_notice_at = None
+    attacker = behind_nginx.browser("127.0.0.6")
+    for _ in range(12):
+        status = attacker.login("alice", "wrong password!").status
+        if status == 429:
+            time.sleep(POLICY["login_max_delay_s"])
+    sent, failed = deliver_outbox(
+        engine, SmtpSender("127.0.0.1", behind_nginx.mail.port, "none"), "namazu@localhost",
+        datetime.now(UTC),
+    )  # fmt: skip
+    assert (sent, failed) == (1, 0)
+    [mail] = [m for m in behind_nginx.mail.inbox.messages if "alice@example.org" in m.rcpt_tos]
+    assert "failed log-ins on your account alice" in mail.message["Subject"]
+    assert attacker.login("alice", PASSWORD).status == 429
+    _unlock(behind_nginx.url, "alice")
+    _unlock(behind_nginx.url, "--address", "127.0.0.6")
+    assert attacker.login("alice", PASSWORD).status == 302

@@ -2,17 +2,22 @@
 
 The single pure pipeline behind ``namazu analyze`` and the panel's evaluation page:
 
-1. detect alarm episodes with the anomaly rule (``namazu.analytics.rule.detect``);
+1. detect alarm episodes with the anomaly rule (``namazu.analytics.rule.detect``), each
+   with its declaration time;
 2. monitored time: where the rule can judge (value and baseline defined), gaps up to
    ``max_gap_h`` bridged (``namazu.analytics.evaluation.monitored_intervals``);
 3. near-duplicate catalogue events (solutions within ``DUPLICATE_MAX_DT_S`` and
    ``DUPLICATE_MAX_KM``) merged into one (``namazu.analytics.catalog.merge_near_duplicates``),
-   then the Gardner-Knopoff mainshocks of the merged catalogue (``namazu.analytics.decluster``);
-4. scores with and without declustering (``namazu.analytics.evaluation.evaluate``), and the same
-   inside each named period (monitored time cut to the period);
-5. the Molchan trajectory: the rule re-run at ``MOLCHAN_INCREASE_PCT`` thresholds (plus the
-   configured one), scored without shifts; the 95 % binomial curve for the observed N;
-6. lead time against distance of the hits, and a plain statement on chance.
+   then the mainshocks of the merged catalogue by window declustering
+   (``namazu.analytics.decluster``), with a longer history catalogue when one is given;
+4. scores with and without declustering (``namazu.analytics.evaluation.evaluate``), and the
+   same inside each named period (monitored time cut to the period);
+5. the seismicity reference forecast scored the same way, and the conditional test of the
+   animal alarms on the targets the reference misses (``namazu.analytics.reference``);
+6. the Molchan trajectories: the rule re-run at ``MOLCHAN_INCREASE_PCT`` thresholds (plus
+   the configured one) and the reference at ``REFERENCE_WINDOWS_H`` windows, scored without
+   shifts; the binomial curve at level alpha for the observed N;
+7. lead time against distance of the hits, plain statements on chance and on power.
 
 Nothing here reads files or talks to a store; callers pass the series and the catalogue.
 """
@@ -27,9 +32,11 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from namazu.analytics.catalog import merge_near_duplicates
-from namazu.analytics.decluster import gardner_knopoff
+from namazu.analytics.catalog import DROPPED_ATTR, merge_near_duplicates
+from namazu.analytics.decluster import gardner_knopoff, with_history
 from namazu.analytics.evaluation import (
+    NO_ALARMS,
+    NO_TARGETS,
     EvaluationResult,
     Intervals,
     _clean,
@@ -41,6 +48,11 @@ from namazu.analytics.evaluation import (
     reaction_mask,
 )
 from namazu.analytics.params import EvaluationParams, RuleParams
+from namazu.analytics.reference import (
+    REFERENCE_WINDOWS_H,
+    conditional_test,
+    evaluate_reference,
+)
 from namazu.analytics.rule import Episode, detect, herd_series
 
 #: Rule thresholds [%] of the Molchan trajectory (the configured one is added).
@@ -51,8 +63,13 @@ DUPLICATE_MAX_DT_S = 2.0
 #: ... and epicentres within this [km] are one event (the larger magnitude is kept).
 DUPLICATE_MAX_KM = 5.0
 
-#: Significance level of the chance statement and of the Molchan confidence curve [-].
-ALPHA = 0.05
+#: Default significance level of statements and the Molchan curve [-].
+ALPHA = EvaluationParams().alpha
+#: Default fewest targets for a skill sentence [targets].
+MIN_TARGETS_FOR_SKILL = EvaluationParams().min_targets_for_skill
+
+#: The result sets scored with and without declustering.
+SETS: tuple[str, ...] = ("all_events", "declustered")
 
 _NS_PER_H = 3.6e12
 
@@ -68,17 +85,23 @@ class Assessment:
     episodes : alarm episodes of the configured rule, in time order.
     components : the rule's intermediates per sample (value, baseline, threshold, ratio,
         anomalous) on the regular grid.
-    reactions : bool per episode; True = started within the reaction window after local
-        shaking (full catalogue).
+    reactions : bool per episode; True = local shaking from the reaction window before its
+        start up to its declaration (full catalogue).
     monitored : monitored time [ns].
     catalog : the catalogue as scored: near-duplicates merged, sorted by time.
     events_read : events in the catalogue as passed in [-].
-    mainshocks : Gardner-Knopoff mainshock mask in the row order of ``catalog``.
-    results : ``all_events`` and ``declustered`` scores.
+    mainshocks : mainshock mask in the row order of ``catalog``.
+    results : ``all_events`` and ``declustered`` scores of the animal alarms.
+    reference : the same for the seismicity reference forecast.
+    conditional : per set, the conditional test (``analytics.reference.conditional_test``).
     periods : per period label, ``all_events`` and ``declustered`` scores.
     molchan : DataFrame ``increase_pct`` [%], ``tau`` [-], ``nu`` [-].
-    confidence : the 95 % binomial curve (``tau``, ``nu``), None without targets.
+    reference_molchan : DataFrame ``window_h`` [h], ``tau`` [-], ``nu`` [-].
+    confidence : the binomial curve at level alpha (``tau``, ``nu``), None without targets.
     alpha : significance level of ``confidence`` and the statements [-].
+    history_events : events of the history catalogue used for declustering (0 = none).
+    non_earthquakes_dropped : events the catalogue parser dropped as not earthquakes, by
+        type (``DataFrame.attrs`` of the catalogue passed in).
     """
 
     episodes: list[Episode]
@@ -89,10 +112,15 @@ class Assessment:
     events_read: int
     mainshocks: np.ndarray
     results: dict[str, EvaluationResult]
+    reference: dict[str, EvaluationResult] = field(default_factory=dict)
+    conditional: dict[str, dict[str, Any]] = field(default_factory=dict)
     periods: dict[str, dict[str, EvaluationResult]] = field(default_factory=dict)
     molchan: pd.DataFrame = field(default_factory=pd.DataFrame)
+    reference_molchan: pd.DataFrame = field(default_factory=pd.DataFrame)
     confidence: pd.DataFrame | None = None
     alpha: float = ALPHA
+    history_events: int = 0
+    non_earthquakes_dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def near_duplicates_merged(self) -> int:
@@ -105,11 +133,13 @@ class Assessment:
         return self.monitored.total_ns / _NS_PER_H
 
     def lead_vs_distance(self) -> list[dict[str, float]]:
-        """Hits of the all-events result: lead time [h], distance [km], magnitude."""
+        """Hits of the all-events result: lead time [h] (from the declaration), distance
+        [km], hypocentral distance [km], magnitude."""
         return [
             {
                 "lead_time_h": hit["lead_time_h"],
                 "distance_km": hit["distance_km"],
+                "hypocentral_km": hit["hypocentral_km"],
                 "magnitude": hit["magnitude"],
             }
             for hit in self.results["all_events"].as_dict()["hit_list"]
@@ -122,9 +152,23 @@ class Assessment:
             for key, result in self.results.items()
         }
 
+    def power_statements(self) -> dict[str, str]:
+        """What a perfect record would have given, per set."""
+        return {key: power_statement(result.as_dict()) for key, result in self.results.items()}
+
+    def reference_statements(self) -> dict[str, str]:
+        """Chance statements of the reference forecast and of the conditional test."""
+        out = {}
+        for key, result in self.reference.items():
+            out[key] = "Seismicity reference: " + chance_statement(result.as_dict(), self.alpha)
+            out[f"{key}_conditional"] = conditional_statement(
+                self.conditional[key], result.params, self.alpha
+            )
+        return out
+
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: catalogue counts, monitored time, alarms, scores, periods, Molchan,
-        statements.
+        """JSON-ready dict: catalogue counts, monitored time, alarms, scores, reference,
+        conditional test, periods, Molchan trajectories, statements.
 
         ``alarms`` rows are ``Episode.as_dict()`` without the rule parameters, plus a
         ``reaction`` flag; NaN becomes None.
@@ -132,10 +176,13 @@ class Assessment:
         return {
             "catalog": {
                 "events_read": self.events_read,
+                "non_earthquakes_dropped": sum(self.non_earthquakes_dropped.values()),
+                "non_earthquakes_by_type": dict(self.non_earthquakes_dropped),
                 "near_duplicates_merged": self.near_duplicates_merged,
                 "duplicate_max_dt_s": DUPLICATE_MAX_DT_S,
                 "duplicate_max_km": DUPLICATE_MAX_KM,
                 "events_scored": len(self.catalog),
+                "history_events": self.history_events,
                 "mainshocks": int(self.mainshocks.sum()),
             },
             "monitored": {
@@ -149,16 +196,21 @@ class Assessment:
                 _episode_row(e, r) for e, r in zip(self.episodes, self.reactions, strict=True)
             ],
             "evaluation": {k: v.as_dict() for k, v in self.results.items()},
+            "reference": {k: v.as_dict() for k, v in self.reference.items()},
+            "conditional": dict(self.conditional),
             "periods": {
                 label: {k: v.as_dict() for k, v in pair.items()}
                 for label, pair in self.periods.items()
             },
             "molchan": _clean(self.molchan.to_dict(orient="records")),
+            "reference_molchan": _clean(self.reference_molchan.to_dict(orient="records")),
             "confidence_curve": (
                 [] if self.confidence is None else _clean(self.confidence.to_dict("records"))
             ),
             "lead_vs_distance": self.lead_vs_distance(),
             "statement": self.statements(),
+            "power": self.power_statements(),
+            "reference_statement": self.reference_statements(),
         }
 
 
@@ -169,28 +221,117 @@ def _episode_row(episode: Episode, reaction: bool) -> dict[str, Any]:
     return row
 
 
-def chance_statement(result: Mapping[str, Any], alpha: float = ALPHA) -> str:
-    """A plain sentence on whether a result is distinguishable from chance.
+def _level(result: Mapping[str, Any], alpha: float | None, min_targets: int | None):
+    params = result.get("params") or {}
+    return (
+        float(params.get("alpha", ALPHA)) if alpha is None else alpha,
+        int(params.get("min_targets_for_skill", MIN_TARGETS_FOR_SKILL))
+        if min_targets is None
+        else min_targets,
+    )
 
-    result : ``EvaluationResult.as_dict()`` (targets, hits, p_binomial, p_shift).
-    alpha : significance level [-]; skill is claimed only when both p-values that exist
-        are at or below it.
-    Returns one sentence (or two) for a lay reader.
-    """
-    n, h = result["targets"], result["hits"]
-    p_bin, p_shift = result.get("p_binomial"), result.get("p_shift")
-    if not n:
-        return "No target earthquake fell in monitored time: the alarms cannot be judged."
-    ps = [p for p in (p_bin, p_shift) if p is not None and math.isfinite(p)]
-    if not ps or max(ps) > alpha:
+
+def _defined(value: Any) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _verdict(
+    n: int, p_bin: Any, p_shift: Any, reasons: list[Any], alpha: float, min_targets: int
+) -> str:
+    """The clause after "h of N ...": skill only with N >= min_targets and both p <= alpha."""
+    if not (_defined(p_bin) and _defined(p_shift)):
+        why = next((r for r in reasons if r), "a p-value is undefined")
+        return f"{why}, so chance cannot be judged: no forecasting skill is shown."
+    if max(p_bin, p_shift) > alpha:
         return (
-            f"{h} of {n} target earthquakes were preceded by an alarm; this is "
-            f"indistinguishable from chance (p > {alpha:g}): no forecasting skill is shown."
+            f"this is indistinguishable from chance (p > {alpha:g}): no forecasting skill is shown."
+        )
+    if n < min_targets:
+        return (
+            f"both p-values are at or below {alpha:g}, but {n} target"
+            f"{'' if n == 1 else 's'} are fewer than the {min_targets} a skill statement "
+            "needs: no forecasting skill is shown."
         )
     return (
-        f"{h} of {n} target earthquakes were preceded by an alarm; both p-values are "
-        f"below {alpha:g}, so the hit rate is unlikely under random alarms (this is not proof "
-        "of a mechanism, and few targets make the estimate uncertain)."
+        f"both p-values are at or below {alpha:g} with {n} targets, so the hit rate is "
+        "unlikely under random alarms (this is not proof of a mechanism)."
+    )
+
+
+def chance_statement(
+    result: Mapping[str, Any], alpha: float | None = None, min_targets: int | None = None
+) -> str:
+    """A plain sentence on whether a result is distinguishable from chance.
+
+    result : ``EvaluationResult.as_dict()`` (targets, hits, p_binomial, p_shift, reasons,
+        params).
+    alpha : significance level [-]; min_targets : fewest targets for a skill sentence.
+        None = the values recorded in ``result["params"]`` (else 0.05 and 5).
+    Skill is claimed only when N >= min_targets and both p-values exist and are at or
+    below alpha. Returns one sentence for a lay reader.
+    """
+    alpha, min_targets = _level(result, alpha, min_targets)
+    n, h = result["targets"], result["hits"]
+    if not n:
+        return "No target earthquake fell in monitored time: the alarms cannot be judged."
+    verdict = _verdict(
+        n,
+        result.get("p_binomial"),
+        result.get("p_shift"),
+        [result.get("p_binomial_reason"), result.get("p_shift_reason")],
+        alpha,
+        min_targets,
+    )
+    return f"{h} of {n} target earthquakes were preceded by an alarm; {verdict}"
+
+
+def power_statement(result: Mapping[str, Any], alpha: float | None = None) -> str:
+    """What a perfect record would have given with these alarms and targets.
+
+    result : ``EvaluationResult.as_dict()``. Returns e.g. "With N = 2 targets and τ = 0.076,
+    a perfect record (2 of 2 hits) would give p_binom = 0.0058 and p_shift = 0.075: no
+    result on these data could show skill."
+    """
+    alpha, min_targets = _level(result, alpha, None)
+    n, tau = result["targets"], result.get("alarm_fraction")
+    if not n:
+        return "With no target earthquake, no result on these data could show skill."
+    if result.get("p_binomial_reason") == NO_ALARMS or not tau:
+        return f"With N = {n} targets and no alarm time, no result on these data could show skill."
+    p_bin, p_shift = result.get("perfect_p_binomial"), result.get("perfect_p_shift")
+    text = (
+        f"With N = {n} target{'' if n == 1 else 's'} and τ = {tau:.3g}, a perfect record "
+        f"({n} of {n} hits) would give p_binom = {p_bin:.2g}"
+    )
+    if _defined(p_shift):
+        text += f" and p_shift = {p_shift:.2g}"
+    reachable = n >= min_targets and p_bin <= alpha and (not _defined(p_shift) or p_shift <= alpha)
+    if reachable:
+        return text + ": a skill statement is possible with these data."
+    return text + ": no result on these data could show skill."
+
+
+def conditional_statement(
+    conditional: Mapping[str, Any], params: Mapping[str, Any], alpha: float | None = None
+) -> str:
+    """A plain sentence on the conditional test against the seismicity reference."""
+    alpha, min_targets = _level({"params": params}, alpha, None)
+    n, h = conditional["targets"], conditional["hits"]
+    head = "Beyond seismic clustering: "
+    if not n:
+        why = conditional.get("p_binomial_reason") or NO_TARGETS
+        return head + f"{why}, so the animals cannot add to it."
+    verdict = _verdict(
+        n,
+        conditional.get("p_binomial"),
+        conditional.get("p_shift"),
+        [conditional.get("p_binomial_reason"), conditional.get("p_shift_reason")],
+        alpha,
+        min_targets,
+    )
+    return (
+        head + f"of the {n} target earthquakes the reference forecast missed, the animal "
+        f"alarms preceded {h}; {verdict}"
     )
 
 
@@ -205,8 +346,11 @@ def assess(
     molchan_increase_pct: tuple[float, ...] = MOLCHAN_INCREASE_PCT,
     *,
     period_n_shifts: int | None = None,
-    alpha: float = ALPHA,
+    alpha: float | None = None,
     require_monitored: bool = True,
+    history: pd.DataFrame | None = None,
+    farm_elevation_km: float = 0.0,
+    reference_windows_h: tuple[float, ...] = REFERENCE_WINDOWS_H,
     on_step: Callable[[str], None] | None = None,
 ) -> Assessment:
     """Detect, associate and score one activity series (see the module docstring).
@@ -221,14 +365,20 @@ def assess(
     periods : optional label -> Intervals [ns]; each is scored on monitored time cut to it.
     molchan_increase_pct : thresholds of the Molchan trajectory [%].
     period_n_shifts : circular shifts of the period results (None = ``evaluation.n_shifts``).
-    alpha : significance level of the confidence curve and statements [-].
+    alpha : significance level (None = ``evaluation.alpha``) [-].
     require_monitored : raise NoMonitoredTimeError when nothing is monitored (else the
         scores come out empty: no targets, NaN fractions).
+    history : a longer catalogue for declustering (``analytics.decluster.with_history``);
+        its near-duplicates are merged the same way.
+    farm_elevation_km : farm elevation for hypocentral distances [km].
+    reference_windows_h : windows of the reference's Molchan trajectory [h].
     on_step : called with a stage name ("detect", "evaluate", "periods", "molchan") after
         each stage, e.g. to drive a progress bar.
     Returns Assessment.
     Raises NoMonitoredTimeError; SeriesError / EvaluationInputError on bad inputs.
     """
+    if alpha is not None and alpha != evaluation.alpha:
+        evaluation = replace(evaluation, alpha=alpha)
 
     def step(name: str) -> None:
         if on_step is not None:
@@ -242,26 +392,61 @@ def assess(
     judged = np.isfinite(components["value"].to_numpy(np.float64)) & np.isfinite(
         components["baseline"].to_numpy(np.float64)
     )
-    monitored = monitored_intervals(components.index, judged, resolution, evaluation.max_gap_h)
+    monitored = monitored_intervals(
+        components.index, judged, resolution, evaluation.max_gap_h, rule.sample_label
+    )
     if require_monitored and monitored.total_ns == 0:
         raise NoMonitoredTimeError(
             f"no monitored time: the baseline needs {rule.min_baseline_days} previous days "
             f"of data at the same time of day"
         )
     events_read = len(catalog)
+    dropped = dict(catalog.attrs.get(DROPPED_ATTR, {}))
     catalog = merge_near_duplicates(catalog, DUPLICATE_MAX_DT_S, DUPLICATE_MAX_KM)
-    mainshocks = gardner_knopoff(catalog) if len(catalog) else np.zeros(0, dtype=bool)
+    history_events = 0
+    if history is not None and len(history):
+        history = merge_near_duplicates(history, DUPLICATE_MAX_DT_S, DUPLICATE_MAX_KM)
+        history_events = len(history)
+        mainshocks = with_history(
+            catalog, history, evaluation.foreshock_fraction, evaluation.decluster_window
+        )
+    else:
+        mainshocks = gardner_knopoff(
+            catalog, evaluation.foreshock_fraction, evaluation.decluster_window
+        )
     reactions = reaction_mask(alarm_table(episodes), catalog, farm[0], farm[1], evaluation)
 
     def both(window: Intervals, params: EvaluationParams) -> dict[str, EvaluationResult]:
         return {
-            "all_events": evaluate(episodes, catalog, farm, window, params, mainshocks=mainshocks),
-            "declustered": evaluate(
-                episodes, catalog, farm, window, params, declustered=True, mainshocks=mainshocks
-            ),
+            key: evaluate(
+                episodes,
+                catalog,
+                farm,
+                window,
+                params,
+                declustered=key == "declustered",
+                mainshocks=mainshocks,
+                farm_elevation_km=farm_elevation_km,
+            )
+            for key in SETS
         }
 
     results = both(monitored, evaluation)
+    reference = {
+        key: evaluate_reference(
+            catalog,
+            farm,
+            monitored,
+            evaluation,
+            declustered=key == "declustered",
+            mainshocks=mainshocks,
+            farm_elevation_km=farm_elevation_km,
+        )
+        for key in SETS
+    }
+    conditional = {
+        key: conditional_test(results[key], reference[key], monitored, evaluation) for key in SETS
+    }
     step("evaluate")
     by_period: dict[str, dict[str, EvaluationResult]] = {}
     if periods:
@@ -279,6 +464,13 @@ def assess(
             (pct, evaluate(trial, catalog, farm, monitored, quick, mainshocks=mainshocks))
         )
     molchan = molchan_points(trajectory).rename(columns={"threshold": "increase_pct"})
+    reference_trajectory = [
+        (w, evaluate_reference(catalog, farm, monitored, quick, window_h=w))
+        for w in sorted({*reference_windows_h, evaluation.reference_window_h})
+    ]
+    reference_molchan = molchan_points(reference_trajectory).rename(
+        columns={"threshold": "window_h"}
+    )
     step("molchan")
     n_targets = results["all_events"].targets
     return Assessment(
@@ -290,10 +482,15 @@ def assess(
         events_read=events_read,
         mainshocks=mainshocks,
         results=results,
+        reference=reference,
+        conditional=conditional,
         periods=by_period,
         molchan=molchan,
-        confidence=binomial_confidence_curve(n_targets, alpha) if n_targets else None,
-        alpha=alpha,
+        reference_molchan=reference_molchan,
+        confidence=binomial_confidence_curve(n_targets, evaluation.alpha) if n_targets else None,
+        alpha=evaluation.alpha,
+        history_events=history_events,
+        non_earthquakes_dropped=dropped,
     )
 
 

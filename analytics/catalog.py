@@ -22,7 +22,8 @@ times, see the data README).
 
 Vendor column names are mapped once, in the ``*_VARIABLE_MAP`` dicts. Events whose
 type is known and is not an earthquake (``quarry blast``, ``explosion``...) are dropped
-unless ``earthquakes_only=False``. Bad input raises ``CatalogFormatError`` (a
+unless ``earthquakes_only=False``; the parsed frame's ``attrs[DROPPED_ATTR]`` counts them
+by type. Bad input raises ``CatalogFormatError`` (a
 ``ValueError``) naming the line, field and value.
 
 The module is pure: it reads no files and opens no connections (``namazu.server.catalogue.files``
@@ -52,6 +53,10 @@ CATALOG_COLUMNS: tuple[str, ...] = (
     "event_id",
     "source",
 )
+
+#: ``DataFrame.attrs`` key of a parsed catalogue: events dropped as not earthquakes, as
+#: {event type: count} (empty when none was dropped or the format has no event type).
+DROPPED_ATTR = "non_earthquakes_dropped"
 
 #: Optional column of the project's own CSV: when each row (revision) was retrieved.
 REVISION_COLUMN = "revision_time"
@@ -235,16 +240,21 @@ def _normalise(
     for name in _REQUIRED:
         if name not in raw.columns and not (name == "time" and parsed_time is not None):
             raise CatalogFormatError(f"{fmt}: required column {name!r} is missing")
+    dropped: dict[str, int] = {}
     if "event_type" in raw.columns and earthquakes_only:
         kinds = raw["event_type"].fillna("").astype(str).str.strip().str.lower()
-        keep = kinds.str.replace("_", " ").isin(EARTHQUAKE_TYPES).to_numpy()
+        kinds = kinds.str.replace("_", " ")
+        keep = kinds.isin(EARTHQUAKE_TYPES).to_numpy()
+        dropped = {str(k): int(v) for k, v in kinds[~keep].value_counts().sort_index().items()}
         raw = raw.loc[keep].reset_index(drop=True)
         if lines is not None:
             lines = [line for line, k in zip(lines, keep, strict=True) if k]
         if parsed_time is not None:
             parsed_time = parsed_time.loc[keep].reset_index(drop=True)
     if raw.empty:
-        return _empty_catalog()
+        empty = _empty_catalog()
+        empty.attrs[DROPPED_ATTR] = dropped
+        return empty
     out = pd.DataFrame(index=raw.index)
     if parsed_time is not None:
         out["time"] = parsed_time.dt.as_unit("ns")
@@ -279,7 +289,9 @@ def _normalise(
     if REVISION_COLUMN in raw.columns:
         out = _latest_revisions(out, raw[REVISION_COLUMN], fmt, lines)
     out = out.sort_values("time", kind="stable").reset_index(drop=True)
-    return out.loc[:, list(CATALOG_COLUMNS)]
+    out = out.loc[:, list(CATALOG_COLUMNS)]
+    out.attrs[DROPPED_ATTR] = dropped
+    return out
 
 
 def _latest_revisions(
@@ -680,6 +692,53 @@ def parse_catalog(text: str, fmt: str | None = None) -> pd.DataFrame:
 # --- near-duplicate merging ------------------------------------------------------------
 
 
+def near_groups(
+    times_ns: np.ndarray,
+    latitude: np.ndarray,
+    longitude: np.ndarray,
+    max_dt_s: float,
+    max_km: float,
+) -> np.ndarray:
+    """Group events linked by being within ``max_dt_s`` and ``max_km`` of each other.
+
+    times_ns : int64 ndarray, sorted ascending. Origin times [ns since the epoch].
+    latitude, longitude : float ndarrays. Epicentres [deg N, deg E].
+    max_dt_s : float. Largest time difference of linked events [s].
+    max_km : float. Largest great-circle distance of linked events [km].
+    Linked events form one group, so a chain can span more than the limits. Returns int
+    ndarray: each event's group label, the row of the group's earliest event.
+    """
+    if max_dt_s < 0 or max_km < 0:
+        raise ValueError(f"max_dt_s and max_km must be >= 0, got {max_dt_s}, {max_km}")
+    times = np.asarray(times_ns, dtype=np.int64)
+    lat = np.asarray(latitude, dtype=float)
+    lon = np.asarray(longitude, dtype=float)
+    n = len(times)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
+        return i
+
+    limit_ns = int(round(max_dt_s * 1e9))
+    shift = 1
+    while shift < n:
+        dt = times[shift:] - times[:-shift]
+        close_in_time = dt <= limit_ns
+        if not close_in_time.any():
+            break
+        first = np.flatnonzero(close_in_time)
+        dist = great_circle_km(lat[first], lon[first], lat[first + shift], lon[first + shift])
+        for i in first[dist <= max_km]:
+            a, b = find(int(i)), find(int(i) + shift)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        shift += 1
+    return np.array([find(i) for i in range(n)], dtype=np.int64)
+
+
 def merge_near_duplicates(
     catalog: pd.DataFrame, max_dt_s: float = 2.0, max_km: float = 5.0
 ) -> pd.DataFrame:
@@ -703,31 +762,13 @@ def merge_near_duplicates(
     if n < 2:
         return frame
     times = frame["time"].dt.as_unit("ns").astype("int64").to_numpy()
-    lat = frame["latitude"].to_numpy(dtype=float)
-    lon = frame["longitude"].to_numpy(dtype=float)
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return i
-
-    limit_ns = int(round(max_dt_s * 1e9))
-    shift = 1
-    while shift < n:
-        dt = times[shift:] - times[:-shift]
-        close_in_time = dt <= limit_ns
-        if not close_in_time.any():
-            break
-        first = np.flatnonzero(close_in_time)
-        dist = great_circle_km(lat[first], lon[first], lat[first + shift], lon[first + shift])
-        for i in first[dist <= max_km]:
-            a, b = find(int(i)), find(int(i) + shift)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-        shift += 1
-    groups = np.array([find(i) for i in range(n)])
+    groups = near_groups(
+        times,
+        frame["latitude"].to_numpy(dtype=float),
+        frame["longitude"].to_numpy(dtype=float),
+        max_dt_s,
+        max_km,
+    )
     magnitude = frame["magnitude"].to_numpy(dtype=float)
     rank = np.where(np.isnan(magnitude), -np.inf, magnitude)
     order = pd.DataFrame({"group": groups, "rank": rank, "row": np.arange(n)})

@@ -4,15 +4,31 @@ Thin wiring: files are read here, the whole computation is ``namazu.analytics.as
 (the same pipeline as the panel's evaluation page); the report is rendered by
 ``namazu.server.research.report``. Outputs in ``--out`` (default ``analysis-out``):
 
-- ``summary.json``: inputs, all parameters (rule version included), the catalogue
-  counts (``catalog``: events read, near-duplicates merged before scoring), the alarms
-  (start, end = last anomalous sample, peak ratio), the evaluation with and without
-  declustering, per period when ``--periods`` is given, the Molchan trajectory, a plain
-  chance statement, and a ``provenance`` block (SHA-256 and size of every input file,
-  software versions, the command as invoked and an explicit command to rerun it, the UTC
-  time of the run);
+- ``summary.json``: inputs, all parameters (rule and evaluation versions included), the
+  catalogue counts (``catalog``: events read, dropped as not earthquakes, near-duplicates
+  merged before scoring, history events for declustering), the alarms (start,
+  declared_at, end = last anomalous sample, peak ratio), the evaluation with and without
+  declustering (with intervals and power), the seismicity reference forecast and the
+  conditional test, per period when ``--periods`` is given, both Molchan trajectories,
+  plain statements, the sweep's summary with ``--sweep``, and a ``provenance`` block
+  (SHA-256 and size of every input file, software versions, the command as invoked and
+  an explicit command to rerun it, the UTC time of the run);
 - ``alarms.csv``: one row per alarm episode, with a ``reaction`` flag;
+- ``samples.csv``: one row per sample: value, baseline, threshold, ratio, anomalous flag,
+  episode id (the row number in ``alarms.csv``, from 1; empty outside episodes);
+- ``targets.csv``: every event of target magnitude within its radius: status (hit, miss,
+  reaction cover, not monitored; not counted = removed by declustering or merging only
+  in the declustered set), mainshock flag, epicentral and hypocentral distance, radius,
+  lead time from the declaration;
+- ``sweep.csv`` (``--sweep``): one row per grid combination with its scores, empirical p,
+  and the p corrected for the whole sweep (Westfall-Young and Holm);
 - ``report.html``: a self-contained page with the plots (no external URL).
+
+``--farm LAT,LON[,ELEV_M]``: the farm's elevation [m] enters hypocentral distances.
+``--decluster-catalog FILE``: a longer history catalogue for declustering (its events
+outside the span of ``--catalog`` are added before declustering).
+``--baseline-clock local`` with ``--timezone ZONE``: the baseline compares the same local
+clock time across daylight-saving changes (default: UTC).
 
 Activity input (``--activity-format``):
 
@@ -30,7 +46,9 @@ Periods file (``--periods``): CSV with header ``start,end,label``; each row is t
 
 ``namazu analyze --verify DIR/summary.json`` checks a recorded run: the input files must
 still have the recorded SHA-256, and the analysis is rerun with the recorded inputs and
-parameters; exit 0 when every figure is identical, 1 naming what differs.
+parameters; counts and texts must be identical and floating-point figures agree within a
+relative tolerance of ``VERIFY_RTOL`` (1e-9: library versions may change last digits);
+exit 0 when everything agrees, 1 naming each difference with its path in summary.json.
 """
 
 from __future__ import annotations
@@ -38,6 +56,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import platform
 import shlex
 import sys
@@ -58,8 +77,15 @@ from namazu.analytics.assessment import (
     bursts_to_series,
 )
 from namazu.analytics.evaluation import EvaluationInputError, period_intervals
-from namazu.analytics.params import RULE_VERSION, EvaluationParams, RuleParams, rule_preset
+from namazu.analytics.params import (
+    EVALUATION_VERSION,
+    RULE_VERSION,
+    EvaluationParams,
+    RuleParams,
+    rule_preset,
+)
 from namazu.analytics.rule import SeriesError
+from namazu.analytics.sweep import SweepGrid, sweep
 from namazu.analytics.tabular import TabularError, parse_activity_csv, parse_periods_csv
 
 __all__ = ["MOLCHAN_INCREASE_PCT", "AnalysisError", "main", "run_analysis", "verify_summary"]
@@ -75,10 +101,28 @@ VERIFIED_SECTIONS = (
     "monitored",
     "alarms",
     "evaluation",
+    "reference",
+    "conditional",
     "periods",
     "molchan",
+    "reference_molchan",
     "statement",
+    "power",
+    "reference_statement",
+    "sweep",
 )
+
+#: Relative tolerance of floating-point figures in ``--verify`` [-].
+VERIFY_RTOL = 1e-9
+
+#: Sweep options: command-line flag -> SweepGrid field.
+SWEEP_OPTIONS = {
+    "sweep_columns": "columns",
+    "sweep_increase_pct": "increase_pct",
+    "sweep_min_duration_min": "min_duration_min",
+    "sweep_lead_window_h": "lead_window_h",
+    "sweep_min_magnitude": "min_magnitude",
+}
 
 
 class AnalysisError(Exception):
@@ -114,16 +158,16 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "bytes": size, "sha256": digest.hexdigest()}
 
 
-def _read_catalog(path: Path, fmt: str | None) -> pd.DataFrame:
+def _read_catalog(path: Path, fmt: str | None, what: str = "catalogue") -> pd.DataFrame:
     from namazu.server.catalogue.files import read_catalog
 
     if not path.exists():
-        raise AnalysisError(f"catalogue file not found: {path}")
+        raise AnalysisError(f"{what} file not found: {path}")
     try:
         return read_catalog(path, fmt)
     except Exception as exc:  # the catalogue shell has its own error family
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AnalysisError(f"catalogue file {path}: {first}") from exc
+        raise AnalysisError(f"{what} file {path}: {first}") from exc
 
 
 def _read_activity(
@@ -150,15 +194,35 @@ def _read_activity(
         raise AnalysisError(f"Movebank activity file {path}: {exc}") from exc
 
 
-def _parse_farm(text: str) -> tuple[float, float]:
+def _parse_farm(text: str) -> tuple[float, float, float]:
+    """LAT,LON[,ELEV_M] -> (latitude [deg N], longitude [deg E], elevation [m])."""
     try:
-        lat_text, lon_text = text.split(",")
-        lat, lon = float(lat_text), float(lon_text)
+        parts = [float(part) for part in text.split(",")]
+        if len(parts) not in (2, 3):
+            raise ValueError
     except ValueError:
-        raise AnalysisError(f"--farm must be LAT,LON in degrees, got {text!r}") from None
+        raise AnalysisError(
+            f"--farm must be LAT,LON[,ELEV_M] (degrees, metres), got {text!r}"
+        ) from None
+    lat, lon = parts[0], parts[1]
+    elevation = parts[2] if len(parts) == 3 else 0.0
     if not (-90 <= lat <= 90 and -180 <= lon <= 180):
         raise AnalysisError(f"--farm {text!r} is outside -90..90, -180..180 degrees")
-    return lat, lon
+    if not -500 <= elevation <= 9000:
+        raise AnalysisError(f"--farm elevation {elevation} m is outside -500..9000 m")
+    return lat, lon, elevation
+
+
+def _parse_list(text: str, what: str, number: bool = True) -> tuple[Any, ...]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise AnalysisError(f"{what} needs a comma-separated list, got {text!r}")
+    if not number:
+        return tuple(items)
+    try:
+        return tuple(float(item) for item in items)
+    except ValueError:
+        raise AnalysisError(f"{what} must be numbers separated by commas, got {text!r}") from None
 
 
 def software_versions() -> dict[str, str]:
@@ -174,7 +238,11 @@ def software_versions() -> dict[str, str]:
 
 
 def _rerun_argv(
-    inputs: dict[str, Any], rule: RuleParams, evaluation: EvaluationParams, out_dir: Path
+    inputs: dict[str, Any],
+    rule: RuleParams,
+    evaluation: EvaluationParams,
+    out_dir: Path,
+    grid: SweepGrid | None = None,
 ) -> list[str]:
     """An explicit ``namazu analyze`` command line reproducing a run (every parameter)."""
     farm = inputs["farm"]
@@ -183,7 +251,8 @@ def _rerun_argv(
         "--activity", str(Path(inputs["activity"]).resolve()),
         "--activity-format", inputs["activity_format"],
         "--catalog", str(Path(inputs["catalog"]).resolve()),
-        "--farm", f"{farm['latitude']!r},{farm['longitude']!r}",
+        "--farm",
+        f"{farm['latitude']!r},{farm['longitude']!r},{farm.get('elevation_m', 0.0)!r}",
         "--column", inputs["column"],
         "--resolution", inputs["resolution"],
     ]  # fmt: skip
@@ -193,12 +262,20 @@ def _rerun_argv(
         argv += ["--periods", str(Path(inputs["periods"]).resolve())]
     if inputs.get("catalog_format"):
         argv += ["--catalog-format", inputs["catalog_format"]]
+    if inputs.get("decluster_catalog"):
+        argv += ["--decluster-catalog", str(Path(inputs["decluster_catalog"]).resolve())]
     for params in (rule, evaluation):
         for item in fields(params):
             value = getattr(params, item.name)
-            if item.name == "quorum" or value is None:
-                continue  # quorum: herd rule only, not used by the offline analysis
-            argv += ["--" + item.name.replace("_", "-"), repr(value)]
+            if item.name in ("quorum", "clock_timezone") or value is None:
+                continue  # quorum: herd rule only; the clock's zone is --timezone
+            text = value if isinstance(value, str) else repr(value)
+            argv += ["--" + item.name.replace("_", "-"), text]
+    if grid is not None:
+        argv.append("--sweep")
+        for option, name in SWEEP_OPTIONS.items():
+            values = getattr(grid, name)
+            argv += ["--" + option.replace("_", "-"), ",".join(str(v) for v in values)]
     return argv + ["--out", str(out_dir.resolve()), "--no-progress"]
 
 
@@ -216,18 +293,23 @@ def run_analysis(
     evaluation: EvaluationParams = EvaluationParams(),
     catalog_format: str | None = None,
     activity_format: str = "csv",
+    farm_elevation_m: float = 0.0,
+    decluster_catalog_path: Path | None = None,
+    sweep_grid: SweepGrid | None = None,
     progress: bool | None = None,
     argv: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the offline analysis and write summary.json, alarms.csv and report.html.
+    """Run the offline analysis and write summary.json, the CSV tables and report.html.
 
     activity_path : activity file; ``activity_format`` "csv" (a time column and the
         ``column`` of activity) or "movebank" (a Movebank event file; ``column`` odba or
         vedba [g]). column : None = ``DEFAULT_COLUMN`` of the format.
     catalog_path : earthquake catalogue in any format ``namazu.server.catalogue.files`` reads.
-    farm : (latitude [deg N], longitude [deg E]).
+    farm : (latitude [deg N], longitude [deg E]). farm_elevation_m : [m].
     resolution : activity step ("15min").
     periods_path : optional CSV start,end,label for stratified results.
+    decluster_catalog_path : optional longer history catalogue for declustering.
+    sweep_grid : optional grid; writes sweep.csv and the sweep summary.
     progress : tqdm progress bar on stderr (None = only on a terminal).
     argv : the command-line arguments as invoked, recorded in the provenance.
     Returns the summary dict (also written to ``out_dir/summary.json``).
@@ -237,6 +319,7 @@ def run_analysis(
     column = column or DEFAULT_COLUMN.get(activity_format, "animal")
     quiet = True if progress is False else None  # None: tqdm shows the bar on a terminal only
     steps = tqdm(total=6, desc="analyze", unit="step", disable=quiet)
+    sweep_result = None
     try:
         series = _read_activity(activity_path, activity_format, column, resolution, timezone)
         periods = None
@@ -245,6 +328,11 @@ def run_analysis(
             periods = period_intervals(table)
         steps.update()
         catalog = _read_catalog(catalog_path, catalog_format)
+        history = (
+            None
+            if decluster_catalog_path is None
+            else _read_catalog(decluster_catalog_path, None, "declustering catalogue")
+        )
         steps.update()
         assessment = assess(
             series,
@@ -255,8 +343,22 @@ def run_analysis(
             evaluation,
             periods,
             MOLCHAN_INCREASE_PCT,
+            history=history,
+            farm_elevation_km=farm_elevation_m / 1000.0,
             on_step=lambda _stage: steps.update(),
         )
+        if sweep_grid is not None:
+            columns = {
+                name: (
+                    series
+                    if name == column
+                    else _read_activity(activity_path, activity_format, name, resolution, timezone)
+                )
+                for name in sweep_grid.columns
+            }
+            sweep_result = sweep(
+                columns, assessment.catalog, farm, resolution, sweep_grid, rule, evaluation
+            )
     except NoMonitoredTimeError as exc:
         raise AnalysisError(str(exc)) from exc
     except (TabularError, SeriesError, EvaluationInputError) as exc:
@@ -267,11 +369,12 @@ def run_analysis(
     inputs = {
         "activity": str(activity_path),
         "catalog": str(catalog_path),
+        "decluster_catalog": str(decluster_catalog_path) if decluster_catalog_path else None,
         "column": column,
         "resolution": resolution,
         "timezone": timezone or "UTC",
         "periods": str(periods_path) if periods_path else None,
-        "farm": {"latitude": farm[0], "longitude": farm[1]},
+        "farm": {"latitude": farm[0], "longitude": farm[1], "elevation_m": farm_elevation_m},
         "samples": int(series.notna().sum()),
         "first_sample": series.index[0].isoformat(),
         "last_sample": series.index[-1].isoformat(),
@@ -281,8 +384,13 @@ def run_analysis(
         "catalog_format": catalog_format,
     }
     outcome = assessment.as_dict()
-    files = {"activity": activity_path, "catalog": catalog_path, "periods": periods_path}
-    rerun = _rerun_argv(inputs, rule, evaluation, out_dir)
+    files = {
+        "activity": activity_path,
+        "catalog": catalog_path,
+        "periods": periods_path,
+        "decluster_catalog": decluster_catalog_path,
+    }
+    rerun = _rerun_argv(inputs, rule, evaluation, out_dir, sweep_grid)
     provenance = {
         "inputs": {k: file_fingerprint(p) for k, p in files.items() if p is not None},
         "software": software_versions(),
@@ -295,35 +403,17 @@ def run_analysis(
     summary = {
         "inputs": inputs,
         "rule_version": RULE_VERSION,
+        "evaluation_version": EVALUATION_VERSION,
         "parameters": {"rule": rule.as_dict(), "evaluation": evaluation.as_dict()},
-        "catalog": outcome["catalog"],
-        "monitored": outcome["monitored"],
-        "alarms": outcome["alarms"],
-        "evaluation": outcome["evaluation"],
-        "periods": outcome["periods"],
-        "molchan": outcome["molchan"],
-        "statement": outcome["statement"],
+        **{key: outcome[key] for key in VERIFIED_SECTIONS if key in outcome},
+        "sweep": None if sweep_result is None else sweep_result.as_dict(),
         "provenance": provenance,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(
         json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8"
     )
-    alarms_frame = pd.DataFrame(
-        summary["alarms"],
-        columns=[
-            "series",
-            "start",
-            "end",
-            "declared_at",
-            "n_samples",
-            "duration_min",
-            "peak_ratio",
-            "mean_ratio",
-            "reaction",
-        ],
-    )
-    alarms_frame.to_csv(out_dir / "alarms.csv", index=False)
+    _write_tables(out_dir, summary, assessment, sweep_result)
 
     from namazu.server.research.report import render_report
 
@@ -341,22 +431,125 @@ def run_analysis(
     return summary
 
 
+#: Columns of alarms.csv.
+ALARM_CSV_COLUMNS = (
+    "series",
+    "start",
+    "declared_at",
+    "end",
+    "n_samples",
+    "duration_min",
+    "peak_ratio",
+    "mean_ratio",
+    "reaction",
+)
+
+#: Columns of targets.csv.
+TARGET_CSV_COLUMNS = (
+    "time",
+    "magnitude",
+    "latitude",
+    "longitude",
+    "depth_km",
+    "distance_km",
+    "hypocentral_km",
+    "radius_km",
+    "status",
+    "status_declustered",
+    "mainshock",
+    "alarm_declared_at",
+    "lead_time_h",
+)
+
+
+def sample_table(assessment: Any) -> pd.DataFrame:
+    """Per-sample table: time, value, baseline, threshold, ratio, anomalous, episode id."""
+    frame = assessment.components.copy()
+    episode = pd.Series(pd.NA, index=frame.index, dtype="Int64")
+    for number, item in enumerate(assessment.episodes, start=1):
+        episode[item.start : item.end] = number
+    frame["episode"] = episode
+    frame.index.name = "time"
+    return frame.reset_index()
+
+
+def target_table(assessment: Any) -> pd.DataFrame:
+    """Every candidate target with its status, with and without declustering."""
+    results = assessment.results
+    rows: dict[str, dict[str, Any]] = {}
+    for item in results["all_events"].target_list + results["all_events"].uncounted:
+        rows[item["time"] + repr(item["magnitude"])] = {**item, "status_declustered": ""}
+    for item in results["declustered"].target_list + results["declustered"].uncounted:
+        key = item["time"] + repr(item["magnitude"])
+        if key in rows:
+            rows[key]["status_declustered"] = item["status"]
+    catalog = assessment.catalog
+    stamp = catalog["time"].map(lambda t: t.isoformat()) + catalog["magnitude"].map(repr)
+    mainshock = dict(zip(stamp, assessment.mainshocks, strict=True))
+    table = pd.DataFrame(list(rows.values()), columns=[*TARGET_CSV_COLUMNS, "hit"])
+    table["mainshock"] = [bool(mainshock.get(k, True)) for k in rows]
+    return table.loc[:, list(TARGET_CSV_COLUMNS)].sort_values("time", kind="stable")
+
+
+def _write_tables(out_dir: Path, summary: dict[str, Any], assessment: Any, sweep_result) -> None:
+    """alarms.csv, samples.csv, targets.csv and (with a sweep) sweep.csv."""
+    pd.DataFrame(summary["alarms"], columns=list(ALARM_CSV_COLUMNS)).to_csv(
+        out_dir / "alarms.csv", index=False
+    )
+    sample_table(assessment).to_csv(out_dir / "samples.csv", index=False)
+    target_table(assessment).to_csv(out_dir / "targets.csv", index=False)
+    if sweep_result is not None:
+        sweep_result.table.to_csv(out_dir / "sweep.csv", index=False)
+
+
 def _recorded_params(summary: dict[str, Any]) -> tuple[RuleParams, EvaluationParams]:
     try:
         recorded = summary["parameters"]
         rule_values = {k: v for k, v in recorded["rule"].items() if k != "rule_version"}
-        return RuleParams(**rule_values), EvaluationParams(**recorded["evaluation"])
+        eval_values = {k: v for k, v in recorded["evaluation"].items() if k != "evaluation_version"}
+        return RuleParams(**rule_values), EvaluationParams(**eval_values)
     except (KeyError, TypeError, ValueError) as exc:
         raise AnalysisError(f"summary has no usable parameters: {exc}") from exc
+
+
+def compare_figures(
+    recorded: Any, again: Any, path: str = "", rtol: float = VERIFY_RTOL
+) -> list[str]:
+    """Differences between two JSON values: counts, texts and flags exactly, floats within
+    a relative tolerance ``rtol``. Returns one line per difference, naming its path."""
+    where = path or "summary"
+    if isinstance(recorded, bool) or isinstance(again, bool) or recorded is None or again is None:
+        return [] if recorded == again else [f"{where}: {again!r} (recorded {recorded!r})"]
+    if isinstance(recorded, float) or isinstance(again, float):
+        numbers = isinstance(recorded, int | float) and isinstance(again, int | float)
+        if numbers and math.isclose(recorded, again, rel_tol=rtol, abs_tol=0.0):
+            return []
+        return [f"{where}: {again!r} (recorded {recorded!r})"]
+    if isinstance(recorded, dict) and isinstance(again, dict):
+        lines = []
+        for key in dict.fromkeys([*recorded, *again]):
+            if key not in recorded or key not in again:
+                lines.append(f"{where}.{key}: present in only one of the runs")
+            else:
+                lines += compare_figures(recorded[key], again[key], f"{where}.{key}", rtol)
+        return lines
+    if isinstance(recorded, list) and isinstance(again, list):
+        if len(recorded) != len(again):
+            return [f"{where}: {len(again)} entries (recorded {len(recorded)})"]
+        lines = []
+        for i, (a, b) in enumerate(zip(recorded, again, strict=True)):
+            lines += compare_figures(a, b, f"{where}[{i}]", rtol)
+        return lines
+    return [] if recorded == again else [f"{where}: {again!r} (recorded {recorded!r})"]
 
 
 def verify_summary(summary_path: Path) -> list[str]:
     """Rerun a recorded analysis and list what differs (empty list = reproduced).
 
     summary_path : a summary.json written by ``run_analysis`` (with ``provenance``).
-    Checks each input file's SHA-256 and size against the record, the rule version,
-    then reruns with the recorded inputs and parameters and compares
-    ``VERIFIED_SECTIONS``.
+    Checks each input file's SHA-256 and size against the record, the rule and evaluation
+    versions, then reruns with the recorded inputs and parameters and compares
+    ``VERIFIED_SECTIONS`` (``compare_figures``: floats within ``VERIFY_RTOL``).
     Returns one line per difference. Raises AnalysisError when the summary is unusable
     or the rerun fails.
     """
@@ -386,10 +579,20 @@ def verify_summary(summary_path: Path) -> list[str]:
         differences.append(
             f"rule version {RULE_VERSION} differs from the recorded {summary.get('rule_version')}"
         )
+    if summary.get("evaluation_version") != EVALUATION_VERSION:
+        differences.append(
+            f"evaluation version {EVALUATION_VERSION} differs from the recorded "
+            f"{summary.get('evaluation_version')}"
+        )
     rule, evaluation = _recorded_params(summary)
     farm = (inputs["farm"]["latitude"], inputs["farm"]["longitude"])
     timezone = None if inputs.get("timezone", "UTC") == "UTC" else inputs["timezone"]
     periods = recorded_files.get("periods")
+    history = recorded_files.get("decluster_catalog")
+    grid = None
+    if summary.get("sweep"):
+        recorded_grid = summary["sweep"]["grid"]
+        grid = SweepGrid(**{k: tuple(v) for k, v in recorded_grid.items()})
     with tempfile.TemporaryDirectory(prefix="namazu-verify-") as scratch:
         again = run_analysis(
             Path(recorded_files["activity"]["path"]),
@@ -404,11 +607,13 @@ def verify_summary(summary_path: Path) -> list[str]:
             evaluation=evaluation,
             catalog_format=inputs.get("catalog_format"),
             activity_format=inputs.get("activity_format", "csv"),
+            farm_elevation_m=inputs["farm"].get("elevation_m", 0.0),
+            decluster_catalog_path=Path(history["path"]) if history else None,
+            sweep_grid=grid,
             progress=False,
         )
     for section in VERIFIED_SECTIONS:
-        if summary.get(section) != again.get(section):
-            differences.append(f"{section}: the rerun gives different figures")
+        differences += compare_figures(summary.get(section), again.get(section), section)
     return differences
 
 
@@ -416,7 +621,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="namazu analyze",
         description="Offline analysis: activity + earthquake catalogue -> alarms, "
-        "evaluation (with and without declustering), report.",
+        "evaluation (with and without declustering, beside a seismicity reference), report.",
     )
     parser.add_argument("--activity", type=Path, help="activity file (see --activity-format)")
     parser.add_argument(
@@ -426,31 +631,50 @@ def _parser() -> argparse.ArgumentParser:
         help="csv: time + columns (default); movebank: Movebank event file",
     )
     parser.add_argument("--catalog", type=Path, help="earthquake catalogue file")
-    parser.add_argument("--farm", help="farm location LAT,LON [deg]")
+    parser.add_argument(
+        "--decluster-catalog", type=Path, help="longer history catalogue for declustering"
+    )
+    parser.add_argument("--farm", help="farm location LAT,LON[,ELEV_M] [deg, deg, m]")
     parser.add_argument(
         "--column", help="activity column (default animal; odba for Movebank input)"
     )
     parser.add_argument("--resolution", default="15min", help="activity step (default 15min)")
     parser.add_argument("--periods", type=Path, help="CSV start,end,label for stratified results")
     parser.add_argument("--out", type=Path, default=Path("analysis-out"), help="output directory")
-    parser.add_argument("--timezone", help="IANA zone of times written without one (default UTC)")
+    parser.add_argument(
+        "--timezone",
+        help="IANA zone of times written without one, and of --baseline-clock local (default UTC)",
+    )
     parser.add_argument("--catalog-format", help="catalogue format (default: detected)")
     parser.add_argument("--preset", default="default", help="rule preset (default, strict, ...)")
-    parser.add_argument("--increase-pct", type=float, help="rule threshold over baseline [%%]")
-    parser.add_argument("--min-duration-min", type=float, help="minimum episode span [min]")
-    parser.add_argument("--baseline-days", type=int, help="previous days in the baseline")
-    parser.add_argument("--min-baseline-days", type=int, help="days needed for a baseline")
-    parser.add_argument("--lead-window-h", type=float, help="alarm cover after episode end [h]")
-    parser.add_argument("--min-magnitude", type=float, help="target magnitude threshold")
-    parser.add_argument("--fixed-radius-km", type=float, help="fixed target radius [km]")
-    parser.add_argument(
-        "--reaction-window-min", type=float, help="alarm start after shaking = reaction [min]"
+    for item in fields(RuleParams):
+        if item.name in ("quorum", "clock_timezone"):
+            continue
+        parser.add_argument(
+            "--" + item.name.replace("_", "-"),
+            type=_field_type(item),
+            help=_help(RuleParams, item.name),
+        )
+    for item in fields(EvaluationParams):
+        parser.add_argument(
+            "--" + item.name.replace("_", "-"),
+            type=_field_type(item),
+            help=_help(EvaluationParams, item.name),
+        )
+    sweep_group = parser.add_argument_group("sweep (family-wise corrected)")
+    sweep_group.add_argument(
+        "--sweep", action="store_true", help="score a grid of parameters, write sweep.csv"
     )
-    parser.add_argument("--reaction-min-magnitude", type=float, help="magnitude of local shaking")
-    parser.add_argument("--reaction-radius-km", type=float, help="radius of local shaking [km]")
-    parser.add_argument("--max-gap-h", type=float, help="longest gap still monitored [h]")
-    parser.add_argument("--n-shifts", type=int, help="circular shifts for the empirical p")
-    parser.add_argument("--seed", type=int, help="seed of the shifts")
+    defaults = SweepGrid(columns=("COLUMN",))
+    for option, name in SWEEP_OPTIONS.items():
+        default = (
+            "--column" if name == "columns" else ",".join(f"{v:g}" for v in getattr(defaults, name))
+        )
+        sweep_group.add_argument(
+            "--" + option.replace("_", "-"),
+            metavar="LIST",
+            help=f"comma-separated (default {default})",
+        )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--verify",
@@ -461,26 +685,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _field_type(item: Any) -> Any:
+    kind = str(item.type)
+    if kind.startswith("int"):
+        return int
+    if kind.startswith("float"):
+        return float
+    return str
+
+
+def _help(params: type, name: str) -> str:
+    from namazu.server.core.config_reference import parameter_descriptions
+
+    text = parameter_descriptions(params).get(name, ("", ""))[1]
+    return text.replace("%", "%%")
+
+
 def _params(args: argparse.Namespace) -> tuple[RuleParams, EvaluationParams]:
     rule_over = {
-        k: getattr(args, k)
-        for k in ("increase_pct", "min_duration_min", "baseline_days", "min_baseline_days")
-        if getattr(args, k) is not None
+        item.name: getattr(args, item.name)
+        for item in fields(RuleParams)
+        if getattr(args, item.name, None) is not None
     }
+    if args.timezone and rule_over.get("baseline_clock") == "local":
+        rule_over["clock_timezone"] = args.timezone
+    elif rule_over.get("baseline_clock") == "local":
+        raise AnalysisError("--baseline-clock local needs --timezone (the farm's IANA zone)")
     eval_over = {
-        k: getattr(args, k)
-        for k in (
-            "lead_window_h",
-            "min_magnitude",
-            "fixed_radius_km",
-            "reaction_window_min",
-            "reaction_min_magnitude",
-            "reaction_radius_km",
-            "max_gap_h",
-            "n_shifts",
-            "seed",
-        )
-        if getattr(args, k) is not None
+        item.name: getattr(args, item.name)
+        for item in fields(EvaluationParams)
+        if getattr(args, item.name, None) is not None
     }
     try:
         rule = rule_preset(args.preset, **rule_over)
@@ -490,6 +724,22 @@ def _params(args: argparse.Namespace) -> tuple[RuleParams, EvaluationParams]:
     except ValueError as exc:
         raise AnalysisError(str(exc)) from exc
     return rule, evaluation
+
+
+def _sweep_grid(args: argparse.Namespace, column: str) -> SweepGrid | None:
+    given = {name: getattr(args, option) for option, name in SWEEP_OPTIONS.items()}
+    if not args.sweep:
+        if any(v is not None for v in given.values()):
+            raise AnalysisError("the --sweep-* options need --sweep")
+        return None
+    values: dict[str, Any] = {"columns": (column,)}
+    for name, text in given.items():
+        if text is not None:
+            values[name] = _parse_list(text, f"--sweep {name}", number=name != "columns")
+    try:
+        return SweepGrid(**values)
+    except ValueError as exc:
+        raise AnalysisError(str(exc)) from exc
 
 
 def _verify_main(summary_path: Path) -> int:
@@ -502,7 +752,10 @@ def _verify_main(summary_path: Path) -> int:
         for line in differences:
             print(f"namazu analyze: not reproduced: {line}", file=sys.stderr)
         return 1
-    print(f"reproduced: inputs unchanged and every figure identical ({summary_path})")
+    print(
+        "reproduced: inputs unchanged, counts identical and every figure within a relative "
+        f"{VERIFY_RTOL:g} ({summary_path})"
+    )
     return 0
 
 
@@ -516,13 +769,15 @@ def main(argv: list[str]) -> int:
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     try:
-        farm = _parse_farm(args.farm)
+        latitude, longitude, elevation = _parse_farm(args.farm)
         rule, evaluation = _params(args)
+        column = args.column or DEFAULT_COLUMN.get(args.activity_format, "animal")
+        grid = _sweep_grid(args, column)
         summary = run_analysis(
             args.activity,
             args.catalog,
-            farm,
-            column=args.column,
+            (latitude, longitude),
+            column=column,
             resolution=args.resolution,
             periods_path=args.periods,
             out_dir=args.out,
@@ -531,17 +786,19 @@ def main(argv: list[str]) -> int:
             evaluation=evaluation,
             catalog_format=args.catalog_format,
             activity_format=args.activity_format,
+            farm_elevation_m=elevation,
+            decluster_catalog_path=args.decluster_catalog,
+            sweep_grid=grid,
             progress=False if args.no_progress else None,
             argv=list(argv),
         )
     except AnalysisError as exc:
         print(f"namazu analyze: error: {exc}", file=sys.stderr)
         return 1
-    print(_text_summary(summary))
-    print(
-        f"written: {args.out / 'summary.json'}, {args.out / 'alarms.csv'}, "
-        f"{args.out / 'report.html'}"
-    )
+    print(text_summary(summary))
+    written = ["summary.json", "alarms.csv", "samples.csv", "targets.csv"]
+    written += ["sweep.csv"] if grid is not None else []
+    print("written: " + ", ".join(str(args.out / name) for name in [*written, "report.html"]))
     return 0
 
 
@@ -553,30 +810,55 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _line(label: str, result: dict[str, Any]) -> str:
+def _interval(pair: list[Any] | None) -> str:
+    if not pair or pair[0] is None:
+        return "n/a"
+    return f"{_fmt(pair[0])}-{_fmt(pair[1])}"
+
+
+def score_line(label: str, result: dict[str, Any]) -> str:
+    """One printed line of scores: N, h, false alarms, τ, gain with its interval, hit-rate
+    interval, both p-values (n/a = undefined, the reason is in summary.json)."""
     return (
-        f"{label:<28} targets {result['targets']:>3}  hits {result['hits']:>3}  "
+        f"{label:<30} N {result['targets']:>3}  h {result['hits']:>3}  "
         f"false alarms {result['false_alarms']:>4}  tau {_fmt(result['alarm_fraction'])}  "
-        f"gain {_fmt(result['probability_gain'])}  p_binom {_fmt(result['p_binomial'])}  "
-        f"p_shift {_fmt(result['p_shift'])}"
+        f"h/N CI {_interval(result.get('hit_rate_interval'))}  "
+        f"gain {_fmt(result['probability_gain'])} CI {_interval(result.get('gain_interval'))}  "
+        f"p_binom {_fmt(result['p_binomial'])}  p_shift {_fmt(result['p_shift'])}"
     )
 
 
-def _text_summary(summary: dict[str, Any]) -> str:
+def text_summary(summary: dict[str, Any]) -> str:
+    """The lines ``namazu analyze`` prints."""
     n_alarms = len(summary["alarms"])
     n_reactions = sum(a["reaction"] for a in summary["alarms"])
     catalog = summary["catalog"]
     lines = [
         f"{catalog['events_read']} catalogue events read, "
-        f"{catalog['near_duplicates_merged']} near-duplicates merged",
+        f"{catalog.get('non_earthquakes_dropped', 0)} dropped as not earthquakes, "
+        f"{catalog['near_duplicates_merged']} near-duplicates merged"
+        + (
+            f", {catalog['history_events']} history events for declustering"
+            if catalog.get("history_events")
+            else ""
+        ),
         f"{n_alarms} alarm episodes ({n_reactions} reactions to local shaking), "
         f"{summary['monitored']['hours']:.1f} h monitored",
-        _line("all events", summary["evaluation"]["all_events"]),
-        _line("declustered", summary["evaluation"]["declustered"]),
     ]
+    for key, label in (("all_events", "all events"), ("declustered", "declustered")):
+        lines.append(score_line(label, summary["evaluation"][key]))
+        if summary.get("reference"):
+            lines.append(score_line(f"{label}: reference", summary["reference"][key]))
     for label, pair in summary["periods"].items():
-        lines.append(_line(f"{label}: all events", pair["all_events"]))
-        lines.append(_line(f"{label}: declustered", pair["declustered"]))
-    lines.append(f"all events: {summary['statement']['all_events']}")
-    lines.append(f"declustered: {summary['statement']['declustered']}")
+        lines.append(score_line(f"{label}: all events", pair["all_events"]))
+        lines.append(score_line(f"{label}: declustered", pair["declustered"]))
+    for key, label in (("all_events", "all events"), ("declustered", "declustered")):
+        lines.append(f"{label}: {summary['statement'][key]}")
+        if summary.get("power"):
+            lines.append(f"{label}: {summary['power'][key]}")
+        if summary.get("reference_statement"):
+            lines.append(f"{label}: {summary['reference_statement'][key]}")
+            lines.append(f"{label}: {summary['reference_statement'][key + '_conditional']}")
+    if summary.get("sweep"):
+        lines.append(f"sweep: {summary['sweep']['statement']}")
     return "\n".join(lines)

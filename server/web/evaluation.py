@@ -2,10 +2,11 @@
 period, farm, species, rule parameters and catalogue filters, from the live stores.
 
 Wiring only: activity and the catalogue come from InfluxDB, farm events from the state
-store; detection, monitored time, association, scores with and without declustering,
-the split inside/outside farm events, the Molchan trajectory, its 95 % curve and the
-chance statement are ``namazu.analytics.assessment.assess`` (the same pipeline as ``namazu
-analyze``).
+store; detection (with each alarm's declaration time), monitored time, association,
+scores with and without declustering (intervals, power), the seismicity reference
+forecast and the conditional test, the split inside/outside farm events, both Molchan
+trajectories, the binomial curve and the statements are
+``namazu.analytics.assessment.assess`` (the same pipeline as ``namazu analyze``).
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
         base.update(
             result=None,
             declustered=None,
+            reference=None,
             molchan=[],
+            reference_molchan=[],
             confidence_curve=[],
             lead_vs_distance=[],
             statement="No activity data in this period: nothing to evaluate.",
@@ -136,7 +139,6 @@ def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
         eval_params,
         periods,
         period_n_shifts=0,
-        alpha=ALPHA,
         require_monitored=False,
     )
     outcome = assessment.as_dict()
@@ -149,10 +151,20 @@ def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
             {"threshold": row["increase_pct"], "tau": row["tau"], "nu": row["nu"]}
             for row in outcome["molchan"]
         ],
+        reference_molchan=[
+            {"threshold": row["window_h"], "tau": row["tau"], "nu": row["nu"]}
+            for row in outcome["reference_molchan"]
+        ],
         confidence_curve=outcome["confidence_curve"],
         lead_vs_distance=outcome["lead_vs_distance"],
         statement=statements["all_events"],
         statement_declustered=statements["declustered"],
+        power=outcome["power"]["all_events"],
+        reference=outcome["reference"]["all_events"],
+        reference_declustered=outcome["reference"]["declustered"],
+        conditional=outcome["conditional"]["all_events"],
+        reference_statement=outcome["reference_statement"]["all_events"],
+        conditional_statement=outcome["reference_statement"]["all_events_conditional"],
     )
     if split:
         base["split"] = {

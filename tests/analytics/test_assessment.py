@@ -19,6 +19,7 @@ from namazu.analytics.assessment import (
     assess,
     bursts_to_series,
     chance_statement,
+    power_statement,
 )
 from namazu.analytics.evaluation import Intervals, merge_intervals
 from namazu.analytics.params import EvaluationParams, RuleParams
@@ -85,8 +86,10 @@ def test_alarms_targets_hits_and_declustering(assessed):
     # monitored from day 4 (three previous days) to the end of the series
     assert assessed.monitored.start[0] == pd.Timestamp("2024-01-04", tz="UTC").value
     assert_allclose(assessed.monitored_h, 17 * 24)
-    # four covers from the first to the last anomalous sample (45 min) + 20 h, no overlap
-    assert_allclose(whole.alarm_fraction, 4 * 20.75 / (17 * 24))
+    # four covers from the declaration (the end of the third sample, 45 min after the start,
+    # which is the last anomalous sample) to the last anomalous sample + 20 h, no overlap
+    assert [e.declared_at - e.start for e in assessed.episodes] == [pd.Timedelta("45min")] * 4
+    assert_allclose(whole.alarm_fraction, 4 * 20.0 / (17 * 24))
 
 
 def test_periods_split_the_whole(assessed):
@@ -162,21 +165,69 @@ def test_empty_catalogue_is_judged_as_no_targets():
     ("result", "expected"),
     [
         ({"targets": 0, "hits": 0}, "No target earthquake"),
-        ({"targets": 3, "hits": 1, "p_binomial": 0.4, "p_shift": 0.5}, "indistinguishable"),
-        ({"targets": 3, "hits": 3, "p_binomial": 0.01, "p_shift": 0.2}, "indistinguishable"),
-        ({"targets": 3, "hits": 3, "p_binomial": 0.01, "p_shift": None}, "unlikely"),
-        ({"targets": 3, "hits": 3, "p_binomial": None, "p_shift": None}, "indistinguishable"),
+        ({"targets": 6, "hits": 1, "p_binomial": 0.4, "p_shift": 0.5}, "indistinguishable"),
+        ({"targets": 6, "hits": 6, "p_binomial": 0.01, "p_shift": 0.2}, "indistinguishable"),
+        ({"targets": 6, "hits": 6, "p_binomial": 0.01, "p_shift": 0.02}, "unlikely"),
+        # a skill sentence needs both p-values
+        (
+            {
+                "targets": 6,
+                "hits": 6,
+                "p_binomial": 0.01,
+                "p_shift": None,
+                "p_shift_reason": "no circular shifts were requested",
+            },
+            "no circular shifts were requested, so chance cannot be judged",
+        ),
+        # ... and at least 5 targets
+        ({"targets": 3, "hits": 3, "p_binomial": 0.01, "p_shift": 0.02}, "fewer than the 5"),
+        (
+            {
+                "targets": 2,
+                "hits": 0,
+                "p_binomial": None,
+                "p_shift": None,
+                "p_binomial_reason": "no alarm time in monitored time",
+            },
+            "no alarm time in monitored time, so chance cannot be judged",
+        ),
     ],
 )
 def test_chance_statement(result, expected):
-    assert expected in chance_statement(result)
+    text = chance_statement(result)
+    assert expected in text
+    assert ("unlikely" in text) == (expected == "unlikely")
 
 
-def test_chance_statement_uses_the_given_level():
-    result = {"targets": 4, "hits": 3, "p_binomial": 0.03, "p_shift": 0.04}
+def test_one_hit_of_one_target_prints_no_skill_sentence():
+    """One target, one hit, τ = 0.038 (a 10 h lead window): both p-values are small, but
+    one target can never support a skill sentence; the power line says so."""
+    result = {
+        "targets": 1,
+        "hits": 1,
+        "alarm_fraction": 0.038,
+        "p_binomial": 0.038,
+        "p_shift": 0.04,
+        "perfect_p_binomial": 0.038,
+        "perfect_p_shift": 0.04,
+        "params": {"alpha": 0.05, "min_targets_for_skill": 5},
+    }
+    text = chance_statement(result)
+    assert "unlikely" not in text and "no forecasting skill is shown" in text
+    assert "1 target are fewer than the 5" in text
+    power = power_statement(result)
+    assert power.startswith("With N = 1 target and τ = 0.038, a perfect record (1 of 1 hits)")
+    assert power.endswith("no result on these data could show skill.")
+
+
+def test_chance_statement_uses_the_given_or_recorded_level():
+    result = {"targets": 6, "hits": 3, "p_binomial": 0.03, "p_shift": 0.04}
     assert "unlikely" in chance_statement(result, alpha=0.05)
     strict = chance_statement(result, alpha=0.01)
     assert "indistinguishable from chance (p > 0.01)" in strict
+    recorded = {**result, "params": {"alpha": 0.01, "min_targets_for_skill": 5}}
+    assert "p > 0.01" in chance_statement(recorded)
+    assert "fewer than the 7" in chance_statement(result, min_targets=7)
 
 
 def _covered(intervals: Intervals, grid: np.ndarray) -> np.ndarray:

@@ -9,16 +9,21 @@ from numpy.testing import assert_allclose
 from scipy import stats
 
 from namazu.analytics.evaluation import (
+    NO_ALARMS,
+    NO_TARGETS,
     EvaluationInputError,
     Intervals,
     binomial_confidence_curve,
     binomial_pvalue,
     circular_shift_hits,
     circular_shift_pvalue,
+    clopper_pearson,
     evaluate,
+    gain_interval,
     merge_intervals,
     monitored_intervals,
     period_intervals,
+    shift_offsets_ns,
 )
 from namazu.analytics.params import EvaluationParams
 
@@ -38,8 +43,16 @@ def window(start: str, end: str) -> Intervals:
     return Intervals(np.array([ns(start)]), np.array([ns(end)]))
 
 
-def alarms(*pairs):
-    return pd.DataFrame({"start": [ts(a) for a, _ in pairs], "end": [ts(b) for _, b in pairs]})
+def alarms(*rows):
+    """rows: (start, end), declared at the start, or (start, declared_at, end)."""
+    full = [(r[0], r[0], r[1]) if len(r) == 2 else r for r in rows]
+    return pd.DataFrame(
+        {
+            "start": [ts(a) for a, _, _ in full],
+            "declared_at": [ts(d) for _, d, _ in full],
+            "end": [ts(b) for _, _, b in full],
+        }
+    )
 
 
 def quakes(*rows):
@@ -176,7 +189,9 @@ def test_empirical_p_is_uniform_for_random_alarms():
         hits.append(observed)
         if k == 0:  # the same p as the full evaluation of these alarms and targets
             table = pd.DataFrame({"start": pd.to_datetime(starts, utc=True)})
-            table["end"] = table["start"]  # one sample: cover = [start, start + lead window)
+            table["end"] = table["declared_at"] = table[
+                "start"
+            ]  # one sample: cover = [start, start + lead window)
             catalog = quakes(*[(str(pd.Timestamp(t, tz="UTC")), 40.0, 4.5) for t in targets])
             params = EvaluationParams(n_shifts=n_shifts, seed=k)
             full = evaluate(table, catalog, FARM, monitored, params)
@@ -242,3 +257,131 @@ def test_periods_stratify_monitored_time():
     bad = periods.assign(end=periods["start"])
     with pytest.raises(EvaluationInputError, match="stable"):
         period_intervals(bad)
+
+
+# ------------------------------------------------------------------ evaluation v2
+
+
+def test_cover_and_lead_time_start_at_the_declaration():
+    monitored = window("2017-01-01", "2017-01-11")
+    table = alarms(("2017-01-03 10:00", "2017-01-03 10:45", "2017-01-03 12:00"))
+    # 40 km: beyond the local-shaking radius (30 km), inside the Dobrovolsky radius (86 km)
+    before = evaluate(table, quakes(("2017-01-03 10:44", 40.0, 4.5)), FARM, monitored, NO_SHIFTS)
+    at = evaluate(table, quakes(("2017-01-03 10:45", 40.0, 4.5)), FARM, monitored, NO_SHIFTS)
+    assert (before.hits, at.hits) == (0, 1)
+    assert at.hit_list[0]["lead_time_h"] == 0.0
+    assert at.hit_list[0]["alarm_declared_at"] == "2017-01-03T10:45:00+00:00"
+    assert_allclose(at.alarm_fraction, (21.25) / 240)  # 10:45 to 12:00 + 20 h
+
+
+def test_shaking_up_to_the_declaration_makes_a_reaction():
+    monitored = window("2017-01-01", "2017-01-11")
+    table = alarms(("2017-01-03 10:00", "2017-01-03 10:45", "2017-01-03 12:00"))
+    for when, reaction in [
+        ("2017-01-03 08:59:59", False),  # more than 60 min before the first sample
+        ("2017-01-03 09:00", True),
+        ("2017-01-03 10:30", True),  # during the run, before the rule could know it
+        ("2017-01-03 10:45", True),  # at the declaration
+        ("2017-01-03 10:45:01", False),  # after it: the alarm was already out
+    ]:
+        result = evaluate(table, quakes((when, 10.0, 2.6)), FARM, monitored, NO_SHIFTS)
+        assert result.reactions == int(reaction), when
+
+
+def test_clopper_pearson_and_gain_interval_known_answers():
+    assert_allclose(clopper_pearson(1, 1, 0.05), (0.025, 1.0), rtol=1e-12)
+    assert_allclose(clopper_pearson(0, 2, 0.05), (0.0, 1 - 0.025**0.5), rtol=1e-12)
+    # h = 5 of N = 10: the textbook (0.187, 0.813)
+    assert_allclose(clopper_pearson(5, 10, 0.05), (0.18709, 0.81291), atol=5e-6)
+    # coverage of the exact interval is at least 95 % for every p (here N = 12)
+    for p in np.linspace(0.01, 0.99, 25):
+        h = np.arange(13)
+        inside = [lo <= p <= hi for lo, hi in (clopper_pearson(int(k), 12) for k in h)]
+        assert stats.binom.pmf(h, 12, p)[inside].sum() >= 0.95 - 1e-12
+    assert_allclose(gain_interval(1, 1, 0.038), (0.025 / 0.038, 1 / 0.038), rtol=1e-12)
+    assert np.isnan(gain_interval(1, 1, 0.0)).all() and np.isnan(clopper_pearson(0, 0)).all()
+
+
+def test_undefined_p_values_are_null_with_the_reason():
+    monitored = window("2017-01-01", "2017-01-11")
+    catalog = quakes(("2017-01-05 00:00", 5.0, 4.5))
+    params = EvaluationParams(n_shifts=200)
+    no_alarm = evaluate(alarms(), catalog, FARM, monitored, params).as_dict()
+    assert no_alarm["p_binomial"] is None and no_alarm["p_shift"] is None
+    assert no_alarm["p_binomial_reason"] == no_alarm["p_shift_reason"] == NO_ALARMS
+    assert no_alarm["gain_interval"] == [None, None]
+    no_target = evaluate(
+        alarms(("2017-01-02 00:00", "2017-01-02 01:00")), quakes(), FARM, monitored, params
+    ).as_dict()
+    assert no_target["p_binomial_reason"] == NO_TARGETS and no_target["p_shift"] is None
+    missed = evaluate(
+        alarms(("2017-01-08 00:00", "2017-01-08 01:00")), catalog, FARM, monitored, params
+    )
+    assert missed.p_binomial == 1.0 and missed.p_shift == 1.0  # defined: 0 hits is likely
+    assert missed.p_binomial_reason is None and missed.p_shift_reason is None
+
+
+def test_power_is_the_p_of_a_perfect_record():
+    """Two targets 22 min apart: almost every shift that covers one covers both, so a
+    perfect record's shift p is about τ, while the binomial p is τ**2."""
+    monitored = window("2017-01-01", "2017-04-01")
+    catalog = quakes(("2017-02-03 03:48", 3.5, 4.0), ("2017-02-03 04:10", 3.7, 4.2))
+    table = alarms(("2017-03-15 11:00", "2017-03-15 11:45", "2017-03-15 13:00"))
+    params = EvaluationParams(n_shifts=4000, seed=7)
+    result = evaluate(table, catalog, FARM, monitored, params)
+    tau = result.alarm_fraction
+    assert_allclose(result.perfect_p_binomial, tau**2, rtol=1e-12)
+    shifts = shift_offsets_ns(monitored.total_ns, params.n_shifts, params.seed)
+    both = circular_shift_hits(result.cover, result.target_ns, monitored, shifts) >= 2
+    assert result.perfect_p_shift == (1 + both.sum()) / (1 + params.n_shifts)
+    exact = (result.cover.total_ns - 22 * 60 * 10**9) / monitored.total_ns
+    assert abs(result.perfect_p_shift - exact) < 4 * np.sqrt(exact / params.n_shifts)
+
+
+def test_close_targets_can_count_once():
+    monitored = window("2017-01-01", "2017-01-11")
+    catalog = quakes(
+        ("2017-01-05 03:48", 3.5, 4.0), ("2017-01-05 04:10", 3.7, 4.2), ("2017-01-08 00:00", 3, 4.1)
+    )
+    table = alarms(("2017-01-05 00:00", "2017-01-05 00:45", "2017-01-05 04:00"))
+    plain = evaluate(table, catalog, FARM, monitored, NO_SHIFTS)
+    assert (plain.targets, plain.hits) == (3, 2)
+    merged = EvaluationParams(n_shifts=0, merge_targets_h=24.0, merge_targets_km=10.0)
+    once = evaluate(table, catalog, FARM, monitored, merged)
+    assert (once.targets, once.hits) == (2, 1)
+    assert once.target_list[0]["time"].startswith("2017-01-05T03:48")  # the earliest counts
+    assert [u["status"] for u in once.uncounted] == ["not counted"]
+    with pytest.raises(ValueError, match="together"):
+        EvaluationParams(merge_targets_h=1.0)
+
+
+def test_target_statuses():
+    monitored = window("2017-01-01", "2017-01-11")
+    catalog = quakes(
+        ("2017-01-03 09:50", 10.0, 2.6),  # local shaking: the first alarm is a reaction
+        ("2017-01-03 20:00", 10.0, 4.5),  # inside the reaction's cover
+        ("2017-01-06 20:00", 10.0, 4.5),  # hit by the second alarm
+        ("2017-01-09 20:00", 10.0, 4.5),  # miss
+        ("2017-01-20 00:00", 10.0, 4.5),  # not monitored
+    )
+    table = alarms(
+        ("2017-01-03 10:00", "2017-01-03 10:45", "2017-01-03 11:00"),
+        ("2017-01-06 10:00", "2017-01-06 10:45", "2017-01-06 11:00"),
+    )
+    result = evaluate(table, catalog, FARM, monitored, NO_SHIFTS, farm_elevation_km=0.58)
+    assert [t["status"] for t in result.target_list] == ["reaction cover", "hit", "miss"]
+    assert [t["status"] for t in result.uncounted] == ["not monitored"]
+    item = result.target_list[1]
+    assert_allclose(item["hypocentral_km"], np.hypot(item["distance_km"], 10.58), rtol=1e-12)
+    assert_allclose(item["radius_km"], 10 ** (0.43 * 4.5), rtol=1e-12)
+    assert_allclose(item["lead_time_h"], 10.0 - 0.75)
+
+
+def test_alarm_tables_need_a_declaration_time():
+    with pytest.raises(EvaluationInputError, match="declared_at"):
+        evaluate(
+            pd.DataFrame({"start": [ts("2017-01-02")], "end": [ts("2017-01-02")]}),
+            quakes(),
+            FARM,
+            window("2017-01-01", "2017-01-05"),
+        )

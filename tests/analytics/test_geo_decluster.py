@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from numpy.testing import assert_allclose
 
 from namazu.analytics.decluster import gardner_knopoff, gk_distance_window_km, gk_time_window_days
@@ -81,3 +82,53 @@ def test_gardner_knopoff_on_the_2017_catalogue():
     jan18 = strong & (catalog["time"].dt.strftime("%Y-%m-%d") == "2017-01-18")
     assert list(catalog.loc[jan18 & mask, "magnitude"]) == [5.1, 5.5]
     assert mask.sum() < 0.05 * len(catalog)  # an aftershock sequence: most events dependent
+
+
+def _north(*rows) -> pd.DataFrame:
+    """rows: (time, km north of the farm, magnitude)."""
+    return pd.DataFrame(
+        {
+            "time": pd.to_datetime([r[0] for r in rows], utc=True).as_unit("ns"),
+            "latitude": [FARM[0] + r[1] / 111.195 for r in rows],
+            "longitude": [FARM[1]] * len(rows),
+            "magnitude": [r[2] for r in rows],
+        }
+    )
+
+
+def test_window_tables_known_values():
+    from namazu.analytics.decluster import decluster_windows
+
+    d, t = decluster_windows("uhrhammer", [4.0, 6.5])
+    assert_allclose(d, np.exp(-1.024 + 0.804 * np.array([4.0, 6.5])))
+    assert_allclose(d[0], 8.95310142, rtol=1e-8)  # the value OpenQuake's tests pin
+    assert_allclose(t, np.exp(-2.87 + 1.235 * np.array([4.0, 6.5])))  # days
+    d, t = decluster_windows("gruenthal", [4.0])
+    assert_allclose(d, [44.65825539], rtol=1e-8)
+    assert_allclose(t / 365.0, [0.22553603], rtol=1e-7)  # years in OpenQuake's test
+    d, t = decluster_windows("gardner-knopoff", [4.0])
+    assert_allclose(np.ravel([d, t]), [gk_distance_window_km(4.0), gk_time_window_days(4.0)])
+    with pytest.raises(KeyError, match="valid windows: gardner-knopoff, uhrhammer, gruenthal"):
+        decluster_windows("reasenberg", [4.0])
+
+
+def test_foreshock_option_and_window_choice():
+    # the M 4.0 22 min before the M 4.2, 1 km apart (like 3 February 2017)
+    pair = _north(("2017-02-03 03:48", 3.5, 4.0), ("2017-02-03 04:10", 4.5, 4.2))
+    assert gardner_knopoff(pair).tolist() == [True, True]
+    assert gardner_knopoff(pair, foreshock_fraction=0.5).tolist() == [False, True]
+    # 25 km, 5 days after an M 5: inside GK's windows (40 km, 144 d), outside Uhrhammer's (20 km)
+    later = _north(("2017-01-01 00:00", 0.0, 5.0), ("2017-01-06 00:00", 25.0, 3.0))
+    assert gardner_knopoff(later).tolist() == [True, False]
+    assert gardner_knopoff(later, window="uhrhammer").tolist() == [True, True]
+
+
+def test_history_catalogue_marks_later_events_as_aftershocks():
+    from namazu.analytics.decluster import with_history
+
+    history = _north(("2016-10-30 06:40", 10.0, 6.5), ("2017-02-03 04:10", 4.5, 4.2))
+    scored = _north(("2017-02-03 03:48", 3.5, 4.0), ("2017-02-03 04:10", 4.5, 4.2))
+    assert gardner_knopoff(scored).tolist() == [True, True]
+    # the history's own copy of the scored span is not added twice
+    assert with_history(scored, history).tolist() == [False, False]
+    assert with_history(scored, history.iloc[1:]).tolist() == [True, True]

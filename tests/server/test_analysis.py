@@ -61,18 +61,18 @@ def test_study_summary_has_alarms_parameters_and_both_evaluations(study_run):
     assert stable["alarms"] + pasture["alarms"] == whole["alarms"]
     table = pd.read_csv(out / "alarms.csv")
     assert len(table) == len(alarms)
-    assert list(table.columns[:3]) == ["series", "start", "end"]
+    assert list(table.columns[:4]) == ["series", "start", "declared_at", "end"]
 
 
 #: The figures of docs/worked-example.md (and the README): set -> targets, hits, false
 #: alarms, tau [-] to 3 decimals, probability gain, p binomial, p shift (None = n/a).
 WORKED_EXAMPLE = {
-    ("whole", "all_events"): (2, 0, 9, 0.076, 0.0, 1.0, 1.0),
-    ("whole", "declustered"): (2, 0, 9, 0.076, 0.0, 1.0, 1.0),
-    ("stable", "all_events"): (2, 0, 0, 0.0, None, 1.0, 1.0),
-    ("stable", "declustered"): (2, 0, 0, 0.0, None, 1.0, 1.0),
-    ("pasture", "all_events"): (0, 0, 9, 0.187, None, None, None),
-    ("pasture", "declustered"): (0, 0, 9, 0.187, None, None, None),
+    ("whole", "all_events"): (2, 0, 9, 0.074, 0.0, 1.0, 1.0),
+    ("whole", "declustered"): (2, 0, 9, 0.074, 0.0, 1.0, 1.0),
+    ("stable", "all_events"): (2, 0, 0, 0.0, None, None, None),
+    ("stable", "declustered"): (2, 0, 0, 0.0, None, None, None),
+    ("pasture", "all_events"): (0, 0, 9, 0.181, None, None, None),
+    ("pasture", "declustered"): (0, 0, 9, 0.181, None, None, None),
 }
 
 
@@ -234,7 +234,7 @@ def test_chance_statement_in_summary_and_report(study_run):
 def test_verify_reproduces_the_study_run(study_run, capsys):
     out, _ = study_run
     assert main(["--verify", str(out / "summary.json")]) == 0
-    assert "every figure identical" in capsys.readouterr().out
+    assert "counts identical and every figure within a relative 1e-09" in capsys.readouterr().out
 
 
 def test_verify_names_a_changed_input(tmp_path, capsys):
@@ -263,7 +263,26 @@ def test_verify_names_a_changed_input(tmp_path, capsys):
     assert main(["--verify", str(summary_path)]) == 1
     err = capsys.readouterr().err
     assert f"activity file {activity.resolve()} changed: sha256" in err
-    assert "alarms: the rerun gives different figures" in err
+    assert "alarms: 10 entries (recorded 9)" in err
+
+
+def test_verify_compares_counts_exactly_and_floats_within_1e9():
+    from namazu.server.research.analysis import compare_figures
+
+    recorded = {"n": 2, "tau": 0.0739, "p": None, "rows": [{"ok": True, "x": 1.0}]}
+    assert compare_figures(recorded, {**recorded, "tau": 0.0739 * (1 + 5e-10)}) == []
+    assert compare_figures(recorded, {**recorded, "tau": 0.0739 * (1 + 2e-9)}) == [
+        f"summary.tau: {0.0739 * (1 + 2e-9)!r} (recorded 0.0739)"
+    ]
+    assert compare_figures(recorded, {**recorded, "n": 3}) == ["summary.n: 3 (recorded 2)"]
+    assert compare_figures(recorded, {**recorded, "p": 1.0}) == ["summary.p: 1.0 (recorded None)"]
+    changed = {**recorded, "rows": [{"ok": False, "x": 1.0}]}
+    assert compare_figures(recorded, changed, "evaluation") == [
+        "evaluation.rows[0].ok: False (recorded True)"
+    ]
+    assert compare_figures(recorded, {**recorded, "rows": []}) == [
+        "summary.rows: 0 entries (recorded 1)"
+    ]
 
 
 def test_movebank_activity_of_one_day_has_no_monitored_time(tmp_path, capsys):

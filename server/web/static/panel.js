@@ -349,13 +349,20 @@
         line: { color: "#999", dash: "dash" } },
       { x: d.confidence_curve.map(function (p) { return p.tau; }),
         y: d.confidence_curve.map(function (p) { return p.nu; }),
-        mode: "lines", name: "95 % (binomial)", line: { color: "#e76f51" } },
+        mode: "lines", name: "binomial limit (α)", line: { color: "#e76f51" } },
       { x: d.molchan.map(function (p) { return p.tau; }), y: d.molchan.map(function (p) { return p.nu; }),
         text: d.molchan.map(function (p) { return "+" + p.threshold + " %"; }),
         mode: "lines+markers", name: "rule thresholds", line: { color: "#24435c" } },
       { x: [r.alarm_fraction], y: [r.miss_rate], mode: "markers", name: "chosen rule",
         marker: { size: 12, color: "#d00" } }
     ];
+    var ref = d.reference_molchan || [];
+    if (ref.length) {
+      traces.push({ x: ref.map(function (p) { return p.tau; }), y: ref.map(function (p) { return p.nu; }),
+        text: ref.map(function (p) { return "reference, " + p.threshold + " h"; }),
+        mode: "lines+markers", name: "seismicity reference (window)",
+        line: { color: "#2a9d8f", dash: "dot" } });
+    }
     Plotly.newPlot(el, traces, {
       title: { text: "Molchan diagram (N = " + r.targets + ")" },
       xaxis: { title: { text: "alarm fraction τ" }, range: [0, 1] },

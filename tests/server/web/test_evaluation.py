@@ -76,3 +76,21 @@ def test_an_event_without_an_end_lasts_to_the_end_of_the_period(panel, client_fo
     assert split["periods"] == 1
     assert (split["inside"]["targets"], split["inside"]["hits"]) == (1, 1)
     assert_allclose(split["inside"]["monitored_h"], 24.0, atol=0.5)
+
+
+def test_evaluation_shows_intervals_power_and_the_seismicity_reference(panel, client_for):
+    from namazu.analytics.assessment import conditional_statement, power_statement
+
+    body = client_for("viewer").get(f"/api/v1/evaluation?farm={FARM}&{RANGE}").json
+    whole, reference = body["result"], body["reference"]
+    assert whole["hit_rate_interval"][0] <= whole["hit_rate"] <= whole["hit_rate_interval"][1]
+    assert body["power"] == power_statement(whole)
+    assert reference["targets"] == whole["targets"] and reference["reactions"] == 0
+    assert body["reference_statement"].startswith("Seismicity reference: ")
+    assert body["conditional_statement"] == conditional_statement(
+        body["conditional"], whole["params"]
+    )
+    assert [row["threshold"] for row in body["reference_molchan"]][:2] == [1.0, 2.0]
+    page = client_for("viewer").get(f"/evaluation?run=1&farm={FARM}&{RANGE}").get_data(as_text=True)
+    for marker in ('id="power"', "seismicity reference", 'id="conditional-statement"'):
+        assert marker in page

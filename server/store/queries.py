@@ -100,6 +100,16 @@ def earthquakes(start_ms: int, end_ms: int, min_magnitude: float = -10.0) -> Que
     return statement, {"min_magnitude": float(min_magnitude), **_range(start_ms, end_ms)}
 
 
+def earthquake_by_id(event_id: str) -> Query:
+    """One catalogue event by its ``event_id`` (every source that lists it): ``time``,
+    ``magnitude``, ``latitude``, ``longitude``, ``depth_km``, ``event_id``, ``source``."""
+    statement = (
+        'SELECT "magnitude", "latitude", "longitude", "depth_km", "event_id" FROM "earthquake" '
+        'WHERE "event_id" = $event_id GROUP BY "source"'
+    )
+    return statement, {"event_id": str(event_id)}
+
+
 def latest_earthquakes(limit: int = 200) -> Query:
     """The newest catalogue events (newest first), at most ``limit`` per source."""
     statement = (

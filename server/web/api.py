@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from namazu.server.store.influx import InfluxError
 from namazu.server.web import data
 from namazu.server.web.auth import role_required
+from namazu.server.web.quake import quake_view
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -120,6 +121,16 @@ def timeline() -> Any:
         request.args, "max_points", data.DEFAULT_MAX_POINTS, 10, data.MAX_POINTS_LIMIT
     )
     return jsonify(data.timeline(handles, farm, series, start, end, max_points))
+
+
+@bp.get("/quake")
+@role_required("viewer")
+def quake() -> Any:
+    """One earthquake's verdict (hit, miss, reaction cover, not monitored, not counted,
+    not a target), its ±48 h window, lead-window band and the series to show."""
+    handles = _handles()
+    farm = data.farm_config(handles, request.args.get("farm"))
+    return jsonify(quake_view(handles, farm, request.args.get("event") or ""))
 
 
 @bp.get("/alarms")

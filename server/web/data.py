@@ -520,7 +520,8 @@ def timeline(
     """Activity with baseline and threshold, alarm spans, quakes and farm events.
 
     Activity of an animal comes from ``activity.odba`` [g]; of a species group or the
-    herd from ``baseline.value`` (the collective series). Over long ranges the series is
+    herd from ``baseline.value`` (the collective series: the sum over the reporting
+    animals, ``unit`` "Σ ODBA [g]"). Over long ranges the series is
     reduced in InfluxDB to min/max per bucket (``namazu.analytics.downsample``), so peaks stay;
     gaps are NaN points (``null`` in JSON).
     """
@@ -562,7 +563,7 @@ def timeline(
         "timezone": farm.timezone,
         "series": series,
         "label": series_label(series),
-        "unit": "ODBA [g]" if is_animal else "ODBA, sum over the animals [g]",
+        "unit": "ODBA [g]" if is_animal else "Σ ODBA [g]",
         "start": _iso_ms(start_ms),
         "end": _iso_ms(end_ms),
         "resolution_s": resolution_ms / 1000,

@@ -40,6 +40,7 @@ from namazu.server.store.models import EVENT_KINDS, ROLES, VERDICTS, User
 from namazu.server.store.state import ALARM_KINDS, SEVERITIES, DataHealth, session_scope
 from namazu.server.web import data
 from namazu.server.web.auth import AuthError, create_user, issue_token, role_required
+from namazu.server.web.quake import quake_view
 
 bp = Blueprint("pages", __name__)
 
@@ -121,6 +122,17 @@ def timeline() -> Any:
         animals=animals,
         species=data.SPECIES,
     )
+
+
+@bp.get("/quake")
+@role_required("viewer")
+def quake() -> Any:
+    """ "Did they react before this quake?": every series ±48 h around one earthquake, the
+    lead-window band and the event's verdict."""
+    handles = _handles()
+    farm = data.farm_config(handles, request.args.get("farm"))
+    view = quake_view(handles, farm, request.args.get("event") or "")
+    return render_template("quake.html", view=view, farm=farm)
 
 
 @bp.get("/alarms")

@@ -132,3 +132,32 @@ def test_login_timeline_alarm_span_and_screenshots(served, page):
     assert page.js_errors == []
     for name in ("timeline", "overview", "alarm", "evaluation"):
         assert Path(SHOTS / f"{name}.png").stat().st_size > 10_000
+
+
+def test_earthquake_view_from_the_catalogue(served, page):
+    """One click from the catalogue table: every series ±48 h, the lead-window band, the
+    target line and the event's verdict."""
+    panel, base = served
+    page.goto(f"{base}/catalog?farm={FARM}&start=2024-01-01&end=2024-04-01&max_distance_km=1500")
+    if "/login" in page.url:
+        page.fill("input[name=username]", "viewer")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{base}/catalog*")
+    page.click("tr:has-text('q-near') >> text=did they react?")
+    page.wait_for_url(f"{base}/quake*")
+    page.wait_for_selector("#timeline-plot[data-rendered='1']", timeout=30_000)
+    assert page.text_content("#quake-verdict").startswith("miss")
+    names = page.evaluate(
+        "() => document.getElementById('timeline-plot').layout.shapes.map(s => s.name)"
+    )
+    assert "lead-window" in names and "target-q-near" in names
+    # herd, the cows, cow-1 and cow-2: one panel each, on one time axis
+    panels = page.evaluate(
+        "() => document.getElementById('timeline-plot').layout.annotations"
+        ".filter(a => (a.name || '').startsWith('panel-')).map(a => a.name)"
+    )
+    assert panels == ["panel-herd", "panel-species:cow", "panel-cow-1", "panel-cow-2"]
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.screenshot(path=str(SHOTS / "quake.png"), full_page=True)
+    assert page.js_errors == []

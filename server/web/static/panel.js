@@ -60,11 +60,12 @@
     var n = panels.length, stripShare = 0.16, gap = 0.025;
     var each = (1 - stripShare - gap * n) / n;
     var layout = {
-      margin: { t: 24, r: 120, b: 46, l: 70 }, hovermode: "x", hoversubplots: "axis",
-      showlegend: true, legend: { orientation: "h", y: -0.06, itemsizing: "trace" },
+      margin: { t: 24, r: 120, b: 150, l: 70 }, hovermode: "x", hoversubplots: "axis",
+      showlegend: true,
+      legend: { orientation: "h", x: 0, y: 0, yref: "container", yanchor: "bottom",
+                itemsizing: "trace" },
       xaxis: { type: "date", anchor: axisName(n), showspikes: true, spikemode: "across",
-               spikesnap: "cursor", spikethickness: 1, spikecolor: "#555", spikedash: "solid",
-               title: { text: "farm-local time (" + zone + "); UTC in the hover" } },
+               spikesnap: "cursor", spikethickness: 1, spikecolor: "#555", spikedash: "solid" },
       shapes: [], annotations: []
     };
     var traces = [];
@@ -123,7 +124,7 @@
       var k = i + 1, top = 1 - stripShare - gap * (i + 1) - each * i;
       var ya = axisName(k);
       layout[axisKey(k)] = { domain: [Math.max(0, top - each), top], rangemode: "tozero",
-                             title: { text: panel.data ? panel.data.unit.replace(", ", "<br>") : "" },
+                             title: { text: panel.data ? panel.data.unit : "" },
                              zeroline: false };
       layout.annotations.push({ x: 0.005, y: 0.99, xref: "paper", yref: ya + " domain",
                                 xanchor: "left", yanchor: "top", showarrow: false,
@@ -185,6 +186,15 @@
                       marker: { symbol: "square", size: 12, color: "rgba(245,158,11,0.8)" } });
       }
     });
+    if (opts.band) {
+      var b0 = localText(zone, opts.band[0]), b1 = localText(zone, opts.band[1]);
+      layout.shapes.push({ type: "rect", xref: "x", yref: "paper", x0: b0, x1: b1, y0: 0, y1: 1,
+                           fillcolor: "rgba(37, 99, 235, 0.08)", line: { width: 0 },
+                           layer: "below", name: "lead-window" });
+      layout.annotations.push({ x: b0, y: 1, xref: "x", yref: "paper", xanchor: "left",
+                                yanchor: "bottom", showarrow: false, text: opts.bandLabel,
+                                font: { size: 11, color: "#1d4ed8" }, name: "lead-window" });
+    }
     if (opts.range) { layout.xaxis.range = opts.range.map(function (ms) { return localText(zone, ms); }); }
     return { data: traces, layout: layout };
   }
@@ -212,8 +222,12 @@
     el.dataset.end = iso(endMs);
     return Promise.all(seriesList.map(function (s) { return fetchSeries(el, s, startMs, endMs); }))
       .then(function (panels) {
-        var fig = timelineFigure(panels, zone, { range: [startMs, endMs] });
-        el.style.height = (150 + 190 * panels.length) + "px";
+        var band = el.dataset.bandStart ?
+          [Date.parse(el.dataset.bandStart), Date.parse(el.dataset.bandEnd)] : null;
+        var fig = timelineFigure(panels, zone, { range: [startMs, endMs], band: band,
+                                                 bandLabel: el.dataset.bandLabel });
+        var each = el.dataset.compact ? 110 : 190;
+        el.style.height = (150 + each * panels.length) + "px";
         return Plotly.react(el, fig.data, fig.layout,
                             { responsive: true, displaylogo: false, doubleClick: false })
           .then(function () {
@@ -251,6 +265,11 @@
     var state = { start: startMs, end: endMs };
     if (history === "push") { window.history.pushState(state, "", url.toString()); }
     else { window.history.replaceState(state, "", url.toString()); }
+  }
+
+  function quakeHref(el, eventId) {
+    return el.dataset.quakeUrl + "?farm=" + encodeURIComponent(el.dataset.farm) +
+      "&event=" + encodeURIComponent(eventId);
   }
 
   function setupTimeline() {
@@ -294,8 +313,7 @@
       el.on("plotly_clickannotation", function (ev) {
         var name = ev.annotation && ev.annotation.name;
         if (name && name.indexOf("target-") === 0 && el.dataset.quakeUrl) {
-          window.location.href = el.dataset.quakeUrl.replace("__ID__",
-            encodeURIComponent(name.slice(7))) + "?farm=" + encodeURIComponent(el.dataset.farm);
+          window.location.href = quakeHref(el, name.slice(7));
         }
       });
       el.on("plotly_click", function (ev) {
@@ -304,8 +322,7 @@
         if (pt.data.name === "own alarm (declared)" && el.dataset.alarmUrl) {
           window.location.href = el.dataset.alarmUrl + "/" + pt.customdata;
         } else if (pt.data.name === "earthquakes" && el.dataset.quakeUrl && pt.customdata) {
-          window.location.href = el.dataset.quakeUrl.replace("__ID__",
-            encodeURIComponent(pt.customdata)) + "?farm=" + encodeURIComponent(el.dataset.farm);
+          window.location.href = quakeHref(el, pt.customdata);
         }
       });
     };
@@ -325,6 +342,7 @@
     Plotly.newPlot(el, [
       { x: ev.map(function (q) { return q.east_km; }), y: ev.map(function (q) { return q.north_km; }),
         mode: "markers", type: "scatter", name: "epicentres",
+        customdata: ev.map(function (q) { return q.event_id; }),
         text: ev.map(function (q) { return q.time + "<br>M " + q.magnitude + ", " + q.event_id; }),
         marker: { size: ev.map(function (q) { return 3 + 3 * Math.max(q.magnitude || 0, 0); }),
                   color: ev.map(function (q) { return q.depth_km; }), colorscale: "Portland",
@@ -336,7 +354,15 @@
       xaxis: { title: { text: "east of farm [km]" }, zeroline: true },
       yaxis: { title: { text: "north of farm [km]" }, scaleanchor: "x", zeroline: true },
       showlegend: false
-    }, { displaylogo: false }).then(function () { el.dataset.rendered = "1"; });
+    }, { displaylogo: false }).then(function () {
+      el.dataset.rendered = "1";
+      el.on("plotly_click", function (e) {
+        var pt = e.points && e.points[0];
+        if (pt && pt.customdata && el.dataset.quakeUrl) {
+          window.location.href = quakeHref(el, pt.customdata);
+        }
+      });
+    });
   }
 
   function setupEvaluation() {

@@ -233,6 +233,7 @@ class GatewayPublisher:
             "max_inflight_seen": 0,
             "ingest_heartbeats": 0,
             "resend_dropped": 0,
+            "unconfirmed_at_reconnect": 0,
         }
 
         if self._v5:
@@ -581,6 +582,8 @@ class GatewayPublisher:
         self._pump_connection = self._connection
         if self.wait_for_ingest or self.confirm == "receipt":
             self._flush_acks()  # acknowledgements that arrived before the reconnect
+            waiting = len(self._inflight) + len(self._unconfirmed) + len(self._resend)
+            self.stats["unconfirmed_at_reconnect"] += waiting
             self._inflight.clear()
             self._unconfirmed.clear()
             self._resend.clear()

@@ -85,8 +85,9 @@ def mosquitto_config(data_dir: Path, port: int, extra: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def influxdb_config(data_dir: Path, http_port: int, rpc_port: int) -> str:
-    """InfluxDB 1.x configuration: loopback, both bind addresses moved, no reporting."""
+def influxdb_config(data_dir: Path, http_port: int, rpc_port: int, auth: bool = False) -> str:
+    """InfluxDB 1.x configuration: loopback, both bind addresses moved, no reporting;
+    ``auth`` turns on user authentication (the first user created must be an admin)."""
     return f"""reporting-disabled = true
 bind-address = "127.0.0.1:{rpc_port}"
 
@@ -109,7 +110,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 [http]
   enabled = true
   bind-address = "127.0.0.1:{http_port}"
-  auth-enabled = false
+  auth-enabled = {"true" if auth else "false"}
   log-enabled = false
   max-body-size = 0
   flux-enabled = false
@@ -150,6 +151,7 @@ class Stack:
 
     Ports of 0 are replaced by free ports at construction, and kept across
     restarts of either service (so clients can reconnect to the same address).
+    ``influx_auth`` starts InfluxDB with authentication on (users are the caller's).
     """
 
     data_dir: Path
@@ -157,6 +159,7 @@ class Stack:
     influx_http_port: int = 0
     influx_rpc_port: int = 0
     mosquitto_extra: str = ""
+    influx_auth: bool = False
     detached: bool = False
     shielded: bool = False
     mosquitto_bin: str = MOSQUITTO_BIN
@@ -221,7 +224,9 @@ class Stack:
         self.influx_dir.mkdir(parents=True, exist_ok=True)
         conf = self.influx_dir / "influxdb.conf"
         conf.write_text(
-            influxdb_config(self.influx_dir, self.influx_http_port, self.influx_rpc_port)
+            influxdb_config(
+                self.influx_dir, self.influx_http_port, self.influx_rpc_port, self.influx_auth
+            )
         )
         log = self.influx_dir / "influxd.log"
         proc = self._spawn("influxd", [self.influxd_bin, "-config", str(conf)], log)

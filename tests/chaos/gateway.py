@@ -4,9 +4,10 @@
 spools ``samples`` activity samples of ``animals`` animals at a steady pace (as a
 farm's collars would produce them, whether or not the broker is reachable) through
 ``namazu.firmware_bridge.publisher.GatewayPublisher`` and exits 0 once every message is
-acknowledged by the broker. It resumes where it stopped when restarted on the same
-spool (message k carries spool seq k + 1). The samples are a pure function of the
-arguments (``expected_samples``), so the harness can check the store against them.
+confirmed (by default by an ingest receipt: stored). It resumes where it stopped when
+restarted on the same spool, after a SIGKILL too (message k carries spool seq k + 1).
+The samples are a pure function of the arguments (``expected_samples``), so the
+harness can check the store against them.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-ms", type=int, required=True, help="first sample, epoch ms")
     parser.add_argument("--duration-s", type=float, default=60.0, help="spooling time [s]")
     parser.add_argument("--drain-timeout-s", type=float, default=900.0)
+    parser.add_argument("--confirm", choices=("receipt", "puback"), default="receipt")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         reconnect_max_s=2.0,
         status_interval_s=5.0,
         wait_for_ingest=True,  # hold the spool after a broker restart until ingest is back
+        confirm=args.confirm,  # receipt: the spool frees a message once ingest stored it
     )
     publisher.start()
     batches = list(

@@ -83,13 +83,28 @@ def ingest_env(stack: Stack, database: str, client_id: str, **ingest: Any) -> di
 
 
 class IngestWorker:
-    """One ``namazu ingest`` worker process with a stable MQTT client id."""
+    """One ``namazu ingest`` worker process with a stable MQTT client id.
 
-    def __init__(self, stack: Stack, database: str, client_id: str, log: Path, **ingest: Any):
+    influx_credentials : (user, password) for an InfluxDB with authentication on.
+    """
+
+    def __init__(
+        self,
+        stack: Stack,
+        database: str,
+        client_id: str,
+        log: Path,
+        influx_credentials: tuple[str, str] | None = None,
+        **ingest: Any,
+    ):
         self.stack = stack
         self.client_id = client_id
         self.log = log
         self.env = ingest_env(stack, database, client_id, **ingest)
+        if influx_credentials:
+            self.env["NAMAZU_INFLUX__USERNAME"], self.env["NAMAZU_INFLUX__PASSWORD"] = (
+                influx_credentials
+            )
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -141,6 +156,11 @@ class IngestWorker:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
 
+    def pause(self, paused: bool) -> None:
+        """SIGSTOP (``paused``) or SIGCONT: a worker that lags, taking nothing."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM and wait; returns the exit code."""
         if self.proc is None:
@@ -168,6 +188,7 @@ class GatewayProcess:
         start_ms: int,
         duration_s: float,
         per_message: int = 100,
+        confirm: str = "receipt",
     ):
         self.index = index
         self.log = workdir / f"gateway-{index:02d}.log"
@@ -181,6 +202,7 @@ class GatewayProcess:
             f"--per-message={per_message}",
             f"--start-ms={start_ms}",
             f"--duration-s={duration_s}",
+            f"--confirm={confirm}",
         ]
         self.proc: subprocess.Popen | None = None
 
@@ -191,6 +213,12 @@ class GatewayProcess:
     def start(self) -> GatewayProcess:
         self.proc = spawn_module(self.args, {}, self.log)
         return self
+
+    def kill(self) -> None:
+        """SIGKILL: the spool on disk is all that is left."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
 
     def wait(self, timeout_s: float) -> dict[str, Any]:
         """Wait for the gateway to finish; returns its printed stats."""
@@ -357,30 +385,14 @@ def _total(influx: InfluxClient) -> int:
         return 0
 
 
-def verify_gateway(
-    influx: InfluxClient, index: int, animals: int, samples: int, start_ms: int
-) -> dict[str, int]:
-    """Compare the stored points of one chaos gateway with what it published.
-
-    Returns counts: expected, stored, missing (published, not stored), duplicates
-    (stored more than once for the same animal and time, in any series), extra
-    (stored, never published) and wrong_value (odba or vedba differ).
-    """
-    names = animal_names(index, animals)
-    want = expected_samples(index, animals, samples, start_ms)
-    expected = pd.DataFrame(
-        {
-            "animal": np.asarray(names)[want["animal"]],
-            "time": want["t_ms"],
-            "odba": want["odba"],
-            "vedba": want["vedba"],
-        }
-    )
+def compare_stored(influx: InfluxClient, gateway: str, expected: pd.DataFrame) -> dict[str, int]:
+    """Counts of stored vs expected points of one gateway: expected, stored, missing,
+    duplicates, extra, wrong_value (see ``verify_gateway``)."""
     rows = []
     for series in influx.query(
         "SELECT odba, vedba FROM activity WHERE farm = $f AND gateway = $g GROUP BY *",
         epoch="ms",
-        params={"f": FARM, "g": gateway_name(index)},
+        params={"f": FARM, "g": gateway},
     ):
         frame = pd.DataFrame(series.get("values", []), columns=series["columns"])
         frame["animal"] = (series.get("tags") or {}).get("animal", "")
@@ -414,6 +426,28 @@ def verify_gateway(
         "extra": int((merged["_merge"] == "right_only").sum()),
         "wrong_value": wrong,
     }
+
+
+def verify_gateway(
+    influx: InfluxClient, index: int, animals: int, samples: int, start_ms: int
+) -> dict[str, int]:
+    """Compare the stored points of one chaos gateway with what it published.
+
+    Returns counts: expected, stored, missing (published, not stored), duplicates
+    (stored more than once for the same animal and time, in any series), extra
+    (stored, never published) and wrong_value (odba or vedba differ).
+    """
+    names = animal_names(index, animals)
+    want = expected_samples(index, animals, samples, start_ms)
+    expected = pd.DataFrame(
+        {
+            "animal": np.asarray(names)[want["animal"]],
+            "time": want["t_ms"],
+            "odba": want["odba"],
+            "vedba": want["vedba"],
+        }
+    )
+    return compare_stored(influx, gateway_name(index), expected)
 
 
 def measure_ingest(
@@ -506,6 +540,17 @@ class ChaosPlan:
     kill_worker_at : when worker 1 gets SIGKILL (restarted ``worker_restart_s`` later).
     offline_gateway : (from, to) the last gateway is cut off the network.
     ingest_max_pending : in-memory budget of unacknowledged messages per worker.
+    confirm : how the gateways free their spool: "receipt" (stored by ingest) or
+        "puback" (accepted by the broker).
+    poison_at : when both poison payloads (``poison_payloads``) are published on a
+        gateway topic of their own, between the valid traffic.
+    gateway_kill_at : when gateway 0 gets SIGKILL (restarted ``gateway_restart_s`` later
+        on the same spool).
+    broker_kill : (when, lag [s]): every ingest worker is paused (SIGSTOP) so that
+        messages queue in the broker, Mosquitto gets SIGKILL ``lag`` seconds later and is
+        started again 1 s after that, then the workers continue (SIGCONT).
+    influx_revoke : (when, how long [s]) the ingest account's InfluxDB password is
+        changed (InfluxDB then answers 401), then set back.
     """
 
     gateways: int = 10
@@ -521,6 +566,12 @@ class ChaosPlan:
     offline_gateway: tuple[float, float] | None = (1 / 3, 2 / 3)
     ingest_max_pending: int = 500
     drain_timeout_s: float = 900.0
+    confirm: str = "puback"  # "receipt" once ingest publishes receipts
+    poison_at: float | None = None
+    gateway_kill_at: float | None = None
+    gateway_restart_s: float = 1.0
+    broker_kill: tuple[float, float] | None = None
+    influx_revoke: tuple[float, float] | None = None
 
     @property
     def total_samples(self) -> int:
@@ -545,6 +596,7 @@ class ChaosReport:
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
     outage_rss_mib: dict[str, float] = field(default_factory=dict)
     ingest_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)
 
     @property
     def lossless(self) -> bool:
@@ -594,11 +646,91 @@ class ChaosReport:
         return "\n".join(lines)
 
 
+#: The poison gateway's id: its topic carries only the poison payloads.
+POISON_GATEWAY = "gw-poison"
+#: InfluxDB accounts of a run with authentication on: (user, password).
+INFLUX_ADMIN = ("chaos-admin", "chaos-admin-secret")
+INFLUX_WRITER = ("chaos-ingest", "chaos-ingest-secret")
+
+
+def poison_payloads(farm: str = FARM, gateway: str = POISON_GATEWAY) -> dict[str, bytes]:
+    """The two payloads that stopped storage: a ``schema`` that is a 1,020-deep nested
+    array (about 2 kB), and a 3.6 MB document (under the broker's 4 MiB packet limit, but
+    its base64 dead letter is not)."""
+    head = f'"farm": "{farm}", "gateway": "{gateway}", "seq": 1, "sent_ms": 0, "animals": []'
+    deep = b'{"schema": ' + b"[" * 1020 + b"]" * 1020 + b", " + head.encode() + b"}"
+    big = (
+        b'{"schema": "namazu.activity/1", '
+        + head.encode()
+        + b', "pad": "'
+        + b"x" * 3_600_000
+        + b'"}'
+    )
+    return {"deep_nesting": deep, "oversized_3.6MB": big}
+
+
+class DeadLetterWatch:
+    """Counts the dead letters of the poison gateway (a persistent session from the
+    start of the run, so none is missed across a broker restart)."""
+
+    def __init__(self, port: int, farm: str = FARM, gateway: str = POISON_GATEWAY):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.count = 0
+        self.topic = f"namazu/v1/deadletter/{farm}/{gateway}"
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="chaos-deadletter-watch", clean_session=False
+        )
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(self.topic, qos=1)
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect_async("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise ChaosError("dead-letter watch could not subscribe")
+
+    def _on_message(self, client, userdata, message) -> None:
+        self.count += 1
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish one message QoS 1 and wait for the broker's PUBACK."""
+        self.client.publish(topic, payload, qos=1).wait_for_publish(30)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def influx_with_accounts(stack: Stack, database: str) -> InfluxClient:
+    """On an InfluxDB with authentication on: create the admin and the ingest account;
+    returns an admin client of ``database``. The ingest account is an admin too:
+    ``namazu ingest`` creates its database at start (``CREATE DATABASE`` needs admin
+    rights on InfluxDB 1.x)."""
+    bootstrap = InfluxClient(stack.influx_url, database, timeout_s=60)
+    user, password = INFLUX_ADMIN
+    bootstrap.query(f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES")
+    bootstrap.close()
+    admin = InfluxClient(stack.influx_url, database, user, password, timeout_s=60)
+    admin.create_database()
+    writer, secret = INFLUX_WRITER
+    admin.query(f"CREATE USER \"{writer}\" WITH PASSWORD '{secret}' WITH ALL PRIVILEGES")
+    return admin
+
+
+def set_writer_password(admin: InfluxClient, password: str) -> None:
+    """Change the ingest account's password (a wrong one is a revoked credential)."""
+    admin.query(f"SET PASSWORD FOR \"{INFLUX_WRITER[0]}\" = '{password}'")
+
+
 def run_chaos(plan: ChaosPlan, workdir: Path, log: Callable[[str], None] = print) -> ChaosReport:
     """Run the plan on a private stack under ``workdir``; returns the verified figures."""
     workdir.mkdir(parents=True, exist_ok=True)
     report = ChaosReport(plan)
-    stack = Stack(workdir / "stack").start()
+    stack = Stack(workdir / "stack", influx_auth=plan.influx_revoke is not None).start()
+    watch: DeadLetterWatch | None = None
     proxies: list[TcpProxy] = []
     workers: list[IngestWorker] = []
     gateways: list[GatewayProcess] = []
@@ -610,14 +742,20 @@ def run_chaos(plan: ChaosPlan, workdir: Path, log: Callable[[str], None] = print
         log(f"  t={stamp:6.1f} s  {what}")
 
     try:
-        influx = InfluxClient(stack.influx_url, "chaos", timeout_s=60)
-        influx.create_database()
+        if plan.influx_revoke:
+            influx = influx_with_accounts(stack, "chaos")
+        else:
+            influx = InfluxClient(stack.influx_url, "chaos", timeout_s=60)
+            influx.create_database()
+        if plan.poison_at is not None:
+            watch = DeadLetterWatch(stack.mqtt_port)
         for i in range(plan.workers):
             worker = IngestWorker(
                 stack,
                 influx.database,
                 f"chaos-ingest-{i + 1}",
                 workdir / f"ingest-{i + 1}.log",
+                influx_credentials=INFLUX_WRITER if plan.influx_revoke else None,
                 max_pending_messages=plan.ingest_max_pending,
             )
             workers.append(worker.start())
@@ -642,6 +780,7 @@ def run_chaos(plan: ChaosPlan, workdir: Path, log: Callable[[str], None] = print
                 plan.samples_per_gateway,
                 start_ms,
                 plan.duration_s,
+                confirm=plan.confirm,
             )
             gateways.append(gateway.start())
         rss = PeakRss([w.pid for w in workers] + [g.pid for g in gateways]).start()
@@ -692,6 +831,63 @@ def run_chaos(plan: ChaosPlan, workdir: Path, log: Callable[[str], None] = print
                     revive,
                 )
             )
+        if plan.poison_at is not None and watch is not None:
+            poison_watch = watch
+
+            def poison() -> None:
+                topic = f"namazu/v1/{FARM}/{POISON_GATEWAY}/activity"
+                for payload in poison_payloads().values():
+                    poison_watch.publish(topic, payload)
+
+            schedule.append((plan.poison_at, "poison: deep nesting + 3.6 MB payload", poison))
+        if plan.gateway_kill_at is not None:
+            target = gateways[0]
+
+            def kill_gateway() -> None:
+                target.kill()
+                time.sleep(plan.gateway_restart_s)
+                target.start()
+                rss.watch(target.pid)
+
+            schedule.append(
+                (plan.gateway_kill_at, f"SIGKILL {gateway_name(0)}, restarted", kill_gateway)
+            )
+        if plan.broker_kill:
+            at, lag = plan.broker_kill
+
+            def pause_ingest() -> None:
+                for worker in workers:
+                    worker.pause(True)
+
+            def kill_broker() -> None:
+                stack.stop_mosquitto(kill=True)
+                time.sleep(1.0)
+                stack.start_mosquitto()
+                for worker in workers:
+                    worker.pause(False)
+
+            schedule.append(
+                (at, "ingest paused (SIGSTOP): messages queue in the broker", pause_ingest)
+            )
+            schedule.append(
+                (
+                    at + lag / plan.duration_s,
+                    "Mosquitto SIGKILL, restarted; ingest resumed",
+                    kill_broker,
+                )
+            )
+        if plan.influx_revoke:
+            at, length = plan.influx_revoke
+            schedule.append(
+                (at, "InfluxDB credentials revoked", lambda: set_writer_password(influx, "revoked"))
+            )
+            schedule.append(
+                (
+                    at + length / plan.duration_s,
+                    "InfluxDB credentials restored",
+                    lambda: set_writer_password(influx, INFLUX_WRITER[1]),
+                )
+            )
         if plan.offline_gateway:
             lo, hi = plan.offline_gateway
             proxy = proxies[-1]
@@ -709,7 +905,7 @@ def run_chaos(plan: ChaosPlan, workdir: Path, log: Callable[[str], None] = print
         for gateway in gateways:
             stats = gateway.wait(plan.drain_timeout_s)
             report.gateway_stats[gateway_name(gateway.index)] = stats
-        event("every gateway drained (all messages acknowledged by the broker)")
+        event("every gateway drained (every message confirmed by an ingest receipt)")
         report.published = plan.total_samples
         wait_for_count(influx, report.published, plan.drain_timeout_s, farm=FARM, settle_s=2.0)
         event("ingest caught up")
@@ -730,6 +926,11 @@ def run_chaos(plan: ChaosPlan, workdir: Path, log: Callable[[str], None] = print
             report.duplicates += counts["duplicates"]
             report.extra += counts["extra"]
             report.wrong_value += counts["wrong_value"]
+        if watch is not None:
+            deadline = time.monotonic() + 30
+            while watch.count < len(poison_payloads()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            report.dead_letters[POISON_GATEWAY] = watch.count
         influx.close()
         for worker in workers:
             worker.stop()
@@ -737,9 +938,12 @@ def run_chaos(plan: ChaosPlan, workdir: Path, log: Callable[[str], None] = print
             if runs:  # the counters of the run that lived to the end
                 report.ingest_stats[f"ingest {worker.client_id}"] = runs[-1]
     finally:
+        if watch is not None:
+            watch.close()
         for gateway in gateways:
             gateway.stop()
         for worker in workers:
+            worker.pause(False)
             worker.stop()
         for proxy in proxies:
             proxy.close()
@@ -758,3 +962,170 @@ def _role(pid: int, workers: list[IngestWorker], gateways: list[GatewayProcess])
         if worker.starts > 1:
             return f"ingest {worker.client_id} before SIGKILL"
     return f"pid {pid}"
+
+
+# ----------------------------------------------------------------- collars -> bridge kill
+
+
+@dataclass
+class BridgeKillPlan:
+    """Simulated collars (``namazu simulate --frames-to``, a process that keeps every
+    frame until acknowledged) -> ``namazu bridge`` (UDP source) -> Mosquitto -> ingest
+    -> InfluxDB, the bridge SIGKILLed ``kills`` times while frames flow.
+
+    cows, minutes : the herd and the simulated span (one frame per cow and minute).
+    frame_rate_hz : frames per second the collars send [1/s].
+    kill_at : when the bridge gets SIGKILL, as fractions of the sending time; it is
+        started again on the same spool and port ``restart_s`` later.
+    confirm : how the bridge frees its spool ("receipt" or "puback").
+    """
+
+    cows: int = 20
+    minutes: int = 1500
+    frame_rate_hz: float = 500.0
+    kill_at: tuple[float, ...] = (0.3, 0.6)
+    restart_s: float = 1.0
+    confirm: str = "puback"  # "receipt" once ingest publishes receipts
+    seed: int = 14
+    timeout_s: float = 600.0
+
+    @property
+    def frames(self) -> int:
+        return self.cows * self.minutes
+
+
+BRIDGE_GATEWAY = "gw-bridge"
+
+
+def expected_bridge_activity(plan: BridgeKillPlan, start_ms: int) -> pd.DataFrame:
+    """What the bridge publishes for the plan's herd: animal, time [ms], odba and vedba
+    [g] rounded as the payload encoder rounds them (6 decimals)."""
+    from namazu.firmware_bridge.frame import decode_frame
+    from namazu.firmware_bridge.processing import activity_from_frames
+    from namazu.firmware_bridge.simulator import Herd
+
+    herd = Herd(FARM, BRIDGE_GATEWAY, {"cow": plan.cows}, seed=plan.seed)
+    end_ms = start_ms + plan.minutes * 60_000
+    frames = [decode_frame(f) for f in herd.frames(start_ms, end_ms)]
+    df = activity_from_frames(frames, BRIDGE_GATEWAY)
+    return pd.DataFrame(
+        {
+            "animal": df["animal"],
+            "time": df["t_ms"].astype("int64"),
+            "odba": np.round(df["odba"].to_numpy(), 6),
+            "vedba": np.round(df["vedba"].to_numpy(), 6),
+        }
+    )
+
+
+def _wait_udp_bound(port: int, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """Wait until ``proc`` has bound UDP ``port`` (our own bind attempt then fails)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ChaosError(f"bridge exited with code {proc.returncode} before listening")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return
+        time.sleep(0.05)
+    raise ChaosError(f"bridge did not bind UDP {port} within {timeout_s:.0f} s")
+
+
+def run_bridge_kill(
+    plan: BridgeKillPlan, workdir: Path, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Run the plan on a private stack; returns the counts of ``compare_stored`` plus
+    ``kills``, the collars' counters (``collars``: sent, resent, acked) and ``events``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(workdir / "stack").start()
+    events: list[tuple[float, str]] = []
+    t0 = time.monotonic()
+
+    def event(what: str) -> None:
+        events.append((time.monotonic() - t0, what))
+        log(f"  t={events[-1][0]:6.1f} s  {what}")
+
+    start_ms = (int(time.time() * 1000) - (plan.minutes + 120) * 60_000) // 60_000 * 60_000
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        udp_port = probe.getsockname()[1]
+    spool = workdir / "bridge-spool.sqlite"
+    bridge_args = [
+        "namazu.server.cli",
+        "bridge",
+        f"--source=udp://127.0.0.1:{udp_port}",
+        f"--farm={FARM}",
+        f"--gateway={BRIDGE_GATEWAY}",
+        f"--mqtt-port={stack.mqtt_port}",
+        f"--spool={spool}",
+        f"--confirm={plan.confirm}",
+        "--drain-timeout-s=120",
+    ]
+    start_iso = pd.Timestamp(start_ms, unit="ms", tz="UTC").isoformat()
+    collar_args = [
+        "namazu.server.cli",
+        "simulate",
+        f"--frames-to=udp://127.0.0.1:{udp_port}",
+        f"--farm={FARM}",
+        f"--gateway={BRIDGE_GATEWAY}",
+        f"--cows={plan.cows}",
+        f"--seed={plan.seed}",
+        f"--start={start_iso}",
+        f"--duration={plan.minutes}m",
+        f"--frame-rate={plan.frame_rate_hz}",
+    ]
+    worker = IngestWorker(stack, "chaos", "chaos-bridge-ingest", workdir / "ingest.log")
+    influx = InfluxClient(stack.influx_url, "chaos", timeout_s=60)
+    bridge = collars = None
+    kills = 0
+    try:
+        influx.create_database()
+        worker.start().wait_subscribed()
+        bridge = spawn_module(bridge_args, {}, workdir / "bridge.log")
+        _wait_udp_bound(udp_port, bridge)
+        collars = spawn_module(collar_args, {}, workdir / "collars.log")
+        sending = time.monotonic()
+        event(f"collars sending {plan.frames:,} frames at {plan.frame_rate_hz:.0f}/s")
+        sending_s = plan.frames / plan.frame_rate_hz
+        for at in plan.kill_at:
+            delay = sending + at * sending_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            bridge.send_signal(signal.SIGKILL)
+            bridge.wait(timeout=10)
+            kills += 1
+            event("bridge SIGKILL")
+            time.sleep(plan.restart_s)
+            bridge = spawn_module(bridge_args, {}, workdir / "bridge.log")
+            _wait_udp_bound(udp_port, bridge)
+            event("bridge restarted on the same spool, listening again")
+        if collars.wait(timeout=plan.timeout_s) != 0:
+            raise ChaosError(f"collars did not finish: {(workdir / 'collars.log').read_text()}")
+        event("every frame acknowledged to the collars")
+        bridge.send_signal(signal.SIGTERM)
+        if bridge.wait(timeout=180) != 0:
+            raise ChaosError(f"bridge failed: {(workdir / 'bridge.log').read_text()[-2000:]}")
+        event("bridge stopped (SIGTERM)")
+        expected = expected_bridge_activity(plan, start_ms)
+        wait_for_count(influx, len(expected), 120, farm=FARM, settle_s=2.0)
+        event("ingest caught up")
+        counts = compare_stored(influx, BRIDGE_GATEWAY, expected)
+        collar_lines = (workdir / "collars.log").read_text().splitlines()
+        bridge_lines = (workdir / "bridge.log").read_text().splitlines()
+        summaries = [json.loads(line) for line in bridge_lines if line.startswith("{")]
+    finally:
+        for proc in (collars, bridge):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        worker.stop()
+        influx.close()
+        stack.stop()
+    return counts | {
+        "kills": kills,
+        "collars": json.loads(next(x for x in reversed(collar_lines) if x.startswith("{"))),
+        "bridge_last_run": summaries[-1] if summaries else {},
+        "events": events,
+    }

@@ -11,10 +11,14 @@
    and a SIGKILL of one of two workers mid-stream.
 4. Bad input: 10,000 generated payloads through the decoder and through the live
    ingest service, plus collar frames, catalogue and activity-file readers.
+5. Faults one at a time, each on a fresh stack with its own figures: both poison
+   payloads mid-run, a gateway SIGKILL (a spooling gateway, and ``namazu bridge`` fed
+   by collars that keep unacknowledged frames), a Mosquitto SIGKILL while ingest lags,
+   and the InfluxDB credentials revoked for 30 s.
 
 Prints the figures; ``--write docs/reliability.md`` also stores them in that file.
 
-    python -m tests.chaos.run [--quick] [--only chaos,scaleout,fuzz] [--write PATH]
+    python -m tests.chaos.run [--quick] [--only chaos,faults,scaleout,fuzz] [--write PATH]
 """
 
 from __future__ import annotations
@@ -28,10 +32,17 @@ from pathlib import Path
 
 from bench.common import machine_info
 from tests.chaos import fuzz
-from tests.chaos.harness import ChaosPlan, measure_ingest, run_chaos
+from tests.chaos.harness import (
+    BridgeKillPlan,
+    ChaosPlan,
+    measure_ingest,
+    poison_payloads,
+    run_bridge_kill,
+    run_chaos,
+)
 from tests.conftest import shared_data_dir
 
-PARTS = ("chaos", "scaleout", "fuzz")
+PARTS = ("chaos", "faults", "scaleout", "fuzz")
 #: Largest resident memory an ingest worker may reach while InfluxDB is down [MiB]: its
 #: in-memory budget of unacknowledged messages is small, so it must not grow with the
 #: outage (about 90 MiB are the interpreter and libraries).
@@ -191,6 +202,97 @@ def fuzz_part(quick: bool, workdir: Path) -> tuple[list[str], bool]:
     return out, ok
 
 
+def fault_plans(quick: bool) -> dict[str, ChaosPlan]:
+    """One plan per fault: spooling gateways and two ingest workers, no other fault."""
+    base = {
+        "gateways": 3,
+        "animals_per_gateway": 20,
+        "samples_per_gateway": 10_000 if quick else 40_000,
+        "duration_s": 30.0 if quick else 90.0,
+        "workers": 2,
+        "broker_restarts": (),
+        "influx_outage": None,
+        "kill_worker_at": None,
+        "offline_gateway": None,
+    }
+    lag_s, revoked_s = (5.0, 10.0) if quick else (10.0, 30.0)
+    return {
+        "poison payloads mid-run (1,020-deep `schema`, 3.6 MB)": ChaosPlan(**base, poison_at=0.4),
+        "gateway SIGKILL (spooling gateway, restarted 1 s later)": ChaosPlan(
+            **base, gateway_kill_at=0.5
+        ),
+        f"Mosquitto SIGKILL while ingest lags ({lag_s:.0f} s paused)": ChaosPlan(
+            **base, broker_kill=(0.4, lag_s)
+        ),
+        f"InfluxDB credentials revoked for {revoked_s:.0f} s": ChaosPlan(
+            **base, influx_revoke=(0.3, revoked_s)
+        ),
+    }
+
+
+def faults_part(quick: bool, workdir: Path) -> tuple[list[str], bool]:
+    """Each fault alone, on a fresh stack, with sent/stored/missing/duplicates/wrong."""
+    lines = [
+        "### 5. Faults one at a time",
+        "",
+        "| fault | sent | stored | missing | duplicates | wrong values | also |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    notes: list[str] = []
+    ok = True
+    for i, (name, plan) in enumerate(fault_plans(quick).items()):
+        print(f"-- {name}", flush=True)
+        report = run_chaos(plan, workdir / f"fault-{i}")
+        also = ""
+        if plan.poison_at is not None:
+            sent = len(poison_payloads())
+            got = report.dead_letters.get("gw-poison", 0)
+            also = f"{got} of {sent} poison payloads dead-lettered"
+            ok &= got == sent
+        if plan.gateway_kill_at is not None:
+            also = f"gw-00 connections {report.gateway_stats.get('gw-00', {}).get('connects')}"
+        stats = report.gateway_stats.values()
+        again = sum(s.get("unconfirmed_at_reconnect", 0) for s in stats)
+        timed_out = sum(s.get("resent", 0) for s in stats)
+        resends = f"sent again: {again} after reconnects, {timed_out} after receipt time-outs"
+        also = "; ".join(x for x in (also, resends) if x)
+        ok &= report.lossless
+        lines.append(
+            f"| {name} | {report.published:,} | {report.stored:,} | {report.missing} "
+            f"| {report.duplicates} | {report.wrong_value} | {also} |"
+        )
+        notes += [f"  - {name}: " + "; ".join(f"t = {t:.1f} s {w}" for t, w in report.events)]
+    bridge_plan = (
+        BridgeKillPlan(cows=10, minutes=600, frame_rate_hz=300.0) if quick else BridgeKillPlan()
+    )
+    print("-- namazu bridge SIGKILL", flush=True)
+    got = run_bridge_kill(bridge_plan, workdir / "fault-bridge")
+    collars = got["collars"]
+    ok &= (
+        got["missing"] == got["duplicates"] == got["extra"] == got["wrong_value"] == 0
+        and got["stored"] == got["expected"]
+        and got["kills"] == len(bridge_plan.kill_at)
+    )
+    lines.append(
+        f"| `namazu bridge` SIGKILL x{got['kills']} (UDP collars that keep frames) "
+        f"| {got['expected']:,} | {got['stored']:,} | {got['missing']} | {got['duplicates']} "
+        f"| {got['wrong_value']} | collars resent {collars['resent']:,} frames |"
+    )
+    notes.append(
+        "  - namazu bridge SIGKILL: " + "; ".join(f"t = {t:.1f} s {w}" for t, w in got["events"])
+    )
+    lines += [
+        "",
+        "- sent = samples the gateways spooled (for the bridge: one per collar frame); stored "
+        "= points in InfluxDB; missing, duplicates (same animal and time stored twice) and "
+        "wrong values (odba or vedba differ from what was sent) per (animal, timestamp); "
+        "gateways free their spool only on ingest receipts",
+        "- timelines:",
+        *notes,
+    ]
+    return lines, ok
+
+
 def write_doc(path: Path, text: str) -> None:
     """Replace the latest-figures block of ``path`` (created when missing)."""
     start, end = "<!-- chaos:latest:start -->", "<!-- chaos:latest:end -->"
@@ -222,7 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     verdicts = {}
-    runners = {"chaos": chaos_part, "scaleout": scaleout_part, "fuzz": fuzz_part}
+    runners = {
+        "chaos": chaos_part,
+        "faults": faults_part,
+        "scaleout": scaleout_part,
+        "fuzz": fuzz_part,
+    }
     with tempfile.TemporaryDirectory(prefix="namazu-chaos-") as tmp:
         for part in parts:
             print(f"== {part}", flush=True)

@@ -44,6 +44,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "namazu.server.research.analysis",
         "offline: activity + catalogue -> alarms, evaluation, report",
     ),
+    "reproduce": (
+        "namazu.server.research.reproduce",
+        "a study's own analysis on its data (wikelski2020), then honest tests of it",
+    ),
     "check-config": (
         "namazu.server.core.config",
         "validate the configuration and name any bad key",

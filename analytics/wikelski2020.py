@@ -63,11 +63,18 @@ from scipy import stats
 from statsmodels.regression.quantile_regression import QuantReg
 from statsmodels.tsa.api import VAR
 
-from namazu.analytics.assessment import DUPLICATE_MAX_DT_S, DUPLICATE_MAX_KM, chance_statement
+from namazu.analytics.assessment import (
+    DUPLICATE_MAX_DT_S,
+    DUPLICATE_MAX_KM,
+    chance_statement,
+    conditional_statement,
+    power_statement,
+)
 from namazu.analytics.catalog import merge_near_duplicates
 from namazu.analytics.decluster import gardner_knopoff
-from namazu.analytics.evaluation import evaluate, monitored_intervals
+from namazu.analytics.evaluation import _clean, evaluate, monitored_intervals
 from namazu.analytics.params import EvaluationParams
+from namazu.analytics.reference import conditional_test, evaluate_reference
 from namazu.analytics.tabular import TabularError, parse_times
 
 #: Activity groups, in the authors' order.
@@ -1005,23 +1012,6 @@ class PeriodResult:
         )
 
 
-def _clean(value: Any) -> Any:
-    """JSON-ready copy: numpy scalars to Python, NaN/inf to None, keys to str."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_clean(v) for v in value.tolist()]
-    if isinstance(value, float | np.floating):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 def _subset_pairs(pairs: Pairs, keep: np.ndarray) -> Pairs:
     return Pairs(
         pairs.trigger[keep],
@@ -1300,15 +1290,17 @@ def score_exceedance_alarms(
     """The period's exceedances turned into alarms and scored like the a-priori rule's.
 
     An alarm is a run of samples whose signed standardised residual exceeds
-    ``threshold_animal``; it covers its declaration (the end of its first sample) up to
+    ``threshold_animal``; it is declared at the end of its first sample and covers up to
     ``evaluation.lead_window_h`` after its last sample (the original's 20 h look-back
     read forwards). Monitored time is the residual series; targets, reactions, the
-    binomial and circular-shift p-values, declustering and near-duplicate merging are
-    those of ``namazu.analytics.assessment.assess``.
+    binomial and circular-shift p-values with their intervals and power, declustering,
+    near-duplicate merging, the seismicity reference forecast and the conditional test
+    are those of ``namazu.analytics.assessment.assess`` (evaluation v2).
 
     catalog : the catalogue (time UTC, latitude [deg N], longitude [deg E], magnitude,
         depth_km [km]); farm : (latitude [deg N], longitude [deg E]).
-    Returns a JSON-ready dict: the alarms, ``all_events`` and ``declustered`` results,
+    Returns a JSON-ready dict: the alarms, per set (``all_events``, ``declustered``) the
+    animals' result, the reference's and the conditional test with plain statements,
     and the Molchan trajectory over ``MOLCHAN_THRESHOLDS``.
     """
     step = pd.Timedelta(days=1) / period.params.samples_per_day
@@ -1317,7 +1309,7 @@ def score_exceedance_alarms(
         index, np.ones(index.size, dtype=bool), step, evaluation.max_gap_h
     )
     scored = merge_near_duplicates(catalog, DUPLICATE_MAX_DT_S, DUPLICATE_MAX_KM)
-    mainshocks = gardner_knopoff(scored) if len(scored) else np.zeros(0, dtype=bool)
+    mainshocks = gardner_knopoff(scored, evaluation.foreshock_fraction, evaluation.decluster_window)
     z = period.standardised[group] * EXCEEDANCE_SIGN[group]
     alarms = exceedance_alarms(z, period.params.threshold_animal, step)
 
@@ -1333,15 +1325,35 @@ def score_exceedance_alarms(
             farm_elevation_km=farm_elevation_km,
         )
 
-    results = {
-        "all_events": run(alarms, evaluation, False).as_dict(),
-        "declustered": run(alarms, evaluation, True).as_dict(),
-    }
+    sets: dict[str, Any] = {}
+    for key in ("all_events", "declustered"):
+        animals = run(alarms, evaluation, key == "declustered")
+        reference = evaluate_reference(
+            scored,
+            farm,
+            monitored,
+            evaluation,
+            declustered=key == "declustered",
+            mainshocks=mainshocks,
+            farm_elevation_km=farm_elevation_km,
+        )
+        conditional = conditional_test(animals, reference, monitored, evaluation)
+        animal_dict, reference_dict = animals.as_dict(), reference.as_dict()
+        sets[key] = {
+            "animals": animal_dict,
+            "reference": reference_dict,
+            "conditional": conditional,
+            "statements": {
+                "animals": chance_statement(animal_dict),
+                "power": power_statement(animal_dict),
+                "reference": chance_statement(reference_dict),
+                "conditional": conditional_statement(conditional, animal_dict["params"]),
+            },
+        }
     quick = replace(evaluation, n_shifts=0)
     trajectory = []
     for threshold in sorted({*MOLCHAN_THRESHOLDS, period.params.threshold_animal}):
-        trial = exceedance_alarms(z, threshold, step)
-        outcome = run(trial, quick, False)
+        outcome = run(exceedance_alarms(z, threshold, step), quick, False)
         trajectory.append(
             {
                 "threshold": threshold,
@@ -1358,8 +1370,7 @@ def score_exceedance_alarms(
             "alarm_samples": int(alarms["n_samples"].sum()) if len(alarms) else 0,
             "monitored_h": monitored.total_ns / _NS_PER_H,
             "catalogue_events_scored": len(scored),
-            "results": results,
-            "statements": {k: chance_statement(v) for k, v in results.items()},
+            "results": sets,
             "molchan": trajectory,
         }
     )
@@ -1413,12 +1424,15 @@ def verdict(summary: Mapping[str, Any], group: str = "animal", alpha: float = 0.
         )
         scored = period.get("alarms", {}).get("results", {}).get("all_events")
         if scored:
-            if scored["targets"]:
+            animals, reference = scored["animals"], scored["reference"]
+            if animals["targets"]:
                 alarms.append(
-                    f"{label}: {scored['hits']} of {scored['targets']} targets hit with "
-                    f"{scored['alarm_fraction']:.0%} of the time under alarm, gain "
-                    f"{_p(scored['probability_gain'])}, p binomial {_p(scored['p_binomial'])}, "
-                    f"p shift {_p(scored['p_shift'])}"
+                    f"{label}: {animals['hits']} of {animals['targets']} targets hit with "
+                    f"{animals['alarm_fraction']:.0%} of the time under alarm, gain "
+                    f"{_p(animals['probability_gain'])}, p binomial "
+                    f"{_p(animals['p_binomial'])}, p shift {_p(animals['p_shift'])} (the "
+                    f"seismicity reference: {reference['hits']} hits with "
+                    f"{reference['alarm_fraction']:.0%} of the time)"
                 )
             else:
                 alarms.append(f"{label}: no target earthquake, nothing to score")

@@ -52,6 +52,7 @@ from namazu.analytics.wikelski2020 import (
 )
 from namazu.server.research.analysis import (
     AnalysisError,
+    _fmt,
     _read_text,
     file_fingerprint,
     software_versions,
@@ -300,14 +301,6 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
 def text_summary(summary: dict[str, Any]) -> str:
     """Terminal lines: per period and group the slope with its naive and shift p."""
     lines = []
@@ -328,7 +321,7 @@ def text_summary(summary: dict[str, Any]) -> str:
                 f"| grid |t|>1.96: {grid['significant_cells']} cells "
                 f"(null median {_fmt(grid['null_significant_cells']['median'])})"
             )
-        scored = period["alarms"]["results"]["all_events"]
+        scored = period["alarms"]["results"]["all_events"]["animals"]
         lines.append(
             f"  alarms (animal > {period['alarms']['threshold']:g} sd): {scored['alarms']} "
             f"alarms, targets {scored['targets']}, hits {scored['hits']}, "

@@ -242,9 +242,20 @@ def _period_section(
         f"<p>{alarms['alarms']} alarms ({alarms['alarm_samples']} samples of the "
         f"{alarms['group']} residual above {alarms['threshold']:g} sd), each covering the "
         f"next 20 h; {alarms['monitored_h']:.1f} h monitored.</p>",
-        _table([("all events", scored["all_events"]), ("declustered", scored["declustered"])]),
-        "<ul>"
-        + "".join(f"<li>{html.escape(text)}</li>" for text in alarms["statements"].values())
+        _table(
+            [
+                (f"{name}: {who}", scored[key][who])
+                for key, name in (("all_events", "all events"), ("declustered", "declustered"))
+                for who in ("animals", "reference")
+            ]
+        ),
+        "<p>reference: the seismicity-only forecast (an alarm after every local event), "
+        "scored the same way.</p><ul>"
+        + "".join(
+            f"<li>{html.escape(text)}</li>"
+            for key in ("all_events", "declustered")
+            for text in scored[key]["statements"].values()
+        )
         + "</ul>",
     ]
 

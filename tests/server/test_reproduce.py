@@ -56,8 +56,12 @@ def test_summary_holds_the_original_and_its_tests(run):
         "fourier_variance_n_plus_1",
     }
     scored = stable["alarms"]["results"]["all_events"]
-    assert scored["n_shifts"] == 19 and scored["targets"] > 0
-    assert summary["periods"]["pasture"]["alarms"]["results"]["all_events"]["targets"] == 0
+    assert scored["animals"]["n_shifts"] == 19 and scored["animals"]["targets"] > 0
+    assert scored["reference"]["targets"] == scored["animals"]["targets"]
+    assert scored["conditional"]["targets"] <= scored["animals"]["targets"]
+    assert set(scored["statements"]) == {"animals", "power", "reference", "conditional"}
+    pasture = summary["periods"]["pasture"]["alarms"]["results"]["all_events"]
+    assert pasture["animals"]["targets"] == 0
     assert summary["verdict"].startswith("The original claims")
     assert summary["provenance"]["inputs"]["catalog"]["sha256"]
     assert "--n-shifts" in summary["provenance"]["rerun"]

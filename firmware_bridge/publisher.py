@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import itertools
 import logging
 import ssl
 import threading
@@ -502,11 +503,23 @@ class GatewayPublisher:
             return
         confirmed = self.spool.confirm_ranges(ranges)
         self._count_confirmed(confirmed)
-        ranges.sort()
+        self._forget_confirmed(ranges)
+        if confirmed:
+            self._last_confirmation = time.monotonic()
+            self._timeout_s = self.receipt_timeout_s
+
+    def _forget_confirmed(self, ranges: list[tuple[int, int]]) -> None:
+        """Drop the seqs the ranges cover from the unconfirmed set, in time proportional
+        to the smaller of the ranges' span and the set (pump thread)."""
+        span = sum(hi - lo + 1 for lo, hi in ranges)
+        if span <= len(self._unconfirmed):
+            for lo, hi in ranges:
+                for seq in range(lo, hi + 1):
+                    self._unconfirmed.pop(seq, None)
+            return
+        ranges = sorted(ranges)
         starts = [lo for lo, _ in ranges]
-        reach = []  # highest ``last`` among the ranges starting at or before each one
-        for _, hi in ranges:
-            reach.append(max(hi, reach[-1]) if reach else hi)
+        reach = list(itertools.accumulate((hi for _, hi in ranges), max))
 
         def covered(seq: int) -> bool:
             i = bisect.bisect_right(starts, seq) - 1
@@ -514,9 +527,6 @@ class GatewayPublisher:
 
         for seq in [s for s in self._unconfirmed if covered(s)]:
             del self._unconfirmed[seq]
-        if confirmed:
-            self._last_confirmation = time.monotonic()
-            self._timeout_s = self.receipt_timeout_s
 
     def _count_confirmed(self, n: int) -> None:
         self.stats["confirmed"] += n

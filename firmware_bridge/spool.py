@@ -96,11 +96,10 @@ class Spool:
             self.boot_id: str = self._db.execute(
                 "SELECT value FROM meta WHERE key = 'boot_id'"
             ).fetchone()[0]
-            self._bytes = int(
-                self._db.execute(
-                    "SELECT COALESCE(SUM(length(payload)), 0) FROM messages"
-                ).fetchone()[0]
-            )
+            count, size = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM messages"
+            ).fetchone()
+            self._count, self._bytes = int(count), int(size)
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot open spool {self.path}: {exc}") from exc
 
@@ -146,6 +145,7 @@ class Spool:
             except sqlite3.Error as exc:
                 raise SpoolError(f"spool {self.path}: append failed: {exc}") from exc
             self._bytes += added
+            self._count += len(seqs)
         return seqs
 
     def ack(self, seq: int) -> None:
@@ -180,6 +180,7 @@ class Spool:
                     self._db.execute("ROLLBACK")
                 raise SpoolError(f"spool {self.path}: confirmation failed: {exc}") from exc
             self._bytes -= freed
+            self._count -= deleted
             if freed:
                 self._full = False
         return deleted
@@ -213,9 +214,8 @@ class Spool:
         return out
 
     def depth(self) -> int:
-        """Number of unconfirmed messages [messages]."""
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+        """Number of unconfirmed messages [messages] (counted at open, then kept)."""
+        return self._count
 
     @property
     def bytes(self) -> int:

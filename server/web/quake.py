@@ -11,6 +11,7 @@ monitored, not counted, or "not a target" (too small or too far).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -84,17 +85,14 @@ def _herd_alarms(handles: Any, farm: FarmConfig, start_ms: int, end_ms: int) -> 
     )
 
 
-def _status(result: ev.EvaluationResult, quake: dict[str, Any], monitored: ev.Intervals) -> str:
-    """The event's status in the evaluation result (matched by time and magnitude)."""
+def _status(result: ev.EvaluationResult, quake: dict[str, Any]) -> str:
+    """The event's status in the evaluation result (``target_list`` and ``uncounted``,
+    matched by time and magnitude); "not a target" when it is in neither."""
     t = pd.Timestamp(quake["time"])
-    for item in [*result.target_list, *getattr(result, "uncounted", [])]:
-        same = pd.Timestamp(item["time"]) == t
-        if same and abs(item["magnitude"] - quake["magnitude"]) < 1e-6:
-            return item.get("status") or ("hit" if item["hit"] else "miss")
-    if not quake["is_target"]:
-        return "not a target"
-    inside = monitored.contains(np.array([t.value], dtype=np.int64))[0]
-    return "not counted" if inside else "not monitored"
+    for item in [*result.target_list, *result.uncounted]:
+        if pd.Timestamp(item["time"]) == t and abs(item["magnitude"] - quake["magnitude"]) < 1e-6:
+            return str(item["status"])
+    return "not a target"
 
 
 def quake_view(handles: Any, farm: FarmConfig, event_id: str) -> dict[str, Any]:
@@ -113,8 +111,11 @@ def quake_view(handles: Any, farm: FarmConfig, event_id: str) -> dict[str, Any]:
     catalog = data.quakes_frame(
         handles, farm, look[0], look[1], min(params.min_magnitude, params.reaction_min_magnitude)
     )
-    result = ev.evaluate(alarms, catalog, (farm.latitude, farm.longitude), monitored, params)
-    status = _status(result, quake, monitored)
+    # statuses only: no circular shifts needed
+    result = ev.evaluate(
+        alarms, catalog, (farm.latitude, farm.longitude), monitored, replace(params, n_shifts=0)
+    )
+    status = _status(result, quake)
     verdict: dict[str, Any] = {"status": status, "explanation": EXPLAIN.get(status, "")}
     for hit in result.hit_list:
         if pd.Timestamp(hit["time"]) == pd.Timestamp(quake["time"]):

@@ -37,6 +37,7 @@ from namazu.analytics.decluster import gardner_knopoff, with_history
 from namazu.analytics.evaluation import (
     NO_ALARMS,
     NO_TARGETS,
+    NO_TARGETS_LEFT,
     EvaluationResult,
     Intervals,
     _clean,
@@ -273,6 +274,11 @@ def chance_statement(
     alpha, min_targets = _level(result, alpha, min_targets)
     n, h = result["targets"], result["hits"]
     if not n:
+        if result.get("p_binomial_reason") == NO_TARGETS_LEFT:
+            return (
+                "Declustering left no target earthquake (every one is an aftershock): the "
+                "alarms cannot be judged."
+            )
         return "No target earthquake fell in monitored time: the alarms cannot be judged."
     verdict = _verdict(
         n,
@@ -295,7 +301,7 @@ def power_statement(result: Mapping[str, Any], alpha: float | None = None) -> st
     alpha, min_targets = _level(result, alpha, None)
     n, tau = result["targets"], result.get("alarm_fraction")
     if not n:
-        return "With no target earthquake, no result on these data could show skill."
+        return "With no target earthquake, no result could show skill."
     if result.get("p_binomial_reason") == NO_ALARMS or not tau:
         return f"With N = {n} targets and no alarm time, no result on these data could show skill."
     p_bin, p_shift = result.get("perfect_p_binomial"), result.get("perfect_p_shift")

@@ -485,6 +485,7 @@ def binomial_confidence_curve(
 
 #: Reasons for an undefined p-value.
 NO_TARGETS = "no target earthquake in monitored time"
+NO_TARGETS_LEFT = "no target earthquake left after declustering"
 NO_ALARMS = "no alarm time in monitored time"
 NO_SHIFTS = "no circular shifts were requested"
 
@@ -634,7 +635,11 @@ def evaluate(
     rate = n_hits / n_targets if n_targets else float("nan")
     has_alarm_time = bool(total) and cover.total_ns > 0
     gain = rate / tau if n_targets and has_alarm_time else float("nan")
-    reason = NO_TARGETS if not n_targets else (None if has_alarm_time else NO_ALARMS)
+    if n_targets:
+        reason = None if has_alarm_time else NO_ALARMS
+    else:
+        in_monitored = candidates & monitored.contains(cat["time"])
+        reason = NO_TARGETS_LEFT if declustered and in_monitored.any() else NO_TARGETS
     shift_reason = reason or (NO_SHIFTS if params.n_shifts <= 0 else None)
     if shift_reason is None:
         shifts = shift_offsets_ns(total, params.n_shifts, params.seed)

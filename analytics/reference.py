@@ -29,6 +29,7 @@ import pandas as pd
 
 from namazu.analytics.evaluation import (
     NO_SHIFTS,
+    NO_TARGETS,
     EvaluationResult,
     Intervals,
     _catalog_arrays,
@@ -147,7 +148,7 @@ def conditional_test(
     tau = animal_outside.total_ns / outside.total_ns if outside.total_ns else float("nan")
     n, h = int(missed.size), int(np.count_nonzero(by_animal & ~by_reference))
     reason = (
-        (REFERENCE_HITS_ALL if targets.size else "no target earthquake in monitored time")
+        (REFERENCE_HITS_ALL if targets.size else (animal.p_binomial_reason or NO_TARGETS))
         if n == 0
         else (NO_ANIMAL_TIME if not animal_outside.total_ns else None)
     )

@@ -261,6 +261,11 @@ def detect_matrix(
         raise ValueError(f"values must be 1-D or 2-D, got shape {x.shape}")
     if samples_per_day < 1:
         raise ValueError(f"samples_per_day must be >= 1, got {samples_per_day}")
+    if params.baseline_clock != "utc":
+        raise ValueError(
+            "detect_matrix compares the same UTC time of day; baseline_clock local needs the "
+            "sample times (detect, or local_baseline)"
+        )
     n_series, n = x.shape
     base = np.empty_like(x)
     flags = np.zeros(x.shape, dtype=bool)
@@ -276,6 +281,51 @@ def detect_matrix(
     if squeeze:
         return flags[0], base[0]
     return flags, base
+
+
+def local_baseline(
+    values: np.ndarray, index: pd.DatetimeIndex, resolution: Any, params: RuleParams
+) -> np.ndarray:
+    """Baseline at the same local clock time of the previous days (``baseline_clock`` local).
+
+    values : ndarray (n_series, n_samples) on the regular UTC grid ``index`` [any unit].
+    index : DatetimeIndex (UTC) of the grid.
+    resolution : the grid step Δ; it must divide the zone's UTC-offset changes.
+    params : RuleParams (baseline_days, min_baseline_days, clock_timezone).
+    Returns ndarray like ``values`` [unit of values], NaN where fewer than
+    min_baseline_days previous days have a value at that local clock time.
+    """
+    step = _resolution(resolution)
+    x = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    if len(index) == 0:
+        return np.full(x.shape, np.nan)
+    wall = pd.DatetimeIndex(index).tz_convert(params.clock_timezone).tz_localize(None)
+    offset = wall - wall.min()
+    if (offset % step != pd.Timedelta(0)).any():
+        raise SeriesError(
+            f"resolution {resolution!r} does not divide the UTC-offset changes of "
+            f"{params.clock_timezone}; a local-clock baseline needs it"
+        )
+    position = np.asarray(offset // step, dtype=np.int64)
+    slots, first = np.unique(position, return_index=True)  # a repeated wall time: the first
+    wall_values = np.full((x.shape[0], int(slots[-1]) + 1), np.nan)
+    wall_values[:, slots] = x[:, first]
+    wall_base = _lagged_median(
+        wall_values, int(_DAY // step), params.baseline_days, params.min_baseline_days
+    )
+    return wall_base[:, position]
+
+
+def _flags_and_baseline(
+    x: np.ndarray, grid: pd.DatetimeIndex, resolution: Any, params: RuleParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """``detect_matrix`` on the UTC clock, ``local_baseline`` on the local one."""
+    if params.baseline_clock == "utc":
+        return detect_matrix(x, samples_per_day(resolution), params)
+    matrix = np.atleast_2d(x)
+    base = local_baseline(matrix, grid, resolution, params)
+    flags = _anomalous(matrix, base, params)
+    return (flags[0], base[0]) if x.ndim == 1 else (flags, base)
 
 
 def _ratio(x: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -358,7 +408,7 @@ def episodes_from_flags(
 
 
 def baseline(values: pd.Series, resolution: Any, params: RuleParams = RuleParams()) -> pd.Series:
-    """Baseline of a series: median of the same UTC time of day on previous days.
+    """Baseline of a series: median of the same time of day (UTC or local) on previous days.
 
     values : pd.Series indexed by tz-aware sample times on a grid of step ``resolution``
         (missing samples allowed). Activity [any unit, e.g. g].
@@ -368,7 +418,7 @@ def baseline(values: pd.Series, resolution: Any, params: RuleParams = RuleParams
     fewer than min_baseline_days previous-day values exist.
     """
     grid, series = _on_grid(values.astype(np.float64), resolution)
-    _, base = detect_matrix(series.to_numpy(), samples_per_day(resolution), params)
+    _, base = _flags_and_baseline(series.to_numpy(), grid, resolution, params)
     return pd.Series(base, index=grid, name="baseline")
 
 
@@ -391,7 +441,7 @@ def detect(
     """
     grid, series = _on_grid(values.astype(np.float64), resolution)
     x = series.to_numpy()
-    flags, base = detect_matrix(x, samples_per_day(resolution), params)
+    flags, base = _flags_and_baseline(x, grid, resolution, params)
     ratio = _ratio(x, base)
     name = "" if values.name is None else str(values.name)
     episodes = episodes_from_flags(flags, grid, resolution, params, ratio, series=name)
@@ -519,7 +569,7 @@ def quorum_episodes(
     """
     grid, frame = _on_grid(wide.astype(np.float64), resolution)
     x = frame.to_numpy().T
-    flags, base = detect_matrix(x, samples_per_day(resolution), params)
+    flags, base = _flags_and_baseline(x, grid, resolution, params)
     quorum, judged, anomalous = quorum_flags(
         flags, np.isfinite(x) & np.isfinite(base), params.quorum, return_components=True
     )

@@ -2,10 +2,12 @@
 
 Plots are drawn with matplotlib's Agg backend and embedded as SVG text:
 activity with baseline, threshold, alarm spans and target earthquakes; the Molchan
-error diagram with the random-guess diagonal and the 95 % binomial curve; lead time
-against distance for hits. The page also states in plain words whether the scores are
-distinguishable from chance, and ends with the provenance of the run (input checksums,
-software versions, the command to rerun it).
+error diagram with the random-guess diagonal, the binomial curve and the trajectories of
+the rule and of the seismicity reference; lead time against distance for hits. The page
+gives the scores with their intervals, the seismicity reference beside the animals, the
+power of the data, the sweep's family-wise corrected result, states in plain words
+whether the scores are distinguishable from chance, and ends with the provenance of the
+run (input checksums, software versions, the command to rerun it).
 """
 
 from __future__ import annotations
@@ -86,9 +88,14 @@ def activity_figure(
 
 
 def molchan_figure(
-    molchan: pd.DataFrame, point: dict[str, Any], confidence: pd.DataFrame | None
+    molchan: pd.DataFrame,
+    point: dict[str, Any],
+    confidence: pd.DataFrame | None,
+    reference: list[dict[str, Any]] | None = None,
+    level_pct: float = 95.0,
 ) -> str:
-    """SVG: Molchan diagram (τ, ν) with the diagonal and the 95 % binomial curve."""
+    """SVG: Molchan diagram (τ, ν) with the diagonal, the binomial curve at the chosen
+    level and the trajectories of the rule and of the seismicity reference."""
     figure, axis = plt.subplots(figsize=(5.2, 5.2))
     axis.plot([0, 1], [1, 0], color="grey", ls=":", label="random guess")
     if confidence is not None:
@@ -97,7 +104,19 @@ def molchan_figure(
             confidence["nu"],
             where="post",
             color="#d62728",
-            label="95 % binomial limit",
+            label=f"{level_pct:g} % binomial limit",
+        )
+    if reference:
+        rows = [r for r in reference if r.get("tau") is not None and r.get("nu") is not None]
+        axis.plot(
+            [r["tau"] for r in rows],
+            [r["nu"] for r in rows],
+            marker="s",
+            ms=3,
+            color="#2a9d8f",
+            lw=0.8,
+            ls="--",
+            label="seismicity reference, window 1-500 h",
         )
     valid = molchan.dropna()
     axis.plot(
@@ -146,6 +165,20 @@ def lead_figure(hits: list[dict[str, Any]]) -> str:
     return _svg(figure)
 
 
+def _interval(pair: list[Any] | None) -> str:
+    if not pair or pair[0] is None:
+        return "n/a"
+    return f"{_fmt(pair[0])}–{_fmt(pair[1])}"
+
+
+def _p(result: dict[str, Any], key: str) -> str:
+    """A p-value, or "undefined" with its reason as a tooltip."""
+    if result.get(key) is not None:
+        return _fmt(result[key])
+    reason = result.get(f"{key}_reason") or ""
+    return f"<span title='{html.escape(reason)}'>undefined</span>"
+
+
 def _table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     keys = [
         ("targets", "targets N"),
@@ -156,17 +189,35 @@ def _table(rows: list[tuple[str, dict[str, Any]]]) -> str:
         ("alarm_fraction", "τ"),
         ("miss_rate", "ν"),
         ("probability_gain", "gain"),
-        ("p_binomial", "p binomial"),
-        ("p_shift", "p shift"),
     ]
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in keys)
+    head += "<th>h/N interval</th><th>gain interval</th><th>p binomial</th><th>p shift</th>"
     body = "".join(
         f"<tr><td>{html.escape(name)}</td>"
         + "".join(f"<td>{_fmt(r[k])}</td>" for k, _ in keys)
+        + f"<td>{_interval(r.get('hit_rate_interval'))}</td>"
+        + f"<td>{_interval(r.get('gain_interval'))}</td>"
+        + f"<td>{_p(r, 'p_binomial')}</td><td>{_p(r, 'p_shift')}</td>"
         + "</tr>"
         for name, r in rows
     )
     return f"<table><tr><th>set</th>{head}</tr>{body}</table>"
+
+
+def _sweep(sweep: dict[str, Any] | None) -> str:
+    """HTML: the sweep's grid, its family-wise corrected best result and the sentence."""
+    if not sweep:
+        return ""
+    grid = ", ".join(
+        f"{html.escape(k)} {html.escape(', '.join(str(v) for v in values))}"
+        for k, values in sweep["grid"].items()
+    )
+    return (
+        "<h2>Sweep</h2>"
+        f"<p>{sweep['combinations']} combinations ({grid}), {sweep['n_shifts']} circular "
+        "shifts shared by all; every row is in <code>sweep.csv</code>.</p>"
+        f"<p class='statement'>{html.escape(sweep['statement'])}</p>"
+    )
 
 
 def render_report(
@@ -183,7 +234,9 @@ def render_report(
     """The whole report as one HTML string (inline CSS and SVG only)."""
     del catalog  # targets come from the evaluation; kept for future maps
     evaluation = summary["evaluation"]
+    reference = summary.get("reference") or {}
     rows = [("all events", evaluation["all_events"]), ("declustered", evaluation["declustered"])]
+    rows += [(f"seismicity reference, {k.replace('_', ' ')}", r) for k, r in reference.items()]
     for label, pair in summary["periods"].items():
         rows += [
             (f"{label}: all events", pair["all_events"]),
@@ -204,20 +257,35 @@ def render_report(
         f"Rule {html.escape(summary['rule_version'])}.</p>",
         "<h2>Scores</h2>",
         _table(rows),
-        "<p>τ: fraction of monitored time covered by alarms (episode start to end + lead "
-        "window); gain = (h/N)/τ; p binomial = P(H ≥ h | N, τ); p shift: share of circular "
-        "time shifts of the alarms with at least as many hits. Reactions to local shaking "
-        "are not counted as alarms.</p>",
+        "<p>τ: fraction of monitored time covered by alarms (from the declaration, when "
+        "the surge had lasted the minimum duration, to the last anomalous sample + lead "
+        "window); gain = (h/N)/τ; intervals: exact (Clopper–Pearson) for h/N, divided by τ "
+        "for the gain; p binomial = P(H ≥ h | N, τ); p shift: share of circular time "
+        "shifts of the alarms with at least as many hits; undefined when there is no "
+        "target or no alarm time (the reason shows on hover). Alarms with local shaking "
+        "up to their declaration are reactions and are not counted. The seismicity "
+        "reference alarms after every local event of the chosen size and is scored "
+        "the same way.</p>",
         _statements(summary.get("statement")),
+        _statements(summary.get("power"), "Power"),
+        _statements(summary.get("reference_statement"), "Against seismic clustering"),
         "<figure>",
         activity_figure(components, episodes, reactions, results["all_events"].target_list, title),
         "<figcaption>Activity with baseline and threshold; orange spans are alarm episodes, "
         "grey spans reactions; vertical lines are target earthquakes.</figcaption></figure>",
         "<figure>",
-        molchan_figure(molchan, evaluation["all_events"], confidence),
+        molchan_figure(
+            molchan,
+            evaluation["all_events"],
+            confidence,
+            summary.get("reference_molchan"),
+            100.0 * evaluation["all_events"].get("confidence_level", 0.95),
+        ),
         lead_figure(results["all_events"].hit_list),
-        "<figcaption>Left: Molchan diagram; a rule with skill lies below the red 95 % "
-        "curve. Right: lead time against distance of hit targets.</figcaption></figure>",
+        "<figcaption>Left: Molchan diagram; a rule with skill lies below the red binomial "
+        "curve; the dashed line is the seismicity reference. Right: lead time (from the "
+        "declaration) against distance of hit targets.</figcaption></figure>",
+        _sweep(summary.get("sweep")),
         "<h2>Parameters</h2>",
         f"<pre>{html.escape(_pretty(summary['parameters']))}</pre>",
         _provenance(summary.get("provenance")),
@@ -232,16 +300,22 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2)
 
 
-def _statements(statements: dict[str, str] | None) -> str:
-    """HTML: the plain chance statements (all events, declustered)."""
+def _statements(statements: dict[str, str] | None, title: str | None = None) -> str:
+    """HTML: plain statements per set (all events, declustered, conditional tests)."""
     if not statements:
         return ""
-    labels = {"all_events": "All events", "declustered": "Declustered"}
+    labels = {
+        "all_events": "All events",
+        "declustered": "Declustered",
+        "all_events_conditional": "All events, conditional",
+        "declustered_conditional": "Declustered, conditional",
+    }
     items = "".join(
         f"<li><strong>{html.escape(labels.get(k, k))}:</strong> {html.escape(text)}</li>"
         for k, text in statements.items()
     )
-    return f"<ul class='statement'>{items}</ul>"
+    head = f"<h3>{html.escape(title)}</h3>" if title else ""
+    return f"{head}<ul class='statement'>{items}</ul>"
 
 
 def _provenance(provenance: dict[str, Any] | None) -> str:

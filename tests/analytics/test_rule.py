@@ -194,6 +194,41 @@ def test_local_routine_shifts_an_hour_in_utc_after_dst():
     assert all(e.start.hour == 5 and e.n_samples == 4 for e in episodes)
 
 
+def test_local_baseline_clock_follows_the_routine_across_dst():
+    """The same 07:00-08:00 local routine with ``baseline_clock`` local: no alarm after the
+    spring change (26 March 2017) nor after the autumn change (29 October 2017)."""
+    rome = RuleParams(baseline_clock="local", clock_timezone="Europe/Rome")
+    for first, last in (("2017-03-10", "2017-04-03"), ("2017-10-15", "2017-11-08")):
+        index = pd.date_range(first, last, freq="15min", tz="UTC", inclusive="left")
+        values = pd.Series(np.where(index.tz_convert("Europe/Rome").hour == 7, 3.0, 1.0), index)
+        assert detect(values, "15min", rome) == [], first
+        base = baseline(values, "15min", rome)
+        routine = index.tz_convert("Europe/Rome").hour == 7
+        judged = base.notna().to_numpy()
+        assert (base[routine & judged] == 3.0).all() and (base[~routine & judged] == 1.0).all()
+
+
+def test_local_baseline_takes_the_same_wall_time_on_previous_days():
+    index = pd.date_range("2017-03-20", "2017-03-30", freq="1h", tz="UTC", inclusive="left")
+    rng = np.random.default_rng(3)
+    values = pd.Series(rng.lognormal(size=len(index)), index)
+    rome = RuleParams(baseline_clock="local", clock_timezone="Europe/Rome")
+    base = baseline(values, "1h", rome)
+    local = index.tz_convert("Europe/Rome")
+    by_wall = {t.tz_localize(None): v for t, v in zip(local, values, strict=True)}
+    for t, got in zip(local, base, strict=True):
+        previous = [by_wall.get(t.tz_localize(None) - pd.Timedelta(days=k)) for k in range(1, 8)]
+        previous = [v for v in previous if v is not None]
+        expected = np.median(previous) if len(previous) >= 3 else np.nan
+        assert_allclose(got, expected, equal_nan=True)
+    same = RuleParams(baseline_clock="local", clock_timezone="UTC")
+    assert_allclose(baseline(values, "1h", same), baseline(values, "1h"), equal_nan=True)
+    with pytest.raises(ValueError, match="baseline_clock local needs the sample times"):
+        detect_matrix(values.to_numpy(), 24, rome)
+    with pytest.raises(SeriesError, match="does not divide the UTC-offset changes"):
+        baseline(values.resample("2h").mean(), "2h", rome)
+
+
 def test_detect_matrix_matches_brute_force_median():
     rng = np.random.default_rng(7)
     x = rng.lognormal(size=(3, 20 * 24))

@@ -458,7 +458,8 @@ def _gateway_rows(stack, tmp: Path, quick: bool, messages) -> list[dict[str, Any
     # drain: a full spool of one gateway's messages through the project's publisher
     topic = activity_topic(FARM, "gw-drain")
     drain_messages = [(topic, p) for _, p in sample]
-    publisher = GatewayPublisher(FARM, "gw-drain", spool, port=stack.mqtt_port)
+    # no ingest here: the broker's PUBACK frees the spool
+    publisher = GatewayPublisher(FARM, "gw-drain", spool, port=stack.mqtt_port, confirm="puback")
     depth = spool.depth()
     with Stopwatch() as sw:
         publisher.start()

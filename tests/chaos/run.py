@@ -214,6 +214,7 @@ def fault_plans(quick: bool) -> dict[str, ChaosPlan]:
         "influx_outage": None,
         "kill_worker_at": None,
         "offline_gateway": None,
+        "drain_timeout_s": 300.0,
     }
     lag_s, revoked_s = (5.0, 10.0) if quick else (10.0, 30.0)
     return {

@@ -81,6 +81,7 @@ class Bridge:
         self._pending: list[CollarFrame] = []
         self._repeats: list[CollarFrame] = []
         self._oldest_pending = 0.0
+        self._spool_full = False
         self._recent: collections.OrderedDict[FrameKey, int] = collections.OrderedDict()
 
     def handle(self, items: list[CollarFrame | FrameError]) -> None:
@@ -127,12 +128,17 @@ class Bridge:
                 self.dropped_spool_full += len(frames)
                 if BRIDGE_FRAMES_DROPPED is not None:
                     BRIDGE_FRAMES_DROPPED.inc(len(frames))
-                log.warning(
-                    "spool full; frames dropped unacknowledged",
-                    extra={"frames": len(frames), "detail": str(exc)},
-                )
+                if not self._spool_full:  # once per episode, not every 50 ms
+                    log.error("spool full: frames are dropped unacknowledged: %s", exc)
+                self._spool_full = True
                 frames = []
             else:
+                if self._spool_full:
+                    log.warning(
+                        "spool has room again; %d frames were dropped meanwhile",
+                        self.dropped_spool_full,
+                    )
+                self._spool_full = False
                 self.samples_spooled += len(df)
                 self.messages_spooled += len(batches)
                 for frame in frames:

@@ -426,6 +426,7 @@ def run_analysis(
         molchan=assessment.molchan,
         confidence=assessment.confidence,
         catalog=assessment.catalog,
+        periods=periods,
     )
     (out_dir / "report.html").write_text(html, encoding="utf-8")
     return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import PurePath
 
 import pandas as pd
 import pytest
@@ -118,12 +119,32 @@ def test_study_monitoring_starts_with_a_defined_baseline(study_run):
 
 
 def test_report_is_self_contained(study_run):
-    out, _ = study_run
+    out, summary = study_run
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert html.count("<svg") == 3
+    targets = summary["evaluation"]["all_events"]["targets"]
+    assert targets == 2
+    # overview, one zoom per target, Molchan, lead time
+    assert html.count("<svg") == 3 + targets
     assert "Molchan" in html and "95 % binomial" in html and "Lead time" in html
     for marker in ('src="http', "src='http", 'href="http', "<script src", "<link "):
         assert marker not in html
+
+
+def test_report_is_readable_and_names_no_machine_paths(study_run):
+    out, summary = study_run
+    html = (out / "report.html").read_text(encoding="utf-8")
+    for item in summary["provenance"]["inputs"].values():
+        folder = str(PurePath(item["path"]).parent)
+        assert folder not in html, folder
+        assert PurePath(item["path"]).name in html
+    assert str(out) not in html
+    assert "Target 1: M 4.0" in html and "Target 2: M 4.2" in html  # one zoom each
+    assert "log scale" in html and "period boundary" in html and "stable from" in html
+    # parameters as table rows, not a JSON block
+    assert "<td><code>increase_pct</code></td><td>140.0</td>" in html
+    assert '"increase_pct": 140.0' not in html
+    # long lines wrap instead of widening the page
+    assert "pre, code { white-space: pre-wrap;" in html and "max-width: 100%" in html
 
 
 def _run(tmp_path, capsys, **changes):

@@ -139,6 +139,15 @@ def animals_last_seen(farm: str) -> Query:
     return statement, {"farm": farm}
 
 
+def activity_edge(farm: str, which: str) -> Query:
+    """The first or last activity sample of a farm (``which`` = "first" or "last"):
+    ``time``, ``odba``."""
+    if which not in ("first", "last"):
+        raise ValueError(f"which must be first or last, got {which!r}")
+    statement = f'SELECT {which}("odba") AS "odba" FROM "activity" WHERE "farm" = $farm'
+    return statement, {"farm": farm}
+
+
 def activity_for_export(farm: str, animal: str, start_ms: int, end_ms: int) -> Query:
     """All activity fields of one animal for export: ``time``, ``odba``, ``vedba``,
     ``species``, ``gateway``."""

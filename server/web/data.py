@@ -88,6 +88,28 @@ def time_range(args: Any, default_days: float = 7.0) -> tuple[int, int]:
     return start, end
 
 
+#: The evaluation page's default period: the last this many days of the farm's data.
+DEFAULT_EVALUATION_DAYS = 30
+
+
+def default_period(handles: Any, farm: FarmConfig, args: Any) -> tuple[int, int]:
+    """``start``/``end`` from the request, else the last ``DEFAULT_EVALUATION_DAYS`` days
+    of the farm's data (or the data's whole span when shorter); the last 30 days up to
+    now when the farm has no data yet. UTC ms."""
+    if args.get("start") or args.get("end"):
+        return time_range(args, default_days=DEFAULT_EVALUATION_DAYS)
+    edges = []
+    for which in ("first", "last"):
+        frame = handles.influx.query_frame(*queries.activity_edge(farm.id, which))
+        edges.append(None if frame.empty else _stamp_ms(frame["time"].iloc[0]))
+    first, last = edges
+    if first is None or last is None:
+        return time_range(args, default_days=DEFAULT_EVALUATION_DAYS)
+    end = last - last % _DAY_MS + _DAY_MS  # the end of the last day with data
+    start = max(first - first % _DAY_MS, end - DEFAULT_EVALUATION_DAYS * _DAY_MS)
+    return start, end
+
+
 def _stored_row(db: Any, model: Any, row_id: int, what: str) -> Any:
     """The ``model`` row with primary key ``row_id``; NotFound when there is none.
 

@@ -43,7 +43,8 @@ def _series(handles: Any, farm: str, species: str | None, start: int, end: int, 
 def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
     """Run the evaluation for request arguments.
 
-    farm, species (optional), start, end (default the last 90 days), resolution_min
+    farm, species (optional), start, end (default ``data.default_period``: the last 30
+    days of the farm's data, or its span), resolution_min
     (1/5/15/30/60, default 15), increase_pct, min_duration_min, min_magnitude,
     lead_window_h, fixed_radius_km, n_shifts (<= 2000), split (a farm-event kind).
     Returns a JSON-ready dict with ``result`` and ``declustered`` scores, ``molchan``
@@ -54,7 +55,7 @@ def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
     species = args.get("species") or None
     if species is not None and species not in data.SPECIES:
         raise data.InputError(f"species: must be one of {', '.join(data.SPECIES)}")
-    start, end = data.time_range(args, default_days=90)
+    start, end = data.default_period(handles, farm, args)
     res_min = data.int_arg(args, "resolution_min", 15, 1, 60)
     if res_min not in RESOLUTIONS_MIN:
         raise data.InputError(f"resolution_min: must be one of {RESOLUTIONS_MIN}")
@@ -100,6 +101,7 @@ def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
         "resolution_min": res_min,
         "rule_params": rule_params.as_dict(),
         "evaluation_params": eval_params.as_dict(),
+        "n_shifts_configured": handles.config.evaluation_params().n_shifts,
         "samples": int(series.notna().sum()),
         "catalogue_events": len(catalog),
     }

@@ -205,7 +205,8 @@ def evaluation() -> Any:
 
     result = None
     error = None
-    if request.args.get("run"):
+    # opening the page runs the default evaluation (the last 30 days of data)
+    if request.args.get("run") or not request.args:
         try:
             result = evaluate_request(_handles(), request.args)
         except data.InputError as exc:

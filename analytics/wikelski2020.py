@@ -913,6 +913,39 @@ class GroupResult:
             )
         return out
 
+    def pair_ranges(self) -> dict[str, Any]:
+        """Distance [km] and warning-time [h] ranges of the pairs with a complete and with a
+        cut look-back (None where there are none)."""
+        out: dict[str, Any] = {}
+        for name, rows in (
+            ("complete", self.pairs[self.pairs["window_complete"]]),
+            ("cut", self.pairs[~self.pairs["window_complete"]]),
+        ):
+            empty = rows.empty
+            out[name] = {
+                "distance_km": None
+                if empty
+                else [float(rows["distance_km"].min()), float(rows["distance_km"].max())],
+                "warning_time_h": None
+                if empty
+                else [float(rows["warning_time_h"].min()), float(rows["warning_time_h"].max())],
+            }
+        return out
+
+    def pairs_beyond_complete(self) -> dict[str, Any]:
+        """Pairs farther than the farthest pair with a complete look-back (all of them have
+        a cut one): their number, that distance [km] and their longest warning time [h]."""
+        complete = self.pairs["window_complete"].to_numpy(bool)
+        if not complete.any():
+            return {"pairs": 0, "distance_km": None, "max_warning_h": None}
+        limit = float(self.pairs["distance_km"][complete].max())
+        beyond = self.pairs[self.pairs["distance_km"] > limit]
+        return {
+            "pairs": len(beyond),
+            "distance_km": limit,
+            "max_warning_h": float(beyond["warning_time_h"].max()) if len(beyond) else None,
+        }
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no per-pair rows)."""
         return _clean(
@@ -921,6 +954,8 @@ class GroupResult:
                 "triggers_with_pairs": int(self.pairs["trigger_time"].nunique()),
                 "same_cell_pairs": int(self.pairs["same_cell"].sum()),
                 "pairs_window_cut": int((~self.pairs["window_complete"]).sum()),
+                "pair_ranges": self.pair_ranges(),
+                "pairs_beyond_complete": self.pairs_beyond_complete(),
                 "regression": self.regression,
                 "complete_windows": self.complete_windows,
                 "shift_test": self.shift_test,
@@ -1392,6 +1427,7 @@ def verdict(summary: Mapping[str, Any], group: str = "animal", alpha: float = 0.
     """
     periods = summary["periods"]
     original, honest, complete, grids, alarms = [], [], [], [], []
+    artefacts: list[str] = []
     naive_holds, shift_holds = [], []
     for label, period in periods.items():
         outcome = period["groups"][group]
@@ -1409,6 +1445,16 @@ def verdict(summary: Mapping[str, Any], group: str = "animal", alpha: float = 0.
             f"{label} p {_p(shifted)}"
             + ("" if null is None else f", the shifted series' median slope {null:+.3f} h/km")
         )
+        beyond = outcome["pairs_beyond_complete"]
+        if beyond["pairs"]:
+            artefacts.append(
+                f"in the {label} period all {beyond['pairs']} pairs beyond "
+                f"{beyond['distance_km']:.0f} km (the farthest pair with a complete look-back) "
+                "belong to triggers whose look-back is cut off at the ends of the series: their "
+                "warning times cannot reach back past the data (at most "
+                f"{beyond['max_warning_h']:.1f} h here, against 20 h for a complete look-back), "
+                "and the far end of the regression line rests on them"
+            )
         cut = outcome["shift_test_complete_windows"]
         if cut["slope"] is not None:
             complete.append(
@@ -1418,9 +1464,10 @@ def verdict(summary: Mapping[str, Any], group: str = "animal", alpha: float = 0.
         grid = outcome["grid_test"]
         null_cells = grid["null_significant_cells"]["median"]
         grids.append(
-            f"{label} {grid['significant_cells']} of {grid['cells']} cells"
-            + ("" if null_cells is None else f" against a median of {null_cells:.0f}")
-            + f" (p {_p(grid['p_significant_cells'])})"
+            f"{label} {grid['significant_cells']} of {grid['cells']}"
+            + ("" if null_cells is None else f", where the shifted series give {null_cells:.0f}")
+            + f" (p {_p(grid['p_significant_cells'])}, family-wise p of the most negative "
+            f"cell {_p(grid['p_min_t_familywise'])})"
         )
         scored = period.get("alarms", {}).get("results", {}).get("all_events")
         if scored:
@@ -1461,6 +1508,8 @@ def verdict(summary: Mapping[str, Any], group: str = "animal", alpha: float = 0.
             f"chance ({'; '.join(honest)})."
         )
     parts = [claim, holds + shift_text]
+    if artefacts:
+        parts.append(("; ".join(artefacts)).capitalize() + ".")
     if complete:
         parts.append(
             "Without the look-back windows cut off at the ends of the series: "
@@ -1468,15 +1517,19 @@ def verdict(summary: Mapping[str, Any], group: str = "animal", alpha: float = 0.
             + "."
         )
     if grids:
+        unusual = any(
+            (period["groups"][group]["grid_test"]["p_significant_cells"] or 1) <= alpha
+            for period in periods.values()
+        )
         parts.append(
-            f"The threshold grid shows |t| > 1.96 in {'; '.join(grids)} under the shifted "
-            "null, so its many 'significant' cells are what the dependence alone produces."
-            if not any(
-                (period["groups"][group]["grid_test"]["p_significant_cells"] or 1) <= alpha
-                for period in periods.values()
+            f"Cells of the threshold grid with |t| > 1.96 (median over the shifts): "
+            f"{'; '.join(grids)}"
+            + (
+                "; so many 'significant' cells are what the dependence between the pairs "
+                "produces on its own."
+                if not unusual
+                else "."
             )
-            else f"The threshold grid shows |t| > 1.96 in {'; '.join(grids)} under the "
-            "shifted null."
         )
     if alarms:
         parts.append(

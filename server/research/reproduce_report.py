@@ -25,7 +25,9 @@ from namazu.server.research.report import STYLE, _fmt, _svg, _table  # noqa: E40
 
 def heatmap_figure(period: PeriodResult) -> str:
     """SVG: the t-statistic of the slope over (th_eq, th_animal), one panel per group."""
-    figure, axes = plt.subplots(2, 2, figsize=(9, 7.6), sharex=True, sharey=True)
+    figure, axes = plt.subplots(
+        2, 2, figsize=(9, 7.6), sharex=True, sharey=True, layout="constrained"
+    )
     image = None
     for axis, group in zip(axes.ravel(), GROUPS, strict=True):
         grid = period.groups[group].t_grid
@@ -96,7 +98,7 @@ def distance_warning_figure(outcome: GroupResult, title: str) -> str:
 
 def null_figure(period: PeriodResult) -> str:
     """SVG: each group's slope among the slopes of the circularly shifted series."""
-    figure, axes = plt.subplots(1, 4, figsize=(12, 2.8))
+    figure, axes = plt.subplots(1, 4, figsize=(12, 3.0), layout="constrained")
     for axis, group in zip(axes, GROUPS, strict=True):
         outcome = period.groups[group]
         null = outcome.null_slopes[np.isfinite(outcome.null_slopes)]
@@ -138,27 +140,37 @@ def _rows(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _regression_table(period: dict[str, Any]) -> str:
-    header = [
+def _regression_tables(period: dict[str, Any]) -> str:
+    original = [
         "group", "pairs", "triggers", "intercept [h]", "± SE", "slope [h/km]", "± SE", "t",
-        "p naive", "p shift", "null median slope", "complete: pairs", "complete: slope",
-        "p naive", "p shift",
+        "p naive",
     ]  # fmt: skip
-    rows = []
+    honest = [
+        "group", "p shift (slope)", "shifted slopes: median", "2.5 %", "97.5 %",
+        "pairs with a cut look-back", "complete windows: pairs", "slope [h/km]", "p naive",
+        "p shift",
+    ]  # fmt: skip
+    first, second = [], []
     for group, outcome in period["groups"].items():
         fit, test = outcome["regression"], outcome["shift_test"]
         cut = outcome["complete_windows"]
         cut_test = outcome["shift_test_complete_windows"]
-        rows.append(
+        null = test["null_slope"]
+        first.append(
             [
                 group, outcome["pairs"], outcome["triggers_with_pairs"], fit["intercept"],
                 fit["intercept_se"], fit["slope"], fit["slope_se"], fit["slope_t"],
-                test["p_naive_two_sided"], test["p_shift"]["two_sided"],
-                test["null_slope"]["median"], cut["n_pairs"], cut["slope"],
+                test["p_naive_two_sided"],
+            ]
+        )  # fmt: skip
+        second.append(
+            [
+                group, test["p_shift"]["two_sided"], null["median"], null["q025"], null["q975"],
+                outcome["pairs_window_cut"], cut["n_pairs"], cut["slope"],
                 cut_test["p_naive_two_sided"], cut_test["p_shift"]["two_sided"],
             ]
         )  # fmt: skip
-    return _rows(header, rows)
+    return _rows(original, first) + _rows(honest, second)
 
 
 def _grid_table(period: dict[str, Any]) -> str:
@@ -210,7 +222,7 @@ def _period_section(
         f"<h3>VAR: information criteria by lag (VAR({data['var_lags_used']}) used)</h3>",
         _rows(
             ["lags", "AIC", "BIC"],
-            [[k, v["aic"], v["bic"]] for k, v in lags.items()],
+            [[k, f"{v['aic']:.6g}", f"{v['bic']:.6g}"] for k, v in lags.items()],
         ),
         "<details><summary>VAR summary (statsmodels)</summary><pre>"
         + html.escape(period.var_summary)
@@ -226,7 +238,7 @@ def _period_section(
         f"({residuals['samples']} samples).</p>",
         "<h3>The original's result: median regression at the configured thresholds, "
         "and its honest tests</h3>",
-        _regression_table(data),
+        _regression_tables(data),
         "<p>p naive: statsmodels' two-sided p of the slope, which treats every pair as "
         "independent. p shift: two-sided empirical p of the same slope among the slopes "
         f"obtained with the residual series shifted circularly ({data['shifts']} shifts of at "
@@ -252,9 +264,10 @@ def _period_section(
         "<p>reference: the seismicity-only forecast (an alarm after every local event), "
         "scored the same way.</p><ul>"
         + "".join(
-            f"<li>{html.escape(text)}</li>"
+            f"<li><strong>{html.escape(key.replace('_', ' '))}, {html.escape(kind)}:</strong> "
+            f"{html.escape(text)}</li>"
             for key in ("all_events", "declustered")
-            for text in scored[key]["statements"].values()
+            for kind, text in scored[key]["statements"].items()
         )
         + "</ul>",
     ]

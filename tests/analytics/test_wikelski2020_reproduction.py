@@ -220,6 +220,10 @@ def test_the_quirks_are_present_in_the_data(reproduction):
     assert summary["triggers_window_cut"] == 16
     assert summary["groups"]["animal"]["pairs_window_cut"] == 24
     assert summary["groups"]["animal"]["same_cell_pairs"] == 1
+    # every pair beyond the farthest complete look-back (19.0 km) has a cut one
+    beyond = summary["groups"]["animal"]["pairs_beyond_complete"]
+    assert beyond["pairs"] == 17 and beyond["distance_km"] == pytest.approx(18.9589)
+    assert beyond["max_warning_h"] < 20
     # one exceedance pairs with many triggers
     pairs = stable.groups["animal"].pairs
     assert pairs["sample_time"].value_counts().max() > 1

@@ -3,16 +3,16 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-DEBIAN_PACKAGES := python3-venv mosquitto mosquitto-clients influxdb influxdb-client chromium nginx-light openssl
+DEBIAN_PACKAGES := python3-venv mosquitto mosquitto-clients influxdb influxdb-client chromium nginx-light openssl prometheus
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PY := $(VENV)/.py-done
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench chaos fuzz setup apt venv clean format
+.PHONY: demo test lint bench chaos fuzz setup apt venv clean format constraints
 
 setup: $(STAMP_APT) $(STAMP_PY)
 
-$(STAMP_APT):
+$(STAMP_APT): Makefile
 	@mkdir -p $(VENV)
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -22,11 +22,21 @@ $(STAMP_APT):
 	fi
 	@touch $@
 
-$(STAMP_PY): pyproject.toml
+# Every Python package at the version pinned in constraints.txt, so figures reproduce.
+$(STAMP_PY): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -c constraints.txt -e '.[server,test]'
 	@touch $@
+
+# Refresh the pins: resolve pyproject.toml afresh in a throw-away venv, freeze it.
+constraints:
+	rm -rf build/constraints-venv && python3 -m venv build/constraints-venv
+	build/constraints-venv/bin/pip install -q --upgrade pip
+	build/constraints-venv/bin/pip install -q '.[server,test]'
+	{ echo "# Pinned versions of every dependency (make constraints); installed with pip -c."; \
+	  build/constraints-venv/bin/pip freeze --exclude namazu; } > constraints.txt
+	rm -rf build/constraints-venv
 
 demo: setup
 	$(VENV)/bin/namazu demo

@@ -534,6 +534,12 @@ def parse_quakeml(
 
     except ET.ParseError as exc:
         raise CatalogFormatError(f"{fmt}: malformed XML: {exc}") from exc
+    if _local(root.tag) != "quakeml" and not any(
+        _local(e.tag) == "eventParameters" for e in root.iter()
+    ):
+        raise CatalogFormatError(
+            f"{fmt}: <{_local(root.tag)}> is not a QuakeML document (no eventParameters)"
+        )
     records = []
     for index, event in enumerate(e for e in root.iter() if _local(e.tag) == "event"):
         public_id = event.get("publicID", "")

@@ -34,6 +34,7 @@ from namazu.firmware_bridge.processing import activity_from_frames
 from namazu.firmware_bridge.publisher import GatewayPublisher
 from namazu.firmware_bridge.sources import FrameSource, SourceError, open_source
 from namazu.firmware_bridge.spool import SpoolFull
+from namazu.server.core.systemd import watchdog
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,10 @@ class Bridge:
         """Read until the source is exhausted or ``stop`` is set, then flush."""
         stop = stop or threading.Event()
         while not stop.is_set() and not self.source.exhausted:
+            watchdog.beat("bridge")
             due = self.due_in()
             self.handle(self.source.read(poll_s if due is None else due))
+        watchdog.forget("bridge")
         self.flush()
 
     def summary(self) -> dict:
@@ -247,7 +250,7 @@ def main(argv: list[str]) -> int:
         from namazu.server.core.metrics import MetricsServerError, start_metrics_server
 
         try:
-            metrics_server = start_metrics_server(bc.metrics_port)
+            metrics_server = start_metrics_server(bc.metrics_port, families=("bridge",))
         except MetricsServerError as exc:
             print(f"namazu bridge: {exc}", file=sys.stderr)
             return 1
@@ -273,10 +276,12 @@ def main(argv: list[str]) -> int:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in _STOP_SIGNALS}
     log.info("bridge running", extra={"source": source_url, "farm": farm, "gateway": gateway})
+    watchdog.start_from_environment(f"bridge {farm}/{gateway} running")
     try:
         bridge.run(stop)
         drained = publisher.wait_drained(args.drain_timeout_s)
     finally:
+        watchdog.stop()
         publisher.stop()
         source.close()
         unconfirmed = spool.depth()
@@ -294,4 +299,13 @@ def main(argv: list[str]) -> int:
         "all_confirmed": drained,
     }
     print(json.dumps(summary), flush=True)
+    if not drained:
+        confirmed_by = "stored by ingest" if publisher.confirm == "receipt" else "accepted"
+        print(
+            f"namazu bridge: stopped with {unconfirmed} messages still spooled, not confirmed "
+            f"as {confirmed_by} (broker {publisher.host}:{publisher.port}); they are sent "
+            "again after the next start",
+            file=sys.stderr,
+        )
+        return 3  # namazu.server.cli.EXIT_UNDRAINED
     return 0

@@ -75,6 +75,7 @@ from namazu.firmware_bridge.payload import (
     status_topic,
 )
 from namazu.firmware_bridge.spool import Spool, SpoolFull
+from namazu.server.core.reachability import BrokerReachability
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,10 @@ class GatewayPublisher:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
+        self._broker = BrokerReachability(log, host, port, 1, max(1, int(reconnect_max_s)))
+        self._client.on_connect_fail = lambda client, userdata: self._broker.connect_failed(
+            f"{self.spool.depth()} messages spooled"
+        )
 
     # --- public API ----------------------------------------------------------------
     def start(self) -> GatewayPublisher:
@@ -393,6 +398,7 @@ class GatewayPublisher:
             self._connection += 1
         self.stats["connects"] += 1
         self._connected.set()
+        self._broker.connected()
         log.info(
             "connected to broker",
             extra={"host": self.host, "port": self.port, "session": flags.session_present},

@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from namazu.analytics.params import EvaluationParams, RuleParams
 
@@ -59,9 +68,27 @@ class InfluxConfig(_Section):
 
     url: str = Field("http://127.0.0.1:8086", description="base URL of the InfluxDB HTTP API")
     database: str = Field("namazu", description="database name")
-    username: str | None = Field(None, description="user name")
+    username: str | None = Field(
+        None, description="user name (1.x user, or a 2.x v1 authorisation) for HTTP Basic"
+    )
     password: str | None = Field(None, description="password; set via NAMAZU_INFLUX__PASSWORD")
+    token: str | None = Field(
+        None,
+        description="API token (2.x, 3.x), sent as 'Authorization: Token ...'; "
+        "set via NAMAZU_INFLUX__TOKEN; instead of username/password",
+    )
+    create_database: bool = Field(
+        True,
+        description="send CREATE DATABASE at start (1.x); skipped anyway where the server "
+        "does not implement it (2.x) or creates databases on write (3.x)",
+    )
     timeout_s: float = Field(10.0, gt=0, description="HTTP timeout [s]")
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> InfluxConfig:
+        if self.token and self.username:
+            raise ValueError("set either token or username/password, not both")
+        return self
 
 
 class IngestConfig(_Section):
@@ -172,6 +199,12 @@ class SchedulerConfig(_Section):
         3600.0, gt=0, le=3600, description="the head is stamped at least this often [s]"
     )
     tsa_timeout_s: float = Field(10.0, gt=0, description="HTTP timeout of the TSA [s]")
+    verify_log_s: float = Field(
+        3600.0,
+        gt=0,
+        description="how often the alarm log's chain is checked against the state store "
+        "(namazu_alarm_log_verified) [s]",
+    )
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics port of the scheduler (0 = disabled)"
     )
@@ -249,6 +282,11 @@ class WebConfig(_Section):
         description="the panel's address as readers reach it (links in alert e-mails), "
         "e.g. https://namazu.example.org; empty = mails carry no links",
     )
+    workers: int = Field(1, ge=1, le=64, description="gunicorn worker processes of namazu web")
+    threads: int = Field(8, ge=1, le=256, description="threads per worker process")
+    timeout_s: float = Field(
+        120.0, ge=10, description="a worker silent this long is replaced (long exports) [s]"
+    )
 
 
 class StateConfig(_Section):
@@ -309,12 +347,29 @@ class NamazuConfig(_Section):
         raise ConfigError(f"farms: unknown farm {farm_id!r}; configured: {known}")
 
 
+def _type_problem(value: Any, annotation: Any) -> str | None:
+    """Why ``value`` does not fit a parameter annotated ``annotation`` (None when it fits)."""
+    allowed = typing.get_args(annotation) if typing.get_origin(annotation) else (annotation,)
+    if value is None:
+        return None if type(None) in allowed else "expected a number, got nothing"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        wanted = "an integer" if int in allowed and float not in allowed else "a number"
+        return f"expected {wanted}, got {type(value).__name__} {value!r}"
+    if isinstance(value, float) and float not in allowed:
+        return f"expected an integer, got {value!r}"
+    return None
+
+
 def _build(cls: type, values: dict[str, Any], section: str) -> Any:
     """Build a parameter dataclass, naming the unknown or invalid key of ``section``."""
     known = set(cls.__dataclass_fields__)
-    for key in values:
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
         if key not in known:
             raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(sorted(known))}")
+        problem = _type_problem(value, hints[key])
+        if problem:
+            raise ValueError(f"{key}: {problem}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:
@@ -354,6 +409,9 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
         msg = item["msg"].removeprefix("Value error, ")
+        named = re.match(r"([a-z_]+): (.*)", msg, re.DOTALL)
+        if named and item["loc"] in (("rule",), ("evaluation",)):
+            key, msg = f"{key}.{named[1]}", named[2]
         parts.append(f"{key}: {msg}")
     return "; ".join(parts)
 
@@ -394,11 +452,11 @@ def main(argv: list[str]) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"namazu check-config: invalid configuration: {exc}", file=sys.stderr)
-        return 1
+        return 2
     if not args.quiet:
         shown = config.model_dump(mode="json")
         for section in ("mqtt", "influx", "mail", "web"):
-            for key in ("password", "secret_key"):
+            for key in ("password", "secret_key", "token"):
                 if shown.get(section, {}).get(key):
                     shown[section][key] = "***"
         import json

@@ -1,22 +1,28 @@
 """Prometheus metrics: every ``namazu_*`` metric object is defined here, once.
 
 Services import the objects they update (``from namazu.server.core.metrics import
-INGEST_MESSAGES_RECEIVED``) and expose them either with their own small HTTP
-server (``start_metrics_server``, used by ingest and the scheduler) or through a
-Flask route (``metrics_response``, used by the web panel)::
+INGEST_MESSAGES_RECEIVED``). Each process exports only its own families: the objects
+are created outside any registry, and a process registers the groups it runs
+(``export_families("ingest")``) before serving them, either with its own small HTTP
+server (``start_metrics_server(port, families=("ingest",))``, used by ingest, the
+scheduler and the bridge) or through a Flask route (``metrics_response``, used by the
+web panel, which exports the ``web`` group)::
 
     @app.get("/metrics")
     def metrics():
         return metrics_response()
 
-All metrics live in the process-wide default registry of ``prometheus_client``, so
-the process, platform and garbage-collector collectors come along for free.
-Durations are in seconds, sizes in counts, as Prometheus conventions ask.
+The groups are ``ingest``, ``bridge``, ``scheduler`` and ``web``; ``namazu_build_info``
+and the process, platform and garbage-collector collectors of ``prometheus_client``
+come with every process. Durations are in seconds, sizes in counts, as Prometheus
+conventions ask.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from wsgiref.simple_server import WSGIServer
@@ -34,12 +40,21 @@ from prometheus_client import (
 )
 
 __all__ = [
-    "ALARMS_OPEN",
-    "BRIDGE_FRAMES_DROPPED",
-    "BRIDGE_MESSAGES_CONFIRMED",
-    "BRIDGE_MESSAGES_PUBLISHED",
+    "SPOOL_FULL",
+    "SPOOL_BYTES",
     "BRIDGE_MESSAGES_RESENT",
+    "BRIDGE_MESSAGES_CONFIRMED",
+    "BRIDGE_FRAMES_DROPPED",
+    "ALARMS_OPEN",
+    "ALARM_LOG_VERIFICATION_TIME",
+    "ALARM_LOG_VERIFIED",
+    "BRIDGE_MESSAGES_PUBLISHED",
     "BUILD_INFO",
+    "FAMILIES",
+    "FARM_ANIMALS",
+    "GATEWAY_SPOOL_DEPTH",
+    "GATEWAY_UP",
+    "INFLUX_WRITE_FAILURES",
     "INFLUX_WRITE_SECONDS",
     "INGEST_MESSAGES_RECEIVED",
     "INGEST_MESSAGES_REJECTED",
@@ -53,11 +68,10 @@ __all__ = [
     "MetricsServerError",
     "SCHEDULER_TICK_FAILURES",
     "SCHEDULER_TICK_SECONDS",
-    "SPOOL_BYTES",
     "SPOOL_DEPTH",
-    "SPOOL_FULL",
     "WEB_REQUESTS",
     "WEB_REQUEST_SECONDS",
+    "export_families",
     "metrics_response",
     "metrics_text",
     "start_metrics_server",
@@ -86,65 +100,85 @@ _LATENCY_BUCKETS_S = (
 INGEST_MESSAGES_RECEIVED = Counter(
     "namazu_ingest_messages_received",
     "MQTT activity messages received by ingest [messages]",
+    registry=None,
 )
 INGEST_MESSAGES_WRITTEN = Counter(
     "namazu_ingest_messages_written",
     "activity messages durably written to InfluxDB and acknowledged [messages]",
+    registry=None,
 )
 INGEST_MESSAGES_REJECTED = Counter(
     "namazu_ingest_messages_rejected",
     "activity messages rejected and dead-lettered, by reason code [messages]",
     ["reason"],
+    registry=None,
 )
 INGEST_POINTS_WRITTEN = Counter(
     "namazu_ingest_points_written",
     "activity points written to InfluxDB [points]",
+    registry=None,
 )
 INGEST_PENDING_MESSAGES = Gauge(
     "namazu_ingest_pending_messages",
     "messages received but not yet written and acknowledged [messages]",
+    registry=None,
 )
 INFLUX_WRITE_SECONDS = Histogram(
     "namazu_influx_write_seconds",
     "duration of one InfluxDB /write request [s]",
     buckets=_LATENCY_BUCKETS_S,
+    registry=None,
 )
-
+INFLUX_WRITE_FAILURES = Counter(
+    "namazu_influx_write_failures",
+    "InfluxDB /write requests that failed, by kind: unavailable (no answer or HTTP 5xx) "
+    "or refused (HTTP 4xx) [requests]",
+    ["kind"],
+    registry=None,
+)
 GATEWAY_SPOOL_DEPTH = Gauge(
     "namazu_gateway_spool_depth",
     "messages waiting in a gateway's spool, as its last status reported it [messages]",
     ["farm", "gateway"],
+    registry=None,
 )
 
 # --- gateway bridge (its own process; `bridge.metrics_port`) ---------------------------
 SPOOL_DEPTH = Gauge(
     "namazu_spool_depth",
     "messages waiting in this gateway's spool until their delivery is confirmed [messages]",
+    registry=None,
 )
 SPOOL_BYTES = Gauge(
     "namazu_spool_bytes",
     "payload bytes held in this gateway's spool (what its disk budget counts) [B]",
+    registry=None,
 )
 SPOOL_FULL = Gauge(
     "namazu_spool_full",
     "1 while this gateway's spool refuses new data for its disk budget, else 0",
+    registry=None,
 )
 BRIDGE_MESSAGES_PUBLISHED = Counter(
     "namazu_bridge_messages_published",
     "activity messages acknowledged by the broker (QoS 1 PUBACK) [messages]",
+    registry=None,
 )
 BRIDGE_MESSAGES_CONFIRMED = Counter(
     "namazu_bridge_messages_confirmed",
     "spooled messages confirmed (ingest receipt, or PUBACK with bridge.confirm = puback) "
     "and deleted from the spool [messages]",
+    registry=None,
 )
 BRIDGE_MESSAGES_RESENT = Counter(
     "namazu_bridge_messages_resent",
     "messages sent again after a receipt time-out [messages]",
+    registry=None,
 )
 BRIDGE_FRAMES_DROPPED = Counter(
     "namazu_bridge_frames_dropped",
     "collar frames dropped unacknowledged because the spool was full [frames]",
+    registry=None,
 )
 
 # --- scheduler ------------------------------------------------------------------------
@@ -153,30 +187,60 @@ SCHEDULER_TICK_SECONDS = Histogram(
     "duration of one scheduled job run, by job name [s]",
     ["job"],
     buckets=_LATENCY_BUCKETS_S,
+    registry=None,
 )
 SCHEDULER_TICK_FAILURES = Counter(
     "namazu_scheduler_tick_failures",
     "scheduled job runs that raised, by job name [runs]",
     ["job"],
+    registry=None,
 )
 ALARMS_OPEN = Gauge(
     "namazu_alarms_open",
     "alarms currently open, by farm [alarms]",
     ["farm"],
+    registry=None,
+)
+FARM_ANIMALS = Gauge(
+    "namazu_farm_animals",
+    "animals of a farm by data-health status (ok, silent, offline) at the last health "
+    "run [animals]",
+    ["farm", "status"],
+    registry=None,
+)
+GATEWAY_UP = Gauge(
+    "namazu_gateway_up",
+    "1 when a gateway's last status says online, 0 when it says offline (its Last Will) [boolean]",
+    ["farm", "gateway"],
+    registry=None,
+)
+ALARM_LOG_VERIFIED = Gauge(
+    "namazu_alarm_log_verified",
+    "1 when the last check of the alarm log's hash chain (against the state store) "
+    "passed, 0 when it found a broken or missing record [boolean]",
+    registry=None,
+)
+ALARM_LOG_VERIFICATION_TIME = Gauge(
+    "namazu_alarm_log_last_verification_timestamp_seconds",
+    "when the alarm log was last checked, UTC epoch [s]",
+    registry=None,
 )
 
-# --- mail -----------------------------------------------------------------------------
+# --- mail (sent by the scheduler) -----------------------------------------------------
 MAILS_QUEUED = Gauge(
     "namazu_mails_queued",
     "alert e-mails waiting in the outbox [mails]",
+    registry=None,
 )
 MAILS_SENT = Counter(
     "namazu_mails_sent",
     "alert e-mails accepted by the SMTP server [mails]",
+    registry=None,
 )
 MAILS_FAILED = Counter(
     "namazu_mails_failed",
     "alert e-mail delivery attempts that failed [attempts]",
+    registry=None,
 )
 
 # --- web ------------------------------------------------------------------------------
@@ -184,20 +248,82 @@ WEB_REQUESTS = Counter(
     "namazu_web_requests",
     "HTTP requests served by the panel and API, by endpoint and status code [requests]",
     ["endpoint", "status"],
+    registry=None,
 )
 WEB_REQUEST_SECONDS = Histogram(
     "namazu_web_request_seconds",
     "duration of one HTTP request, by endpoint [s]",
     ["endpoint"],
     buckets=_LATENCY_BUCKETS_S,
+    registry=None,
 )
 
-# --- build ----------------------------------------------------------------------------
+# --- build (every process) ------------------------------------------------------------
 BUILD_INFO = Info("namazu_build", "version of the running Namazu package")
 try:
     BUILD_INFO.info({"version": metadata.version("namazu")})
 except metadata.PackageNotFoundError:  # running from a source tree without install
     BUILD_INFO.info({"version": "unknown"})
+
+#: The metric families each kind of process exports.
+FAMILIES: dict[str, tuple] = {
+    "ingest": (
+        INGEST_MESSAGES_RECEIVED,
+        INGEST_MESSAGES_WRITTEN,
+        INGEST_MESSAGES_REJECTED,
+        INGEST_POINTS_WRITTEN,
+        INGEST_PENDING_MESSAGES,
+        INFLUX_WRITE_SECONDS,
+        INFLUX_WRITE_FAILURES,
+        GATEWAY_SPOOL_DEPTH,
+    ),
+    "bridge": (
+        SPOOL_DEPTH,
+        SPOOL_BYTES,
+        SPOOL_FULL,
+        BRIDGE_MESSAGES_PUBLISHED,
+        BRIDGE_MESSAGES_CONFIRMED,
+        BRIDGE_MESSAGES_RESENT,
+        BRIDGE_FRAMES_DROPPED,
+    ),
+    "scheduler": (
+        SCHEDULER_TICK_SECONDS,
+        SCHEDULER_TICK_FAILURES,
+        ALARMS_OPEN,
+        FARM_ANIMALS,
+        GATEWAY_UP,
+        ALARM_LOG_VERIFIED,
+        ALARM_LOG_VERIFICATION_TIME,
+        INFLUX_WRITE_FAILURES,
+        MAILS_QUEUED,
+        MAILS_SENT,
+        MAILS_FAILED,
+    ),
+    "web": (WEB_REQUESTS, WEB_REQUEST_SECONDS),
+}
+
+_exported: weakref.WeakKeyDictionary[CollectorRegistry, set[int]] = weakref.WeakKeyDictionary()
+_export_lock = threading.Lock()
+
+
+def export_families(*groups: str, registry: CollectorRegistry = REGISTRY) -> None:
+    """Register the metric families of ``groups`` (see ``FAMILIES``) in ``registry``.
+
+    Idempotent; a family shared by two groups is registered once. Raises ValueError
+    naming the valid groups for an unknown one.
+    """
+    unknown = [g for g in groups if g not in FAMILIES]
+    if unknown:
+        raise ValueError(
+            f"unknown metric group {unknown[0]!r}; valid groups: {', '.join(sorted(FAMILIES))}"
+        )
+    with _export_lock:
+        done = _exported.setdefault(registry, set())
+        for group in groups:
+            for family in FAMILIES[group]:
+                if id(family) not in done:
+                    registry.register(family)
+                    done.add(id(family))
 
 
 class MetricsServerError(Exception):
@@ -226,15 +352,20 @@ class MetricsServer:
 
 
 def start_metrics_server(
-    port: int, host: str = "127.0.0.1", registry: CollectorRegistry = REGISTRY
+    port: int,
+    host: str = "127.0.0.1",
+    registry: CollectorRegistry = REGISTRY,
+    families: Iterable[str] = (),
 ) -> MetricsServer:
     """Serve the metrics over HTTP on ``host:port`` in a daemon thread.
 
     port : TCP port; 0 picks a free one (read it back from ``.port``).
     host : listen address; loopback by default, put a reverse proxy or firewall in
         front before exposing it further.
+    families : the groups this process exports (``export_families``), e.g. ("ingest",).
     Raises MetricsServerError when the address cannot be bound.
     """
+    export_families(*families, registry=registry)
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select
 
+from namazu.server.core.metrics import FARM_ANIMALS, GATEWAY_UP
 from namazu.server.store.influx import InfluxClient, point_line
 from namazu.server.store.state import DataHealth, session_scope
 
@@ -166,6 +167,11 @@ class HealthJob:
             statuses = [
                 status for (kind, _), (_, status, _, _) in observed.items() if kind == "animal"
             ]
+            for status in ("ok", "silent", "offline"):
+                FARM_ANIMALS.labels(farm=farm, status=status).set(statuses.count(status))
+            for (kind, name), (_, status, _, _) in observed.items():
+                if kind == "gateway":
+                    GATEWAY_UP.labels(farm=farm, gateway=name).set(1 if status == "ok" else 0)
             lines.append(
                 point_line(
                     "health",

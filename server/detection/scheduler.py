@@ -43,13 +43,23 @@ from namazu.server.catalogue.fdsn import FdsnClient
 from namazu.server.catalogue.refresh import CatalogRefreshJob, FarmLocation
 from namazu.server.core.config import ConfigError, NamazuConfig, load_config
 from namazu.server.core.metrics import (
+    ALARM_LOG_VERIFICATION_TIME,
+    ALARM_LOG_VERIFIED,
     ALARMS_OPEN,
     SCHEDULER_TICK_FAILURES,
     SCHEDULER_TICK_SECONDS,
     MetricsServerError,
     start_metrics_server,
 )
-from namazu.server.detection.alarmlog import AlarmLog, HeadStamper, load_signer
+from namazu.server.core.systemd import watchdog
+from namazu.server.detection.alarmlog import (
+    AlarmLog,
+    HeadStamper,
+    Keyring,
+    load_signer,
+    state_records,
+    verify,
+)
 from namazu.server.detection.health import HealthJob
 from namazu.server.detection.tick import DetectionJob
 from namazu.server.store.influx import InfluxClient, InfluxError
@@ -184,6 +194,25 @@ def publish_open_alarms(services: Services) -> dict[str, int]:
     return counts
 
 
+def verify_alarm_log(services: Services) -> bool:
+    """Check the alarm log's chain against the state store's alarms; export the result
+    (``namazu_alarm_log_verified``) and log one ERROR naming the first broken record."""
+    sched = services.config.scheduler
+    path = services.alarm_log.path
+    expected = state_records(services.config.state.url)
+    keyring = Keyring.from_file(sched.alarm_log_keyring) if sched.alarm_log_keyring else None
+    try:
+        result = verify(path, expected=expected, keyring=keyring, tsa_ca=sched.tsa_ca_file)
+        ok, reason = result.ok, f"record {result.first_bad_index}: {result.reason}"
+    except FileNotFoundError:
+        ok, reason = not expected, f"{path} is missing but {len(expected)} alarms are logged"
+    ALARM_LOG_VERIFIED.set(1 if ok else 0)
+    ALARM_LOG_VERIFICATION_TIME.set(time.time())
+    if not ok:
+        log.error(f"alarm log broken: {reason}", extra={"path": str(path)})
+    return ok
+
+
 def run_once(services: Services, now: datetime, catalog: bool = False) -> dict[str, Any]:
     """One full cycle at ``now`` [UTC]: detection, health, mail (and the catalogue)."""
     ticks = services.detection.tick(now)
@@ -230,7 +259,8 @@ class GuardedJob:
             return False
         started = time.perf_counter()
         try:
-            self.body()
+            with watchdog.busy(f"job {self.name}"):
+                self.body()
         except Exception as exc:  # noqa: BLE001 - a job failure must not stop the scheduler
             self.failures += 1
             wait = min(self.interval_s * 2 ** (self.failures - 1), self.max_backoff_s)
@@ -274,6 +304,7 @@ def make_scheduler(services: Services, blocking: bool = True) -> Any:
     jobs: list[tuple[str, Callable[[], Any], float]] = [
         ("detection", detection, sched.tick_s),
         ("mail", lambda: mail_cycle(services, datetime.now(UTC)), MAIL_INTERVAL_S),
+        ("alarm-log", lambda: verify_alarm_log(services), sched.verify_log_s),
     ]
     if services.catalog is not None:
         catalog = services.catalog
@@ -289,6 +320,14 @@ def make_scheduler(services: Services, blocking: bool = True) -> Any:
             id=name,
             name=name,
             next_run_time=datetime.now(UTC),
+        )
+    if watchdog.interval_s:  # the executor must find a free thread this often
+        scheduler.add_job(
+            lambda: watchdog.beat("scheduler"),
+            "interval",
+            seconds=watchdog.interval_s / 4,
+            id="watchdog",
+            name="watchdog",
         )
     return scheduler
 
@@ -336,7 +375,7 @@ def main(argv: list[str]) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"namazu scheduler: invalid configuration: {exc}", file=sys.stderr)
-        return 1
+        return 2
     try:
         services = build_services(config)
     except Exception as exc:  # noqa: BLE001 - one line, no traceback, for any start-up error
@@ -363,13 +402,19 @@ def main(argv: list[str]) -> int:
         return 0
     if config.scheduler.metrics_port:
         try:
-            start_metrics_server(config.scheduler.metrics_port)
+            start_metrics_server(config.scheduler.metrics_port, families=("scheduler",))
         except MetricsServerError as exc:
             print(f"namazu scheduler: {exc}", file=sys.stderr)
             return 1
+    try:
+        log.info(services.influx.prepare())
+    except InfluxError as exc:
+        log.warning("InfluxDB unavailable at start; jobs retry", extra={"error": str(exc)})
+    watchdog.start_from_environment("scheduler running")
     scheduler = make_scheduler(services, blocking=True)
     signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
     log.info("scheduler started", extra={"farms": list(services.farm_names)})
     with contextlib.suppress(KeyboardInterrupt):
         scheduler.start()
+    watchdog.stop()
     return 0

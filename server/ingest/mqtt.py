@@ -42,6 +42,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from namazu.server.core.reachability import BrokerReachability
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SESSION_EXPIRY_S = 7 * 86_400
@@ -180,6 +182,8 @@ class MqttConsumer:
         client.max_inflight_messages_set(1000)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        self._broker = BrokerReachability(log, host, port, reconnect_min_s, reconnect_max_s)
+        client.on_connect_fail = lambda client, userdata: self._broker.connect_failed()
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
@@ -322,6 +326,7 @@ class MqttConsumer:
             self._generation += 1
             self.connects += 1
         self._connected.set()
+        self._broker.connected()
         log.info(
             "MQTT connected",
             extra={

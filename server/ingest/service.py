@@ -52,6 +52,8 @@ import orjson
 
 from namazu.server.core import metrics
 from namazu.server.core.config import ConfigError, NamazuConfig, load_config
+from namazu.server.core.reachability import Reachability
+from namazu.server.core.systemd import watchdog
 from namazu.server.ingest.mqtt import (
     Heartbeat,
     InboundMessage,
@@ -287,6 +289,7 @@ class IngestService:
         self._deadletter_lock = threading.Lock()
         self._last_seq: dict[tuple[str, str], int] = {}
         self._influx_down_since: float | None = None
+        self._influx_reach = Reachability(log, "InfluxDB", influx.url)
         self._stop_timeout_s = 5.0
 
     # --- life cycle ---------------------------------------------------------------
@@ -294,7 +297,7 @@ class IngestService:
     def start(self) -> IngestService:
         """Start the writer thread and connect to the broker (returns at once)."""
         try:
-            self.influx.create_database()
+            log.info(self.influx.prepare())
         except InfluxUnavailable as exc:
             log.warning("InfluxDB unavailable at start; will retry", extra={"error": str(exc)})
         self._stop.clear()
@@ -387,6 +390,7 @@ class IngestService:
         batch = _Batch()
         in_flight: Future | None = None
         while not self._stop.is_set():
+            watchdog.beat("ingest-writer")
             self._ack_delivered_deadletters()
             timeout = cfg.batch_max_age_s
             if batch:
@@ -416,6 +420,7 @@ class IngestService:
         if batch:
             self._flush(batch, give_up_after_s=self._stop_timeout_s)
         self._ack_delivered_deadletters()
+        watchdog.forget("ingest-writer")
 
     def _process(self, message: InboundMessage, batch: _Batch) -> None:
         try:
@@ -534,20 +539,22 @@ class IngestService:
                 with metrics.INFLUX_WRITE_SECONDS.time():
                     self.influx.write_lines(lines)
             except InfluxUnavailable as exc:
-                self._influx_unavailable(exc)
+                self._influx_unavailable(exc, delay_s, len(lines))
             except InfluxWriteError as exc:
                 if exc.status == 404 and "database not found" in exc.body:
+                    created = True  # unknown while InfluxDB is away: try the write again
                     with contextlib.suppress(InfluxError):
-                        self.influx.create_database()
-                    continue
+                        created = self.influx.create_database()
+                    if created:
+                        continue
                 return str(exc)
             else:
                 if self._influx_down_since is not None:
-                    down_s = time.monotonic() - self._influx_down_since
-                    log.info("InfluxDB reachable again", extra={"down_s": round(down_s, 1)})
+                    self._influx_reach.reached()
                     self._influx_down_since = None
                 return ""
             self._count("write_retries")
+            watchdog.beat("ingest-writer")  # alive, waiting for InfluxDB
             if self._stop.is_set() and (
                 give_up_after_s is None or time.monotonic() - started > give_up_after_s
             ):
@@ -556,13 +563,12 @@ class IngestService:
             self._stop.wait(delay_s)
             delay_s = min(delay_s * 2, 5.0)
 
-    def _influx_unavailable(self, exc: InfluxUnavailable) -> None:
+    def _influx_unavailable(self, exc: InfluxUnavailable, retry_in_s: float, points: int) -> None:
         if self._influx_down_since is None:
             self._influx_down_since = time.monotonic()
-            log.warning(
-                "InfluxDB unavailable; holding messages unacknowledged and retrying",
-                extra={"error": str(exc)[:300]},
-            )
+        self._influx_reach.failed(
+            exc, retry_in_s, f"{points} points waiting, their messages unacknowledged"
+        )
 
 
 def main(argv: list[str]) -> int:
@@ -583,7 +589,7 @@ def main(argv: list[str]) -> int:
         config = load_config(args.config)
     except (ConfigError, LoggingConfigError) as exc:
         print(f"namazu ingest: {exc}", file=sys.stderr)
-        return 1
+        return 2
     if args.client_id:
         config = config.model_copy(
             update={"ingest": config.ingest.model_copy(update={"client_id": args.client_id})}
@@ -594,7 +600,9 @@ def main(argv: list[str]) -> int:
         metrics_port = config.ingest.metrics_port
     if metrics_port is not None:
         try:
-            server = metrics.start_metrics_server(metrics_port, args.metrics_host)
+            server = metrics.start_metrics_server(
+                metrics_port, args.metrics_host, families=("ingest",)
+            )
         except metrics.MetricsServerError as exc:
             print(f"namazu ingest: {exc}", file=sys.stderr)
             return 1
@@ -605,6 +613,7 @@ def main(argv: list[str]) -> int:
         signal.signal(sig, lambda *_: stop.set())
     influx = InfluxClient.from_config(config.influx)
     service = IngestService(config, influx).start()
+    watchdog.start_from_environment(f"ingest {config.ingest.client_id} running")
     log.info(
         "ingest started",
         extra={
@@ -618,6 +627,7 @@ def main(argv: list[str]) -> int:
         while not stop.wait(args.stats_every):
             log.info("ingest counters", extra=service.stats)
     finally:
+        watchdog.stop()
         service.stop()
         influx.close()
         if server is not None:

@@ -448,7 +448,7 @@ def main(argv: list[str]) -> int:
         cfg = config.stack
     except ConfigError as exc:
         print(f"namazu stack: {exc}", file=sys.stderr)
-        return 1
+        return 2
     data_dir = (args.data_dir or cfg.data_dir).resolve()
     if args.action == "status":
         report = status(data_dir)

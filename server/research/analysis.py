@@ -42,7 +42,8 @@ Activity input (``--activity-format``):
 
 Periods file (``--periods``): CSV with header ``start,end,label``; each row is the span
 [start, end) (times as in the activity file); rows may share a label. Example in
-``docs/periods-wikelski2020.csv``.
+``server/research/periods/wikelski2020.csv``, installed with the package: ``--periods
+wikelski2020`` names it.
 
 ``namazu analyze --verify DIR/summary.json`` checks a recorded run: the input files must
 still have the recorded SHA-256, and the analysis is rerun with the recorded inputs and
@@ -63,7 +64,7 @@ import sys
 import tempfile
 from dataclasses import fields
 from datetime import UTC, datetime
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ from namazu.analytics.params import (
 from namazu.analytics.rule import SeriesError
 from namazu.analytics.sweep import SweepGrid, sweep
 from namazu.analytics.tabular import TabularError, parse_activity_csv, parse_periods_csv
+from namazu.server.core.cliargs import number_in_range
 
 __all__ = ["MOLCHAN_INCREASE_PCT", "AnalysisError", "main", "run_analysis", "verify_summary"]
 
@@ -618,6 +620,20 @@ def verify_summary(summary_path: Path) -> list[str]:
     return differences
 
 
+#: Periods files installed with the package, by the name ``--periods`` accepts.
+BUNDLED_PERIODS = {"wikelski2020": "wikelski2020.csv"}
+
+
+def periods_file(text: str) -> Path:
+    """``--periods``: a bundled periods file by name, otherwise a path."""
+    if text in BUNDLED_PERIODS:
+        resource = resources.files("namazu.server.research").joinpath(
+            "periods", BUNDLED_PERIODS[text]
+        )
+        return Path(str(resource))
+    return Path(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="namazu analyze",
@@ -640,7 +656,12 @@ def _parser() -> argparse.ArgumentParser:
         "--column", help="activity column (default animal; odba for Movebank input)"
     )
     parser.add_argument("--resolution", default="15min", help="activity step (default 15min)")
-    parser.add_argument("--periods", type=Path, help="CSV start,end,label for stratified results")
+    parser.add_argument(
+        "--periods",
+        type=periods_file,
+        help="CSV start,end,label for stratified results, or the name of a bundled one "
+        f"({', '.join(sorted(BUNDLED_PERIODS))})",
+    )
     parser.add_argument("--out", type=Path, default=Path("analysis-out"), help="output directory")
     parser.add_argument(
         "--timezone",
@@ -686,13 +707,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Ranges the command line checks before anything runs: (minimum, maximum, minimum
+#: excluded). The rule itself takes more (its Molchan trajectory starts at 0 %), but on
+#: the command line an increase must increase.
+CLI_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "increase_pct": (0, None, True),
+    "min_duration_min": (0, None, True),
+    "baseline_days": (1, None, False),
+    "min_baseline_days": (1, None, False),
+    "lead_window_h": (0, None, True),
+    "min_magnitude": (-2, 10, False),
+    "fixed_radius_km": (0, None, True),
+    "reaction_window_min": (0, None, False),
+    "reaction_min_magnitude": (-2, 10, False),
+    "reaction_radius_km": (0, None, True),
+    "max_gap_h": (0, None, True),
+    "n_shifts": (0, None, False),
+    "seed": (0, None, False),
+}
+
+
 def _field_type(item: Any) -> Any:
     kind = str(item.type)
-    if kind.startswith("int"):
-        return int
-    if kind.startswith("float"):
-        return float
-    return str
+    number = int if kind.startswith("int") else float if kind.startswith("float") else None
+    if number is None:
+        return str
+    if item.name in CLI_RANGES:
+        low, high, excluded = CLI_RANGES[item.name]
+        return number_in_range(number, low, high, exclusive_minimum=excluded)
+    return number
 
 
 def _help(params: type, name: str) -> str:
@@ -795,6 +838,12 @@ def main(argv: list[str]) -> int:
         )
     except AnalysisError as exc:
         print(f"namazu analyze: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = exc.filename or args.out
+        print(
+            f"namazu analyze: error: cannot write {where}: {exc.strerror or exc}", file=sys.stderr
+        )
         return 1
     print(text_summary(summary))
     written = ["summary.json", "alarms.csv", "samples.csv", "targets.csv"]

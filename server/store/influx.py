@@ -1,15 +1,24 @@
 """The one module that speaks to InfluxDB.
 
-It uses the HTTP API every InfluxDB generation serves: line protocol to
-``/write`` and InfluxQL on ``/query`` (1.x natively; 2.x/3.x through their
-v1-compatibility endpoints — only 1.6.7 is exercised by the tests here).
+It uses the HTTP API every InfluxDB generation serves: line protocol to ``/write`` and
+InfluxQL on ``/query`` (1.x natively; 2.x and 3.x through their v1-compatibility
+endpoints). Authentication is a token (``Authorization: Token …``, 2.x and 3.x) or a
+user name and password (HTTP Basic: 1.x users, 2.x v1 authorisations). Reads go by GET
+(3.x reads its query from the URL), statements that change state by POST (1.x wants
+that). ``server_info`` and ``prepare`` tell at start-up which generation answers and
+what it supports; ``CREATE DATABASE`` is skipped where the server does not implement
+it (2.x answers "not implemented: CREATE DATABASE"; 3.x creates a database on its first
+write). Only InfluxDB 1.6.7 is exercised live by the tests; 2.x and 3.x are tested
+against the responses their documentation gives (docs/deployment.md says which).
 Line-protocol serialisation lives here too, so the escaping rules are in one place.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -35,8 +44,41 @@ class InfluxWriteError(InfluxError):
         self.body = body
 
 
+class InfluxAuthError(InfluxUnavailable):
+    """InfluxDB refused the credentials (HTTP 401/403): fix the token or password; the
+    data waits meanwhile (it is an outage of the store for this client, not bad data)."""
+
+
 class InfluxQueryError(InfluxError):
     """An InfluxQL statement failed; the message names the statement and the error."""
+
+
+#: Longest InfluxQL statement sent by GET (longer ones go by POST) [characters].
+_GET_LIMIT = 6000
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What ``/ping`` says about the server.
+
+    generation : 1, 2 or 3 (None when the server does not say). version : as reported,
+    e.g. "1.6.7~rc0", "v2.7.10", "3.8.0". build : "OSS", "Core", "Enterprise" or "".
+    """
+
+    generation: int | None
+    version: str
+    build: str
+
+    @property
+    def name(self) -> str:
+        """E.g. "InfluxDB 2.7.10 (OSS)"."""
+        version = self.version.removeprefix("v") or "of unknown version"
+        return f"InfluxDB {version}" + (f" ({self.build})" if self.build else "")
+
+
+def _generation(version: str) -> int | None:
+    head = version.strip().removeprefix("v").split(".", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
@@ -193,36 +235,112 @@ class InfluxClient:
         timeout_s: float = 10.0,
         session: requests.Session | None = None,
         gzip_writes: bool = False,
+        token: str | None = None,
+        create_databases: bool = True,
     ):
         self.url = url.rstrip("/")
         self.database = database
         self.timeout_s = timeout_s
         self.gzip_writes = gzip_writes
+        self.create_databases = create_databases
+        self.create_not_implemented = False
         self._session = session or requests.Session()
-        self._auth = (username, password) if username else None
+        self._auth = (username, password or "") if username and not token else None
+        self._headers = {"Authorization": f"Token {token}"} if token else {}
+        self.auth_scheme = "token" if token else "user/password" if username else "none"
 
     @classmethod
     def from_config(cls, cfg: Any) -> InfluxClient:
         """Build from a ``namazu.server.core.config.InfluxConfig``."""
-        return cls(cfg.url, cfg.database, cfg.username, cfg.password, cfg.timeout_s)
+        return cls(
+            cfg.url,
+            cfg.database,
+            cfg.username,
+            cfg.password,
+            cfg.timeout_s,
+            token=cfg.token,
+            create_databases=cfg.create_database,
+        )
 
     def close(self) -> None:
         self._session.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {**self._headers, **kwargs.pop("headers", {})}
         try:
-            return self._session.request(
-                method, f"{self.url}{path}", timeout=self.timeout_s, auth=self._auth, **kwargs
+            response = self._session.request(
+                method,
+                f"{self.url}{path}",
+                timeout=self.timeout_s,
+                auth=self._auth,
+                headers=headers,
+                **kwargs,
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise InfluxUnavailable(f"InfluxDB at {self.url} unreachable: {exc}") from exc
+        if response.status_code in (401, 403):
+            raise InfluxAuthError(
+                f"InfluxDB at {self.url} refused the credentials ({self.auth_scheme}) "
+                f"with HTTP {response.status_code}: {_error_text(response)}"
+            )
+        return response
 
     def ping(self) -> bool:
-        """True when the server answers /ping."""
+        """True when the server answers /ping (HTTP 204 from 1.x/2.x, 200 from 3.x)."""
         try:
-            return self._request("GET", "/ping").status_code == 204
+            return self._request("GET", "/ping").status_code in (200, 204)
         except InfluxUnavailable:
             return False
+
+    def server_info(self) -> ServerInfo:
+        """Generation, version and build from ``/ping`` (headers; 3.x also a JSON body).
+
+        Raises InfluxUnavailable (InfluxAuthError for refused credentials).
+        """
+        response = self._request("GET", "/ping")
+        if response.status_code not in (200, 204):
+            raise InfluxUnavailable(
+                f"InfluxDB at {self.url} answered /ping with HTTP {response.status_code}"
+            )
+        version = response.headers.get("X-Influxdb-Version", "")
+        build = response.headers.get("X-Influxdb-Build", "")
+        if not version and response.content:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            version = str(body.get("version", "")) if isinstance(body, dict) else ""
+        return ServerInfo(_generation(version), version, build)
+
+    def prepare(self) -> str:
+        """Start-up check: who answers, how we authenticate, whether the database exists
+        or was created. Returns one plain sentence (log it at INFO).
+
+        Raises InfluxUnavailable when the server cannot be reached or refuses the
+        credentials; other findings (a database that cannot be read) are in the sentence.
+        """
+        info = self.server_info()
+        created = self.create_database(info)
+        if created:
+            database = f"database {self.database!r} created or already there"
+        elif info.generation == 3:
+            database = f"database {self.database!r} is created by the first write (InfluxDB 3)"
+        elif info.generation != 2 and not self.create_not_implemented:
+            database = f"database {self.database!r} not created (influx.create_database = false)"
+        else:
+            database = (
+                f"CREATE DATABASE is not implemented: the bucket for {self.database!r} and its "
+                "DBRP mapping must exist (docs/deployment.md, InfluxDB 2.x)"
+            )
+        try:
+            self.query("SHOW MEASUREMENTS LIMIT 1")
+            reads = "InfluxQL reads work"
+        except InfluxQueryError as exc:
+            reads = f"InfluxQL reads fail: {exc}"
+        return (
+            f"{info.name} at {self.url}: v1 /write and /query with {self.auth_scheme} "
+            f"authentication; {database}; {reads}"
+        )
 
     def write_lines(
         self,
@@ -250,10 +368,21 @@ class InfluxClient:
         if self.gzip_writes:
             body = gzip.compress(body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
-        response = self._request("POST", "/write", params=params, data=body, headers=headers)
+        from namazu.server.core.metrics import INFLUX_WRITE_FAILURES
+
+        try:
+            response = self._request("POST", "/write", params=params, data=body, headers=headers)
+        except InfluxAuthError:
+            INFLUX_WRITE_FAILURES.labels(kind="unauthorized").inc()
+            raise
+        except InfluxUnavailable:
+            INFLUX_WRITE_FAILURES.labels(kind="unavailable").inc()
+            raise
         if response.status_code >= 500:
+            INFLUX_WRITE_FAILURES.labels(kind="unavailable").inc()
             raise InfluxUnavailable(f"InfluxDB write HTTP {response.status_code}: {response.text}")
-        if response.status_code != 204:
+        if response.status_code not in (200, 204):
+            INFLUX_WRITE_FAILURES.labels(kind="refused").inc()
             raise InfluxWriteError(response.status_code, response.text)
 
     def query(
@@ -261,16 +390,17 @@ class InfluxClient:
     ) -> list[dict[str, Any]]:
         """Run InfluxQL; return the list of series dicts (name, tags, columns, values).
 
-        Statements that change state (CREATE, DROP, SELECT INTO) are sent by POST.
-        ``params`` are bound parameters (``$name`` in the statement), which avoids
-        building InfluxQL from user input.
+        Reads (SELECT, SHOW) go by GET, statements that change state (CREATE, DROP,
+        SELECT INTO) and very long reads by POST. ``params`` are bound parameters
+        (``$name`` in the statement), which avoids building InfluxQL from user input.
         """
         data = {"q": statement, "db": self.database, "epoch": epoch}
         if params:
-            import json
-
             data["params"] = json.dumps(dict(params))
-        response = self._request("POST", "/query", data=data)
+        if _is_read(statement) and len(statement) + len(data.get("params", "")) < _GET_LIMIT:
+            response = self._request("GET", "/query", params=data)
+        else:
+            response = self._request("POST", "/query", data=data)
         if response.status_code >= 500:
             raise InfluxUnavailable(f"InfluxDB query HTTP {response.status_code}")
         try:
@@ -279,8 +409,11 @@ class InfluxClient:
             raise InfluxQueryError(
                 f"{statement[:200]!r}: not JSON ({response.text[:200]})"
             ) from exc
-        if "error" in payload:
-            raise InfluxQueryError(f"{statement[:200]!r}: {payload['error']}")
+        if not isinstance(payload, dict):
+            raise InfluxQueryError(f"{statement[:200]!r}: unexpected answer {payload!r:.200}")
+        if "error" in payload or "message" in payload and "results" not in payload:
+            error = payload.get("error") or payload.get("message")
+            raise InfluxQueryError(f"{statement[:200]!r}: {error}")
         series: list[dict[str, Any]] = []
         for result in payload.get("results", []):
             if "error" in result:
@@ -303,9 +436,26 @@ class InfluxClient:
         frame["time"] = pd.to_datetime(frame["time"].astype("int64"), unit="ms", utc=True)
         return frame
 
-    def create_database(self) -> None:
-        """Create the database (a no-op when it exists)."""
-        self.query(f'CREATE DATABASE "{self.database}"')
+    def create_database(self, info: ServerInfo | None = None) -> bool:
+        """Create the database (a no-op when it exists); True when it is there now.
+
+        False, without asking, when switched off (``create_databases``) or the server
+        is InfluxDB 3 (it creates a database on the first write); False when the server
+        answers that it does not implement CREATE DATABASE (InfluxDB 2.x), which is
+        remembered. info : what ``server_info`` said, if known.
+        """
+        if not self.create_databases or (info is not None and info.generation == 3):
+            return False
+        try:
+            self.query(f'CREATE DATABASE "{self.database}"')
+        except InfluxQueryError as exc:
+            text = str(exc).lower()
+            if "not implemented" in text or "not supported" in text:
+                self.create_databases = False
+                self.create_not_implemented = True
+                return False
+            raise
+        return True
 
     def drop_database(self) -> None:
         """Drop the database and all its data."""
@@ -316,3 +466,22 @@ class InfluxClient:
         clause = f" WHERE {where}" if where else ""
         rows = self.query(f'SELECT count("{field}") FROM "{measurement}"{clause}')
         return int(rows[0]["values"][0][1]) if rows else 0
+
+
+def _is_read(statement: str) -> bool:
+    """SELECT (without INTO) or SHOW: statements that only read."""
+    head = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
+    if head == "SHOW":
+        return True
+    return head == "SELECT" and " INTO " not in f" {statement.upper()} ".replace("\n", " ")
+
+
+def _error_text(response: requests.Response) -> str:
+    """The error a server put in its answer: 1.x ``error``, 2.x ``message``, else the text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200] or "(no body)"
+    if isinstance(body, dict):
+        return str(body.get("error") or body.get("message") or body)[:200]
+    return str(body)[:200]

@@ -98,6 +98,9 @@ def create_app(config: NamazuConfig | dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=1 << 20,
         JSON_SORT_KEYS=False,
     )
+    from namazu.server.core.metrics import export_families
+
+    export_families("web")
     engine = init_db(cfg.state.url)
     app.extensions["namazu"] = PanelHandles(
         config=cfg,
@@ -150,36 +153,45 @@ def _security_headers(response: Any) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    """``namazu web [--config FILE] [--host H] [--port P]``: serve the panel (waitress-free
-    werkzeug threaded server; put a TLS reverse proxy in front in production)."""
+    """``namazu web [--config FILE] [--host H] [--port P] [--workers N] [--threads N]``:
+    serve the panel on gunicorn (see ``namazu.server.web.serve``); nginx in front for TLS."""
+    from namazu.server.core.cliargs import number_in_range
+
     parser = argparse.ArgumentParser(prog="namazu web", description="Serve the panel and API.")
     parser.add_argument("--config", help="TOML file (default $NAMAZU_CONFIG)")
     parser.add_argument("--host", help="listen address (default web.host)")
-    parser.add_argument("--port", type=int, help="listen port (default web.port)")
+    parser.add_argument(
+        "--port", type=number_in_range(int, 0, 65535), help="listen port (default web.port)"
+    )
+    parser.add_argument(
+        "--workers", type=number_in_range(int, 1, 64), help="processes (default web.workers)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=number_in_range(int, 1, 256),
+        help="threads per process (default web.threads)",
+    )
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         print(f"namazu web: invalid configuration: {exc}", file=sys.stderr)
-        return 1
+        return 2
     try:
-        app = create_app(cfg)
+        create_app(cfg).extensions["namazu"].engine.dispose()  # fail here, in one line
     except Exception as exc:  # noqa: BLE001 - report any start-up failure in one line
         print(f"namazu web: cannot start: {exc}", file=sys.stderr)
         return 1
-    from werkzeug.serving import make_server
+    from namazu.server.web.serve import serve
 
-    host = args.host or cfg.web.host
-    port = cfg.web.port if args.port is None else args.port
-    server = make_server(host, port, app, threaded=True)
-    print(f"namazu web: serving on http://{host}:{server.server_port}/", file=sys.stderr)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return serve(
+        cfg,
+        host=args.host or cfg.web.host,
+        port=cfg.web.port if args.port is None else args.port,
+        workers=args.workers or cfg.web.workers,
+        threads=args.threads or cfg.web.threads,
+        timeout_s=cfg.web.timeout_s,
+    )
 
 
 __all__ = ["PanelHandles", "create_app", "main"]

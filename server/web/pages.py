@@ -1,7 +1,7 @@
 """Server-rendered pages of the panel (thin: data from ``namazu.server.web.data``).
 
-Plots are drawn in the browser by plotly.js, served from the installed ``plotly``
-package at ``/static/plotly.min.js`` (no CDN: the panel works offline on a farm
+Plots are drawn in the browser by plotly.js, vendored in ``static/vendor/`` and served
+at ``/static/plotly.min.js`` (no CDN: the panel works offline on a farm
 network); ``/static/panel.js`` fetches the JSON API and draws them.
 """
 
@@ -50,18 +50,17 @@ def _handles() -> Any:
 
 
 def plotly_js_path() -> Path:
-    """Path of ``plotly.min.js`` inside the installed plotly package."""
-    import plotly
-
-    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    """Path of the vendored ``plotly.min.js`` (see ``static/vendor/README.md``)."""
+    resource = resources.files("namazu.server.web").joinpath("static", "vendor", "plotly.min.js")
+    path = Path(str(resource))
     if not path.is_file():
-        raise FileNotFoundError(f"plotly.min.js not found at {path}; reinstall plotly")
+        raise FileNotFoundError(f"plotly.min.js not found at {path}; reinstall namazu")
     return path
 
 
 @bp.get("/static/plotly.min.js")
 def plotly_js() -> Any:
-    """plotly.js from the installed Python package (cached for a day)."""
+    """plotly.js, vendored with the panel (cached for a day)."""
     return send_file(plotly_js_path(), mimetype="text/javascript", max_age=86400)
 
 

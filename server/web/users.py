@@ -41,8 +41,15 @@ def _read_password(from_stdin: bool) -> str:
         if not password:
             raise UsersCommandError("no password on standard input")
         return password
-    first = getpass.getpass("password: ")
-    second = getpass.getpass("again: ")
+    if not sys.stdin.isatty():
+        raise UsersCommandError(
+            "no terminal to ask for the password; pipe it in with --password-stdin"
+        )
+    try:
+        first = getpass.getpass("password: ")
+        second = getpass.getpass("again: ")
+    except EOFError:
+        raise UsersCommandError("no password given (end of input)") from None
     if first != second:
         raise UsersCommandError("the two passwords differ")
     return first

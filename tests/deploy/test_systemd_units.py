@@ -80,6 +80,19 @@ def test_unit_has_user_restart_and_hardening(path):
 
 
 @pytest.mark.parametrize("path", _units(), ids=lambda p: p.name)
+def test_unit_waits_for_readiness_and_long_runners_have_a_watchdog(path):
+    unit = parse_unit(path.read_text())
+    assert _values(unit, "Service", "Type") == ["notify"]
+    assert _values(unit, "Service", "NotifyAccess") == ["main"]
+    watchdog = _values(unit, "Service", "WatchdogSec")
+    if path.name == "namazu-web.service":
+        assert watchdog == []  # gunicorn replaces hung workers itself (web.timeout_s)
+    else:
+        (value,) = watchdog
+        assert value.endswith("s") and int(value[:-1]) >= 30
+
+
+@pytest.mark.parametrize("path", _units(), ids=lambda p: p.name)
 def test_unit_starts_a_namazu_command_with_known_config_keys(path):
     unit = parse_unit(path.read_text())
     (exec_start,) = _values(unit, "Service", "ExecStart")

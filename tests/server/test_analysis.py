@@ -25,7 +25,7 @@ def study_run(tmp_path_factory):
         "--farm", FARM,
         "--column", "animal",
         "--resolution", "15min",
-        "--periods", str(PROJECT_ROOT / "docs" / "periods-wikelski2020.csv"),
+        "--periods", str(PROJECT_ROOT / "server" / "research" / "periods" / "wikelski2020.csv"),
         "--out", str(out),
         "--no-progress",
     ]  # fmt: skip
@@ -203,8 +203,10 @@ def test_unreadable_inputs(tmp_path, capsys):
     assert code == 1 and "is a directory" in err
     code, err = _run(tmp_path, capsys, **{"--farm": "north"})
     assert code == 1 and "--farm must be LAT,LON" in err
-    code, err = _run(tmp_path, capsys, **{"--increase-pct": "-150"})
-    assert code == 1 and "increase_pct must be > -100" in err
+    with pytest.raises(SystemExit) as stopped:  # a range error of the command line
+        _run(tmp_path, capsys, **{"--increase-pct": "-150"})
+    assert stopped.value.code == 2
+    assert "argument --increase-pct: must be > 0, got -150" in capsys.readouterr().err
 
 
 def _sha256(path) -> str:
@@ -219,7 +221,7 @@ def test_provenance_records_checksums_versions_and_the_command(study_run):
 
     out, summary = study_run
     provenance = summary["provenance"]
-    periods = PROJECT_ROOT / "docs" / "periods-wikelski2020.csv"
+    periods = PROJECT_ROOT / "server" / "research" / "periods" / "wikelski2020.csv"
     for name, path in (
         ("activity", require_data(ACTIVITY)),
         ("catalog", require_data(CATALOG)),

@@ -62,5 +62,5 @@ def test_check_config_command(tmp_path, capsys, monkeypatch):
     assert "hunter2-pw" not in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text("[influx]\ntimeout_s = -1\n")
-    assert check_config(["--config", str(bad)]) == 1
+    assert check_config(["--config", str(bad)]) == 2
     assert "influx.timeout_s" in capsys.readouterr().err

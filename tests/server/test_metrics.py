@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from namazu.server.core import metrics
@@ -16,23 +18,47 @@ def test_every_required_metric_is_exposed_with_namazu_prefix():
     metrics.INGEST_MESSAGES_REJECTED.labels(reason="schema").inc(0)
     metrics.SCHEDULER_TICK_SECONDS.labels(job="detection").observe(0.0)
     metrics.ALARMS_OPEN.labels(farm="demo-farm").set(0)
-    families = _families(metrics.metrics_text().decode())
+    registry = CollectorRegistry()
+    metrics.export_families(*metrics.FAMILIES, registry=registry)
+    families = _families(metrics.metrics_text(registry).decode())
     required = {
         "namazu_ingest_messages_received",
         "namazu_ingest_messages_written",
         "namazu_ingest_messages_rejected",
         "namazu_influx_write_seconds",
+        "namazu_influx_write_failures",
         "namazu_spool_depth",
         "namazu_scheduler_tick_seconds",
         "namazu_alarms_open",
         "namazu_mails_queued",
+        "namazu_farm_animals",
+        "namazu_gateway_up",
+        "namazu_alarm_log_verified",
     }
     missing = required - set(families)
     assert not missing, f"metrics not exposed: {sorted(missing)}"
 
 
+@pytest.mark.parametrize("group", sorted(metrics.FAMILIES))
+def test_each_process_exports_only_its_own_families(group):
+    registry = CollectorRegistry()
+    metrics.export_families(group, registry=registry)
+    metrics.export_families(group, registry=registry)  # idempotent
+    # The text format lists a counter's creation time as a family of its own.
+    exported = {
+        name.removesuffix("_created") for name in _families(metrics.metrics_text(registry).decode())
+    }
+    own = {family._name for family in metrics.FAMILIES[group]}
+    assert exported == own, f"{group}: {sorted(exported ^ own)}"
+
+
+def test_an_unknown_group_names_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown metric group 'panel'; valid groups: bridge"):
+        metrics.export_families("panel", registry=CollectorRegistry())
+
+
 def test_metrics_server_serves_updated_values_on_a_free_port():
-    server = metrics.start_metrics_server(0)
+    server = metrics.start_metrics_server(0, families=("ingest", "bridge"))
     try:
         before = metrics.INGEST_MESSAGES_REJECTED.labels(reason="not_json")._value.get()
         metrics.INGEST_MESSAGES_REJECTED.labels(reason="not_json").inc(3)
@@ -68,4 +94,4 @@ def test_metrics_response_is_a_flask_tuple_with_prometheus_content_type():
     body, status, headers = metrics.metrics_response()
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=")
-    assert b"namazu_mails_queued" in body
+    assert b"namazu_build_info" in body

@@ -97,7 +97,8 @@ _LOG_FORMATS = ("json", "text")
 #: Top-level modules of the ``server`` extra (``pip install 'namazu[server]'``).
 SERVER_EXTRA_MODULES = frozenset(
     {"scipy", "flask", "gunicorn", "apscheduler", "requests", "sqlalchemy", "argon2",
-     "matplotlib", "tqdm", "werkzeug", "jinja2"}
+     "matplotlib", "tqdm", "werkzeug", "jinja2", "cryptography", "statsmodels", "patsy",
+     "threadpoolctl"}
 )  # fmt: skip
 
 #: Commands that run as long-lived services: they log JSON lines unless told otherwise.

@@ -110,16 +110,17 @@ def test_dashboard_has_the_required_views():
     assert {"Earthquakes", "Alarms"} <= annotations
 
 
-def test_every_query_uses_the_provisioned_datasource():
-    (source,) = DATASOURCES["datasources"]
-    assert source["type"] == "influxdb"
+def test_every_query_takes_the_datasource_from_a_variable():
+    (source,) = [s for s in DATASOURCES["datasources"] if s["type"] == "influxdb"]
     assert source["jsonData"]["dbName"] == InfluxConfig().database
-    uid = source["uid"]
+    (variable,) = [v for v in DASHBOARD["templating"]["list"] if v["type"] == "datasource"]
+    assert variable["query"] == "influxdb"
+    assert variable["current"]["value"] == source["uid"]  # the provisioned one by default
     holders = [*DASHBOARD["panels"], *DASHBOARD["annotations"]["list"]]
     holders += [v for v in DASHBOARD["templating"]["list"] if v["type"] == "query"]
     holders += [t for p in DASHBOARD["panels"] for t in p.get("targets", [])]
     for holder in holders:
-        assert holder["datasource"] == {"type": "influxdb", "uid": uid}
+        assert holder["datasource"] == {"type": "influxdb", "uid": "${%s}" % variable["name"]}
     for panel in DASHBOARD["panels"]:
         for target in panel["targets"]:
             assert target["rawQuery"] is True

@@ -332,15 +332,17 @@ class InfluxClient:
                 f"CREATE DATABASE is not implemented: the bucket for {self.database!r} and its "
                 "DBRP mapping must exist (docs/deployment.md, InfluxDB 2.x)"
             )
+        # 1.x answers SHOW MEASUREMENTS on a missing database with an empty result.
+        probe = "SHOW RETENTION POLICIES" if info.generation in (1, 2) else "SHOW MEASUREMENTS"
         try:
-            self.query("SHOW MEASUREMENTS LIMIT 1")
+            self.query(probe)
             reads = "InfluxQL reads work"
         except InfluxQueryError as exc:
             reads = f"InfluxQL reads fail: {exc}"
-        return (
-            f"{info.name} at {self.url}: v1 /write and /query with {self.auth_scheme} "
-            f"authentication; {database}; {reads}"
-        )
+        auth = "without authentication"
+        if self.auth_scheme != "none":
+            auth = f"with {self.auth_scheme} authentication"
+        return f"{info.name} at {self.url}: v1 /write and /query {auth}; {database}; {reads}"
 
     def write_lines(
         self,
@@ -444,7 +446,9 @@ class InfluxClient:
         answers that it does not implement CREATE DATABASE (InfluxDB 2.x), which is
         remembered. info : what ``server_info`` said, if known.
         """
-        if not self.create_databases or (info is not None and info.generation == 3):
+        if info is not None and info.generation == 3:
+            self.create_databases = False  # remembered: InfluxDB 3 needs no CREATE
+        if not self.create_databases:
             return False
         try:
             self.query(f'CREATE DATABASE "{self.database}"')

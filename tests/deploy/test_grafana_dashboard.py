@@ -119,8 +119,9 @@ def test_every_query_takes_the_datasource_from_a_variable():
     holders = [*DASHBOARD["panels"], *DASHBOARD["annotations"]["list"]]
     holders += [v for v in DASHBOARD["templating"]["list"] if v["type"] == "query"]
     holders += [t for p in DASHBOARD["panels"] for t in p.get("targets", [])]
+    reference = {"type": "influxdb", "uid": "${" + variable["name"] + "}"}
     for holder in holders:
-        assert holder["datasource"] == {"type": "influxdb", "uid": "${%s}" % variable["name"]}
+        assert holder["datasource"] == reference
     for panel in DASHBOARD["panels"]:
         for target in panel["targets"]:
             assert target["rawQuery"] is True

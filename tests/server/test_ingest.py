@@ -335,7 +335,7 @@ def test_namazu_ingest_bad_config_is_one_line(tmp_path):
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # invalid configuration
     assert result.stderr.count("\n") == 1 and "batch_max_points" in result.stderr
 
 

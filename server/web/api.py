@@ -3,13 +3,13 @@
 Authentication: the panel's session cookie (state-changing calls then need the
 ``X-CSRF-Token`` header) or ``Authorization: Bearer <token>`` (``namazu users token``).
 Reading needs the viewer role; annotating alarms and recording farm events the
-reviewer role. Errors are JSON ``{"error": "..."}`` with 400, 401, 403, 404 or 503.
+reviewer role. Errors are JSON ``{"error": "..."}`` with 400, 401, 403, 404, 429 (too many
+heavy requests at once: exports and evaluations; ``Retry-After`` says when to retry) or
+503.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from importlib import resources
 from typing import Any
@@ -17,8 +17,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from namazu.server.store.influx import InfluxError
-from namazu.server.web import data
+from namazu.server.web import data, exports
 from namazu.server.web.auth import role_required
+from namazu.server.web.limits import heavy
 from namazu.server.web.quake import quake_view
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -209,6 +210,7 @@ def catalog() -> Any:
 
 @bp.get("/evaluation")
 @role_required("viewer")
+@heavy
 def evaluation() -> Any:
     """Skill of the alarms over a period (see ``namazu.server.web.evaluation``)."""
     from namazu.server.web.evaluation import evaluate_request
@@ -222,45 +224,35 @@ def _filename(*parts: str) -> str:
 
 @bp.get("/export/timeline.csv")
 @role_required("viewer")
+@heavy
 def export_timeline() -> Any:
     """CSV of a timeline (time, series, kind = activity | baseline | threshold, value):
-    every stored sample of the range, never downsampled (at most 400 days)."""
+    every stored sample of the range, never downsampled (at most 400 days), streamed."""
     handles = _handles()
     farm = data.farm_config(handles, request.args.get("farm"))
     series = data.check_series(request.args.get("series"))
     start, end = data.time_range(request.args)
-    resolution_ms = int(handles.config.scheduler.resolution_s * 1000)
-    every_sample = (end - start) // resolution_ms + 2
-    result = data.timeline(handles, farm, series, start, end, every_sample)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["time", "series", "kind", "value"])
-    for kind in ("activity", "baseline", "threshold"):
-        for t, v in zip(result[kind]["t"], result[kind]["v"], strict=True):
-            if v is not None:
-                writer.writerow([data._iso_ms(t), series, kind, v])
+    pieces = exports.primed(exports.timeline_csv(handles, farm, series, start, end))
     name = _filename(farm.id, series.replace(":", "_"), "timeline") + ".csv"
-    return Response(
-        out.getvalue(),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
+    return _csv_download(pieces, name)
 
 
 @bp.get("/export/movebank.csv")
 @role_required("viewer")
+@heavy
 def export_movebank() -> Any:
-    """Movebank-compatible CSV of one animal's activity over a range."""
-    from namazu.server.web.exports import movebank_csv
-
+    """Movebank-compatible CSV of one animal's activity over a range, streamed."""
     handles = _handles()
     farm = data.farm_config(handles, request.args.get("farm"))
     animal = data.check_id(request.args.get("animal"), "animal")
     start, end = data.time_range(request.args)
-    text = movebank_csv(handles, farm, animal, start, end)
-    name = _filename(farm.id, animal, "movebank") + ".csv"
+    pieces = exports.primed(exports.movebank_csv(handles, farm, animal, start, end))
+    return _csv_download(pieces, _filename(farm.id, animal, "movebank") + ".csv")
+
+
+def _csv_download(pieces: Any, name: str) -> Response:
     return Response(
-        text,
+        pieces,
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )

@@ -46,7 +46,9 @@ def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
     farm, species (optional), start, end (default ``data.default_period``: the last 30
     days of the farm's data, or its span), resolution_min
     (1/5/15/30/60, default 15), increase_pct, min_duration_min, min_magnitude,
-    lead_window_h, fixed_radius_km, n_shifts (<= 2000), split (a farm-event kind).
+    lead_window_h, fixed_radius_km, n_shifts (0..2000, capped at
+    ``web.evaluation_max_shifts``; ``shifts`` in the result says requested, cap and
+    used), split (a farm-event kind).
     Returns a JSON-ready dict with ``result`` and ``declustered`` scores, ``molchan``
     trajectory, ``confidence_curve`` (95 %), ``lead_vs_distance``, ``statement`` and,
     with ``split``, scores inside and outside the events of that kind.
@@ -59,6 +61,7 @@ def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
     res_min = data.int_arg(args, "resolution_min", 15, 1, 60)
     if res_min not in RESOLUTIONS_MIN:
         raise data.InputError(f"resolution_min: must be one of {RESOLUTIONS_MIN}")
+    shift_cap = handles.config.web.evaluation_max_shifts
     rule_params = handles.config.rule_params()
     eval_params = handles.config.evaluation_params()
     try:
@@ -78,10 +81,13 @@ def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
             fixed_radius_km=data.float_arg(
                 args, "fixed_radius_km", eval_params.fixed_radius_km, 1, 20000
             ),
-            n_shifts=data.int_arg(args, "n_shifts", min(eval_params.n_shifts, 500), 0, 2000),
+            n_shifts=data.int_arg(args, "n_shifts", eval_params.n_shifts, 0, 2000),
         )
     except ValueError as exc:
         raise data.InputError(str(exc)) from exc
+    shifts = {"requested": eval_params.n_shifts, "cap": shift_cap}
+    eval_params = replace(eval_params, n_shifts=min(eval_params.n_shifts, shift_cap))
+    shifts["used"] = eval_params.n_shifts
     split = args.get("split") or None
     if split is not None and split not in EVENT_KINDS:
         raise data.InputError(f"split: must be one of {', '.join(EVENT_KINDS)}")
@@ -99,6 +105,7 @@ def evaluate_request(handles: Any, args: Any) -> dict[str, Any]:
         "start": data._iso_ms(start),
         "end": data._iso_ms(end),
         "resolution_min": res_min,
+        "shifts": shifts,
         "rule_params": rule_params.as_dict(),
         "evaluation_params": eval_params.as_dict(),
         "n_shifts_configured": handles.config.evaluation_params().n_shifts,

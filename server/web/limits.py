@@ -1,7 +1,8 @@
 """Concurrency limits of the panel's heavy requests (exports, evaluations).
 
-A heavy request holds one slot from the request's start until its response has been
-sent in full (a streamed export holds it while it streams). At most
+A heavy request holds one slot from the request's start until its response is built,
+or, when it is streamed (exports), until the last piece has been sent or the client went
+away. At most
 ``web.heavy_global_limit`` heavy requests run at once in a panel process and at most
 ``web.heavy_per_user_limit`` per user; one more is answered 429 with ``Retry-After``
 (the mean duration of recent heavy requests, rounded up, 1–60 s), so a viewer cannot
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from functools import wraps
 from typing import Any
 
@@ -89,10 +90,22 @@ def heavy(view: Callable) -> Callable:
         except BaseException:
             release()
             raise
-        response.call_on_close(release)
+        if response.is_streamed:  # the slot is held until the last piece has gone
+            response.response = _releasing(response.response, release)
+            response.call_on_close(release)
+        else:
+            release()
         return response
 
     return wrapped
+
+
+def _releasing(pieces: Iterable[Any], release: Callable[[], None]) -> Iterator[Any]:
+    """The pieces of a streamed body; ``release`` once they are sent or abandoned."""
+    try:
+        yield from pieces
+    finally:
+        release()
 
 
 def _busy(retry_after: int) -> Response:

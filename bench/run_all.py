@@ -29,6 +29,7 @@ MODULES = [
     ("tick", "bench.bench_tick"),
     ("timeline", "bench.bench_timeline"),
     ("simulator", "bench.bench_simulator"),
+    ("panel_load", "bench.bench_panel_load"),
 ]
 
 DOC_HEADER = """# Benchmarks

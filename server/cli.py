@@ -63,7 +63,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "namazu.server.core.config",
         "validate the configuration and name any bad key",
     ),
-    "verify-log": ("namazu.server.detection.alarmlog", "verify the hash chain of the alarm log"),
+    "verify-log": (
+        "namazu.server.detection.alarmlog",
+        "verify the alarm log: signatures, chain, time-stamps",
+    ),
+    "keys": ("namazu.server.detection.logkeys", "generate|list the alarm log's signing keys"),
 }
 
 EXIT_OK = 0

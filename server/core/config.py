@@ -265,10 +265,13 @@ class WebConfig(_Section):
         21600.0, gt=0, description="at most one such e-mail per account per [s]"
     )
     heavy_global_limit: int = Field(
-        4, ge=1, description="exports and evaluations running at once per panel process"
+        2,
+        ge=1,
+        description="exports and evaluations running at once per panel process "
+        "(about one per core)",
     )
     heavy_per_user_limit: int = Field(
-        2, ge=1, description="exports and evaluations running at once per user"
+        1, ge=1, description="exports and evaluations running at once per user"
     )
     evaluation_max_shifts: int = Field(
         500, ge=0, le=2000, description="cap on the evaluation's circular shifts [count]"

@@ -699,6 +699,15 @@ def _parser() -> argparse.ArgumentParser:
         )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--alarm-log",
+        type=Path,
+        help="the live alarm log: list the targets its alarms provably preceded "
+        "(needs --log-keys and --tsa-ca; writes logged_alarms.csv)",
+    )
+    parser.add_argument("--log-keys", type=Path, help="keyring of the alarm log's public keys")
+    parser.add_argument("--tsa-ca", type=Path, help="CA file of the time-stamping authority")
+    parser.add_argument("--log-farm", help="only logged alarms of this farm id")
+    parser.add_argument(
         "--verify",
         type=Path,
         metavar="SUMMARY",
@@ -810,6 +819,9 @@ def main(argv: list[str]) -> int:
     if args.verify is not None:
         return _verify_main(args.verify)
     missing = [f"--{k}" for k in ("activity", "catalog", "farm") if getattr(args, k) is None]
+    if args.alarm_log is not None:
+        missing += [f"--{k.replace('_', '-')}" for k in ("log_keys", "tsa_ca")
+                    if getattr(args, k) is None]  # fmt: skip
     if missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     try:
@@ -849,6 +861,35 @@ def main(argv: list[str]) -> int:
     written = ["summary.json", "alarms.csv", "samples.csv", "targets.csv"]
     written += ["sweep.csv"] if grid is not None else []
     print("written: " + ", ".join(str(args.out / name) for name in [*written, "report.html"]))
+    if args.alarm_log is not None:
+        return _logged_alarms_main(args, (latitude, longitude), evaluation)
+    return 0
+
+
+def _logged_alarms_main(args: argparse.Namespace, farm: Any, evaluation: Any) -> int:
+    """``--alarm-log``: the targets the logged alarms provably preceded."""
+    from namazu.server.research.logged_alarms import LoggedAlarmsError, logged_targets
+
+    try:
+        catalog = _read_catalog(args.catalog, args.catalog_format)
+        logged = logged_targets(
+            args.alarm_log,
+            args.log_keys,
+            args.tsa_ca,
+            catalog,
+            farm,
+            evaluation.min_magnitude,
+            evaluation.lead_window_h,
+            evaluation.fixed_radius_km,
+            farm_id=args.log_farm,
+        )
+    except (AnalysisError, LoggedAlarmsError) as exc:
+        print(f"namazu analyze: error: {exc}", file=sys.stderr)
+        return 1
+    path = args.out / "logged_alarms.csv"
+    logged.table.to_csv(path, index=False)
+    print(logged.summary())
+    print(f"written: {path}")
     return 0
 
 

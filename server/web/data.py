@@ -475,7 +475,10 @@ def alarm_detail(handles: Any, alarm_id: int) -> dict[str, Any]:
     """One alarm with its reviews, the quakes in its lead window and its reaction mask.
 
     ``lead_quakes``: target events (M >= min_magnitude, within the Dobrovolsky radius or
-    the fixed radius) whose origin time lies in [start, end + lead_window].
+    the fixed radius) whose origin time lies in [start, end + lead_window]; each with
+    ``preceded_proven``: the alarm's log record is proven (RFC 3161 time-stamp) to have
+    existed before the origin time. ``proof``: that earliest proven time (``proven_at``),
+    or why there is none (``reason``: no keyring/TSA configured, a broken log, ...).
     ``reaction``: local shaking (M >= reaction_min_magnitude within reaction_radius_km) in
     the ``reaction_window_min`` before the alarm start; when present the alarm is a
     reaction, not a precursor.
@@ -517,11 +520,24 @@ def alarm_detail(handles: Any, alarm_id: int) -> dict[str, Any]:
         & (frame["magnitude"] >= params.reaction_min_magnitude)
         & (frame["distance_km"] <= params.reaction_radius_km)
     ]
+    proofs = handles.proofs.get()
+    proven_at = proofs.proven_by(record.get("log_index"))
+    lead_quakes = quake_records(targets)
+    for quake in lead_quakes:
+        # preceded only when the record provably existed before the origin time
+        quake["preceded_proven"] = proven_at is not None and pd.Timestamp(quake["time"]) > (
+            pd.Timestamp(proven_at)
+        )
     record.update(
         {
             "reviews": reviews,
+            "proof": {
+                "proven_at": _iso(proven_at),
+                "log_ok": proofs.ok,
+                "reason": proofs.reason,
+            },
             "lead_window": {"start": record["start"], "end": _iso(lead_end.to_pydatetime())},
-            "lead_quakes": quake_records(targets),
+            "lead_quakes": lead_quakes,
             "reaction": {
                 "is_reaction": not shaking.empty,
                 "window_start": _iso(react_start.to_pydatetime()),

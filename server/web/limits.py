@@ -69,9 +69,20 @@ class HeavyGate:
 
 def heavy(view: Callable) -> Callable:
     """Decorate a view (after its role check) so it runs only with a free slot."""
+    return heavy_when(lambda: True)(view)
 
+
+def heavy_when(condition: Callable[[], Any]) -> Callable[[Callable], Callable]:
+    """Like ``heavy``, for the requests where ``condition()`` is true (e.g. a page whose
+    empty form is light and whose submitted form runs an evaluation)."""
+    return lambda view: _gated(view, condition)
+
+
+def _gated(view: Callable, condition: Callable[[], Any]) -> Callable:
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not condition():
+            return view(*args, **kwargs)
         gate: HeavyGate = current_app.extensions["namazu"].heavy_gate
         user = getattr(g.get("user"), "id", None)
         if not gate.try_acquire(user):

@@ -40,7 +40,7 @@ from namazu.server.store.models import EVENT_KINDS, ROLES, VERDICTS, User
 from namazu.server.store.state import ALARM_KINDS, SEVERITIES, DataHealth, session_scope
 from namazu.server.web import data
 from namazu.server.web.auth import AuthError, create_user, issue_token, role_required
-from namazu.server.web.limits import heavy
+from namazu.server.web.limits import heavy_when
 from namazu.server.web.quake import quake_view
 
 bp = Blueprint("pages", __name__)
@@ -199,7 +199,7 @@ def events() -> Any:
 
 @bp.get("/evaluation")
 @role_required("viewer")
-@heavy
+@heavy_when(lambda: request.args.get("run"))
 def evaluation() -> Any:
     """Molchan diagram, probability gain, p-values, lead time vs distance."""
     from namazu.server.web.evaluation import evaluate_request

@@ -313,3 +313,50 @@ def test_a_token_from_an_untrusted_tsa_is_refused(tmp_path, keys, tsa, tmp_path_
     result = verify(path, keyring=Keyring.from_file(keys[1]), tsa_ca=tsa.ca_file)
     assert (result.ok, result.first_bad_index) == (False, 0)
     assert "does not verify" in result.reason
+
+
+def test_analyze_counts_only_targets_after_the_proven_time(tmp_path, keys, tsa):
+    import pandas as pd
+
+    from namazu.server.research.logged_alarms import LoggedAlarmsError, logged_targets
+
+    path = tmp_path / "log" / "alarm-log.jsonl"
+    log = _log(
+        tmp_path, keys, HeadStamper(path, timestamping.TimestampClient(tsa.url, tsa.ca_file))
+    )
+    now = pd.Timestamp.now(tz="UTC")
+    declared = (now - pd.Timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    log.append({**_alarm(0), "declared_at": declared}, "v", {}, DATA)
+    catalog = pd.DataFrame(
+        {
+            "time": [now - pd.Timedelta(minutes=30), now + pd.Timedelta(hours=2),
+                     now + pd.Timedelta(hours=3)],
+            "latitude": [43.05, 43.05, 50.0],  # the last is far outside its radius
+            "longitude": [13.05, 13.05, 13.0],
+            "magnitude": [4.5, 4.6, 4.2],
+            "event_id": ["before-proof", "after-proof", "far"],
+        }
+    )  # fmt: skip
+    found = logged_targets(
+        path, keys[1], tsa.ca_file, catalog, (43.0, 13.0), min_magnitude=4.0, lead_window_h=20
+    )
+    table = found.table.set_index("event_id")
+    assert list(table.index) == ["before-proof", "after-proof"]
+    # the earthquake 30 min ago is in the lead window, but the record was only proven
+    # to exist after it: no claim; the one to come is provably preceded
+    assert not table.loc["before-proof", "preceded_proven"]
+    assert table.loc["after-proof", "preceded_proven"]
+    assert (found.alarms, found.stamped) == (1, 1)
+    assert "1 provably preceded" in found.summary()
+    path.write_text(path.read_text().replace('"peak_ratio":2.5', '"peak_ratio":9.5'))
+    with pytest.raises(LoggedAlarmsError, match="BROKEN at record 0"):
+        logged_targets(path, keys[1], tsa.ca_file, catalog, (43.0, 13.0), 4.0, 20)
+
+
+def test_analyze_alarm_log_needs_keys_and_tsa_ca(capsys):
+    from namazu.server.research import analysis
+
+    with pytest.raises(SystemExit):
+        analysis.main(["--activity", "a.csv", "--catalog", "c.csv", "--farm", "43,13",
+                       "--alarm-log", "log.jsonl"])  # fmt: skip
+    assert "--log-keys, --tsa-ca" in capsys.readouterr().err

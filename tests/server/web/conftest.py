@@ -41,9 +41,10 @@ def panel_config(stack, database: str, state_url: str, **web) -> dict:
     }  # fmt: skip
 
 
-def build_panel(stack, tmp_path, **web) -> Panel:
+def build_panel(stack, tmp_path, sections: dict | None = None, **web) -> Panel:
     """A fresh InfluxDB database and state store, seeded, with one user per role (plus a
-    second reviewer) and an API token each."""
+    second reviewer) and an API token each; ``sections`` adds configuration sections
+    (e.g. ``{"scheduler": {...}}``)."""
     from namazu.server.web import create_app
 
     database = "panel_" + uuid.uuid4().hex[:8]
@@ -53,7 +54,7 @@ def build_panel(stack, tmp_path, **web) -> Panel:
     engine = init_db(state_url)
     farm = seed(influx, engine)
     influx.close()
-    app = create_app(panel_config(stack, database, state_url, **web))
+    app = create_app({**panel_config(stack, database, state_url, **web), **(sections or {})})
     tokens = {}
     with session_scope(engine) as db:
         for name, role in (*((r, r) for r in ROLES), ("reviewer2", "reviewer")):

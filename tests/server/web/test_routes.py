@@ -246,6 +246,7 @@ def test_exports(panel, client_for, monkeypatch):
     csv = client.get(f"/api/v1/export/timeline.csv?farm={FARM}&series=species:cow&{RANGE}")
     assert csv.status_code == 200
     assert 'filename="demo-farm-species_cow-timeline.csv"' in csv.headers["Content-Disposition"]
+    csv.close()  # a streamed export holds its slot until sent or abandoned
     raw = client.get(f"/api/v1/export/timeline.csv?farm={FARM}&series=cow-1&{RANGE}")
     rows = [line.split(",") for line in raw.get_data(as_text=True).splitlines()[1:]]
     activity = [row for row in rows if row[2] == "activity"]

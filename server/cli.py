@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "namazu.server.ingest.service",
         "MQTT -> validation -> InfluxDB, dead-letters bad payloads",
     ),
+    "deadletter": (
+        "namazu.server.ingest.deadletter",
+        "list|replay|purge the messages ingest refused (replay once the cause is fixed)",
+    ),
     "scheduler": (
         "namazu.server.detection.scheduler",
         "detection ticks, data health, catalogue refresh, e-mails",

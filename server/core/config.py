@@ -106,6 +106,11 @@ class IngestConfig(_Section):
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics port of ingest (0 = disabled)"
     )
+    open_enrolment: bool = Field(
+        False,
+        description="store data of any farm id; false: only farms listed under [[farms]] "
+        "are stored, data of any other farm is dead-lettered as unknown_farm",
+    )
     heartbeat_s: float = Field(
         2.0,
         gt=0,

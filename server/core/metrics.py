@@ -61,6 +61,11 @@ __all__ = [
     "INGEST_MESSAGES_WRITTEN",
     "INGEST_PENDING_MESSAGES",
     "INGEST_POINTS_WRITTEN",
+    "INGEST_ANIMALS_REJECTED",
+    "INGEST_RECEIPTS_PUBLISHED",
+    "INGEST_SEQ_CONFLICTS",
+    "INGEST_STORE_BLOCKED",
+    "INGEST_STORE_ERRORS",
     "MAILS_FAILED",
     "MAILS_QUEUED",
     "MAILS_SENT",
@@ -121,6 +126,37 @@ INGEST_POINTS_WRITTEN = Counter(
 INGEST_PENDING_MESSAGES = Gauge(
     "namazu_ingest_pending_messages",
     "messages received but not yet written and acknowledged [messages]",
+    registry=None,
+)
+INGEST_STORE_BLOCKED = Gauge(
+    "namazu_ingest_store_blocked",
+    "1 while InfluxDB refuses or fails every write of this worker, by cause "
+    "(credentials, permission, no_database, server_error, unreachable); messages are "
+    "held unacknowledged meanwhile [bool]",
+    ["cause"],
+    registry=None,
+)
+INGEST_STORE_ERRORS = Counter(
+    "namazu_ingest_store_errors",
+    "failed InfluxDB write attempts that were retried, by cause [attempts]",
+    ["cause"],
+    registry=None,
+)
+INGEST_SEQ_CONFLICTS = Counter(
+    "namazu_ingest_seq_conflicts",
+    "messages whose sequence number this worker had seen with other values "
+    "(dead-lettered as seq_conflict) [messages]",
+    registry=None,
+)
+INGEST_ANIMALS_REJECTED = Counter(
+    "namazu_ingest_animals_rejected",
+    "animal entries refused inside otherwise stored messages, by reason [animals]",
+    ["reason"],
+    registry=None,
+)
+INGEST_RECEIPTS_PUBLISHED = Counter(
+    "namazu_ingest_receipts_published",
+    "receipts published to gateways (namazu/v1/{farm}/{gateway}/receipt) [messages]",
     registry=None,
 )
 INFLUX_WRITE_SECONDS = Histogram(
@@ -273,6 +309,11 @@ FAMILIES: dict[str, tuple] = {
         INGEST_MESSAGES_REJECTED,
         INGEST_POINTS_WRITTEN,
         INGEST_PENDING_MESSAGES,
+        INGEST_ANIMALS_REJECTED,
+        INGEST_RECEIPTS_PUBLISHED,
+        INGEST_SEQ_CONFLICTS,
+        INGEST_STORE_BLOCKED,
+        INGEST_STORE_ERRORS,
         INFLUX_WRITE_SECONDS,
         INFLUX_WRITE_FAILURES,
         GATEWAY_SPOOL_DEPTH,

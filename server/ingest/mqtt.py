@@ -161,6 +161,8 @@ class MqttConsumer:
         self._delivered: deque[int] = deque(maxlen=MAX_RECEIVE_MAXIMUM)
         self.connects = 0
         self.disconnects = 0
+        #: The broker's Maximum Packet Size from its last CONNACK [bytes] (None: not said).
+        self.max_packet_size: int | None = None
         self._stopping = False
         self.heartbeat = heartbeat
         self.heartbeats_sent = 0
@@ -325,6 +327,7 @@ class MqttConsumer:
         with self._lock:
             self._generation += 1
             self.connects += 1
+        self.max_packet_size = getattr(properties, "MaximumPacketSize", None)
         self._connected.set()
         self._broker.connected()
         log.info(

@@ -10,11 +10,19 @@ gateway equal to the topic's segments.
 
 Every rejection raises :class:`PayloadError` with a machine-readable ``reason``
 (one of :data:`REASONS`) and a one-line human ``detail``; ingest forwards both to the
-dead-letter topic. The functions here are pure: bytes and numbers in, values out.
+dead-letter topic. :func:`decode_activity_message` refuses animals one by one (the
+valid animals of a message are kept); :func:`decode_activity` refuses the whole message
+at the first fault. The functions here are pure: bytes and numbers in, values out.
+
+Untrusted input is never walked recursively: right after parsing, :func:`check_depth`
+refuses documents nested deeper than :data:`MAX_DEPTH` levels (iteratively), and every
+message shows an untrusted value through :func:`show`, which never recurses and is
+bounded in length.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import re
@@ -39,6 +47,8 @@ MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 MAX_SEQ = 9_007_199_254_740_991
 MAX_EPOCH_MS = 32_503_680_000_000  # 3000-01-01T00:00:00Z
 MAX_BATTERY_V = 10.0
+#: Deepest nesting of arrays and objects accepted; a valid activity document has 4.
+MAX_DEPTH = 8
 
 #: Reason codes of rejected payloads (docs/ARCHITECTURE.md, docs/data-path.md).
 REASONS = (
@@ -194,6 +204,51 @@ class ActivityBatch:
 
 
 @dataclass(frozen=True)
+class AnimalReject:
+    """One animal entry of an activity message that was refused.
+
+    index : its position in ``animals``; animal : its id when that id is valid, else None.
+    reason, detail : as in :class:`PayloadError`.
+    """
+
+    index: int
+    animal: str | None
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ActivityMessage:
+    """A decoded activity message: its valid animals as a batch, and the refused ones.
+
+    seq, boot_id : the message's sequence number and numbering epoch (boot_id may be None).
+    batch : the valid animals (None when every animal was refused).
+    rejected : the refused animal entries in message order, each with its reason.
+    """
+
+    farm: str
+    gateway: str
+    seq: int
+    boot_id: str | None
+    batch: ActivityBatch | None
+    rejected: tuple[AnimalReject, ...] = ()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Who sent a message and under which number, as far as that can be read.
+
+    farm, gateway : from the topic; seq, boot_id : from the payload (None when missing
+    or invalid). Enough to confirm a refused message to its gateway.
+    """
+
+    farm: str
+    gateway: str
+    seq: int | None
+    boot_id: str | None
+
+
+@dataclass(frozen=True)
 class GatewayStatus:
     """A gateway's status report (retained; its Last Will says ``online=False``).
 
@@ -243,18 +298,20 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
     """
     parts = topic.split("/")
     if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT:
-        raise PayloadError("topic_mismatch", f"topic {topic!r} is not namazu/v1/FARM/GATEWAY/KIND")
+        raise PayloadError(
+            "topic_mismatch", f"topic {show(topic)} is not namazu/v1/FARM/GATEWAY/KIND"
+        )
     farm, gateway, kind = parts[2], parts[3], parts[4]
     if kind not in TOPIC_KINDS:
         raise PayloadError(
             "topic_mismatch",
-            f"topic {topic!r}: kind {kind!r} is not one of {', '.join(TOPIC_KINDS)}",
+            f"topic {show(topic)}: kind {show(kind)} is not one of {', '.join(TOPIC_KINDS)}",
         )
     for name, value in (("farm", farm), ("gateway", gateway)):
         if not is_segment(value):
             raise PayloadError(
                 "topic_mismatch",
-                f"topic {topic!r}: {name} {value!r} is not a "
+                f"topic {show(topic)}: {name} {show(value)} is not a "
                 "valid id ([A-Za-z0-9][A-Za-z0-9_.-]{0,63})",
             )
     return farm, gateway, kind
@@ -279,13 +336,60 @@ def _reject_constant(name: str) -> float:
     raise _NonFiniteToken(name)
 
 
+def show(value: Any, limit: int = 80) -> str:
+    """A short rendering of an untrusted value for a one-line message.
+
+    Never recursive and never longer than about ``limit`` characters: a string shows its
+    first ``limit`` characters, a number itself, an array or object only its kind and
+    size (``an array of 3 items``).
+    """
+    if isinstance(value, str):
+        text = repr(value[:limit])
+        return text + "..." if len(value) > limit else text
+    if type(value) is int:
+        return (
+            repr(value) if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
+        )
+    if value is None or type(value) in (bool, float):
+        return repr(value)
+    if type(value) in (list, dict):
+        return f"{_kind(value)} of {len(value)} items"
+    return _kind(value)
+
+
+def check_depth(document: Any, limit: int = MAX_DEPTH) -> None:
+    """Refuse a parsed document whose arrays and objects nest deeper than ``limit`` levels.
+
+    Walks the containers with an explicit stack (no recursion), looking inside an array
+    or object only when it holds containers, so arrays of numbers cost one C-level pass.
+    Raises PayloadError("schema").
+    """
+    if type(document) is not list and type(document) is not dict:
+        return
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        items = value.values() if type(value) is dict else value
+        kinds = set(map(type, items))
+        if list in kinds or dict in kinds:
+            if depth >= limit:
+                raise PayloadError("schema", f"arrays and objects nest deeper than {limit} levels")
+            pending.extend((item, depth + 1) for item in items if type(item) in (list, dict))
+
+
 def parse_json(payload: bytes) -> Any:
-    """Parse strict JSON (RFC 8259) from UTF-8 bytes.
+    """Parse strict JSON (RFC 8259) from UTF-8 bytes, at most :data:`MAX_DEPTH` deep.
 
     orjson does the work; when it refuses, the standard library tells a payload that
     uses the non-JSON tokens NaN/Infinity (or overflows a double) — reason
     ``non_finite`` — apart from one that is not JSON at all (``not_json``).
     """
+    document = _parse_json(payload)
+    check_depth(document)
+    return document
+
+
+def _parse_json(payload: bytes) -> Any:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise PayloadError(
             "too_large", f"payload has {len(payload)} bytes, more than {MAX_PAYLOAD_BYTES}"
@@ -306,6 +410,13 @@ def parse_json(payload: bytes) -> Any:
     return document
 
 
+def _names(keys: set[str], shown: int = 5) -> str:
+    """The first ``shown`` of a set of (untrusted) key names in sorted order, and how
+    many more there are; linear in the number of keys."""
+    first = ", ".join(show(key, 40) for key in heapq.nsmallest(shown, keys))
+    return first if len(keys) <= shown else f"{first} and {len(keys) - shown} more"
+
+
 def _is_int(value: Any) -> bool:
     # JSON Schema: an integer is any number with a zero fractional part (1.0 counts).
     if type(value) is int:
@@ -315,7 +426,7 @@ def _is_int(value: Any) -> bool:
 
 def _check_finite_scalar(value: Any, where: str) -> None:
     if type(value) is float and not math.isfinite(value):
-        raise PayloadError("non_finite", f"{where} is {value!r}")
+        raise PayloadError("non_finite", f"{where} is {show(value)}")
 
 
 def _integer_field(value: Any, where: str, low: int, high: int, range_reason: str) -> int:
@@ -348,7 +459,7 @@ def _segment_field(value: Any, where: str) -> str:
     if not is_segment(value):
         raise PayloadError(
             "schema",
-            f"{where} {value[:80]!r} is not a valid id ([A-Za-z0-9][A-Za-z0-9_.-]{{0,63}})",
+            f"{where} {show(value)} is not a valid id ([A-Za-z0-9][A-Za-z0-9_.-]{{0,63}})",
         )
     return value
 
@@ -416,16 +527,16 @@ def _animal(item: Any, index: int) -> AnimalSamples:
         raise PayloadError("schema", f"{where} must be an object, got {_kind(item)}")
     missing = _ANIMAL_REQUIRED - item.keys()
     if missing:
-        raise PayloadError("schema", f"{where} lacks {', '.join(sorted(missing))}")
+        raise PayloadError("schema", f"{where} lacks {_names(missing)}")
     extra = item.keys() - _ANIMAL_KEYS
     if extra:
-        raise PayloadError("schema", f"{where} has unknown keys {', '.join(sorted(extra))}")
+        raise PayloadError("schema", f"{where} has unknown keys {_names(extra)}")
     animal = _segment_field(item["animal"], f"{where}.animal")
     species = item["species"]
     if not isinstance(species, str) or species not in SPECIES:
         raise PayloadError(
             "unknown_species",
-            f"{where}.species {species!r} is not one of {', '.join(SPECIES)}",
+            f"{where}.species {show(species)} is not one of {', '.join(SPECIES)}",
         )
     t_ms = _times(_array(item["t_ms"], f"{where}.t_ms", 1, MAX_SAMPLES), f"{where}.t_ms")
     odba = _activity(item["odba"], f"{where}.odba")
@@ -524,26 +635,22 @@ def _columns_fast(items: list) -> FlatColumns | None:
     return FlatColumns(animals, species, batteries, lengths, t_all, t, odba_arr, vedba_arr)
 
 
-def validate_activity_document(document: Any) -> ActivityBatch:
-    """Check a parsed activity document against schema v1 and return it as a batch.
-
-    Implements exactly ``activity-v1.schema.json`` (with ECMA-262 regular-expression
-    semantics for ids). Array lengths, totals, time window and topic are checked by
-    :func:`decode_activity`. Raises PayloadError with the reason code.
-    """
+def _top_level(document: Any) -> tuple[str, str, int, int, str | None, list]:
+    """The checked top-level fields of an activity document: farm, gateway, seq,
+    sent_ms [UTC ms], boot_id (or None) and the list of animal entries (unchecked)."""
     if not isinstance(document, dict):
         raise PayloadError("schema", f"payload must be a JSON object, got {_kind(document)}")
     if "schema" in document and document["schema"] != ACTIVITY_SCHEMA:
         raise PayloadError(
             "schema_version",
-            f"schema {str(document['schema'])[:80]!r} is not {ACTIVITY_SCHEMA!r}",
+            f"schema {show(document['schema'])} is not {ACTIVITY_SCHEMA!r}",
         )
     missing = _TOP_KEYS - document.keys()
     if missing:
-        raise PayloadError("schema", f"payload lacks {', '.join(sorted(missing))}")
+        raise PayloadError("schema", f"payload lacks {_names(missing)}")
     extra = document.keys() - _TOP_KEYS - _TOP_OPTIONAL
     if extra:
-        raise PayloadError("schema", f"payload has unknown keys {', '.join(sorted(extra))}")
+        raise PayloadError("schema", f"payload has unknown keys {_names(extra)}")
     farm = _segment_field(document["farm"], "farm")
     gateway = _segment_field(document["gateway"], "gateway")
     seq = _integer_field(document["seq"], "seq", 0, MAX_SEQ, "schema")
@@ -552,6 +659,17 @@ def validate_activity_document(document: Any) -> ActivityBatch:
     if "boot_id" in document:
         boot_id = _segment_field(document["boot_id"], "boot_id")
     items = _array(document["animals"], "animals", 1, MAX_ANIMALS)
+    return farm, gateway, seq, sent_ms, boot_id, items
+
+
+def validate_activity_document(document: Any) -> ActivityBatch:
+    """Check a parsed activity document against schema v1 and return it as a batch.
+
+    Implements exactly ``activity-v1.schema.json`` (with ECMA-262 regular-expression
+    semantics for ids). Array lengths, totals, time window and topic are checked by
+    :func:`decode_activity`. Raises PayloadError with the reason code.
+    """
+    farm, gateway, seq, sent_ms, boot_id, items = _top_level(document)
     columns = _columns_fast(items)
     if columns is None:
         animals = [_animal(item, i) for i, item in enumerate(items)]
@@ -559,80 +677,157 @@ def validate_activity_document(document: Any) -> ActivityBatch:
     return ActivityBatch.from_columns(farm, gateway, seq, sent_ms, columns, boot_id)
 
 
+def _animal_fault(
+    a: AnimalSamples, i: int, now_ms: int, max_future_ms: int, max_age_ms: int
+) -> PayloadError | None:
+    """What is wrong with one schema-valid animal beyond the schema: unequal lengths,
+    or a sample outside [now - max_age_ms, now + max_future_ms] [UTC ms]; None if nothing."""
+    n = len(a.t_ms)
+    if len(a.odba) != n or len(a.vedba) != n:
+        return PayloadError(
+            "length_mismatch",
+            f"animals[{i}] ({a.animal}): t_ms has {n} items, odba {len(a.odba)}, "
+            f"vedba {len(a.vedba)}",
+        )
+    low, high = int(a.t_ms.min()), int(a.t_ms.max())
+    if high > now_ms + max_future_ms:
+        return PayloadError(
+            "time_out_of_range",
+            f"animals[{i}] ({a.animal}): sample at {high} ms is {(high - now_ms) / 1000:.0f} s "
+            f"ahead of the server clock (limit {max_future_ms / 1000:.0f} s)",
+        )
+    if low < now_ms - max_age_ms:
+        return PayloadError(
+            "time_out_of_range",
+            f"animals[{i}] ({a.animal}): sample at {low} ms is "
+            f"{(now_ms - low) / 86_400_000:.1f} days old (limit "
+            f"{max_age_ms / 86_400_000:.1f} days)",
+        )
+    return None
+
+
+def _fast_window_ok(columns: FlatColumns, now_ms: int, max_future_ms: int, max_age_ms: int) -> bool:
+    # On the fast path lengths are equal by construction.
+    return (
+        len(columns.t_ms) <= MAX_SAMPLES
+        and now_ms - max_age_ms <= min(columns.t_ms)
+        and max(columns.t_ms) <= now_ms + max_future_ms
+    )
+
+
+def _check_total(animals: list[AnimalSamples]) -> None:
+    total = sum(len(a.t_ms) for a in animals)
+    if total > MAX_SAMPLES:
+        raise PayloadError("too_large", f"message holds {total} samples, at most {MAX_SAMPLES}")
+
+
 def check_activity_batch(
     batch: ActivityBatch, now_ms: int, max_future_ms: int, max_age_ms: int
 ) -> None:
-    """The rules beyond the schema: equal lengths, total size, time window.
+    """The rules beyond the schema: equal lengths, time window, total size.
 
     now_ms : server clock, UTC epoch ms.
     max_future_ms : samples later than now + this are rejected [ms].
     max_age_ms : samples earlier than now - this are rejected [ms].
+    Raises PayloadError at the first animal at fault.
     """
-    # On the fast path lengths are equal and the total is bounded by construction.
     columns = batch.columns
-    if (
-        columns is not None
-        and len(columns.t_ms) <= MAX_SAMPLES
-        and now_ms - max_age_ms <= min(columns.t_ms)
-        and max(columns.t_ms) <= now_ms + max_future_ms
-    ):
+    if columns is not None and _fast_window_ok(columns, now_ms, max_future_ms, max_age_ms):
         return
-    total = 0
     for i, a in enumerate(batch.animals):
-        n = len(a.t_ms)
-        if len(a.odba) != n or len(a.vedba) != n:
-            raise PayloadError(
-                "length_mismatch",
-                f"animals[{i}] ({a.animal}): t_ms has {n} items, odba {len(a.odba)}, "
-                f"vedba {len(a.vedba)}",
-            )
-        total += n
-    if total > MAX_SAMPLES:
-        raise PayloadError("too_large", f"message holds {total} samples, at most {MAX_SAMPLES}")
-    earliest, latest = now_ms - max_age_ms, now_ms + max_future_ms
-    every = np.concatenate([a.t_ms for a in batch.animals])
-    if earliest <= every.min() and every.max() <= latest:
-        return  # the common case, checked at once; otherwise find the animal to name
-    for i, a in enumerate(batch.animals):
-        low, high = int(a.t_ms.min()), int(a.t_ms.max())
-        if high > latest:
-            raise PayloadError(
-                "time_out_of_range",
-                f"animals[{i}] ({a.animal}): sample at {high} ms is {(high - now_ms) / 1000:.0f} s "
-                f"ahead of the server clock (limit {max_future_ms / 1000:.0f} s)",
-            )
-        if low < earliest:
-            raise PayloadError(
-                "time_out_of_range",
-                f"animals[{i}] ({a.animal}): sample at {low} ms is "
-                f"{(now_ms - low) / 86_400_000:.1f} days old (limit "
-                f"{max_age_ms / 86_400_000:.1f} days)",
-            )
+        fault = _animal_fault(a, i, now_ms, max_future_ms, max_age_ms)
+        if fault is not None:
+            raise fault
+    _check_total(batch.animals)
+
+
+def _entry_id(item: Any) -> str | None:
+    animal = item.get("animal") if type(item) is dict else None
+    return animal if is_segment(animal) else None
+
+
+def decode_activity_message(
+    topic: str, document: Any, now_ms: int, max_future_ms: int, max_age_ms: int
+) -> ActivityMessage:
+    """Validate one parsed activity message animal by animal.
+
+    topic : the MQTT topic it arrived on, ``namazu/v1/{farm}/{gateway}/activity``.
+    document : the payload as parsed by :func:`parse_json`.
+    now_ms : server clock, UTC epoch milliseconds.
+    max_future_ms, max_age_ms : accepted sample-time window around ``now_ms`` [ms].
+    Returns the valid animals as a batch and the refused ones with their reasons.
+    Raises PayloadError when the message as a whole is refused: topic, top-level
+    fields, more than :data:`MAX_ANIMALS` animals, or more than :data:`MAX_SAMPLES`
+    samples in its valid animals.
+    """
+    farm, gateway, kind = parse_topic(topic)
+    if kind != "activity":
+        raise PayloadError("topic_mismatch", f"topic {show(topic)} is not an activity topic")
+    doc_farm, doc_gateway, seq, sent_ms, boot_id, items = _top_level(document)
+    if (doc_farm, doc_gateway) != (farm, gateway):
+        raise PayloadError(
+            "topic_mismatch",
+            f"payload says farm {doc_farm!r}, gateway {doc_gateway!r}; "
+            f"topic says {farm!r}, {gateway!r}",
+        )
+    columns = _columns_fast(items)
+    if columns is not None and _fast_window_ok(columns, now_ms, max_future_ms, max_age_ms):
+        batch = ActivityBatch.from_columns(farm, gateway, seq, sent_ms, columns, boot_id)
+        return ActivityMessage(farm, gateway, seq, boot_id, batch)
+    split = columns.split() if columns is not None else None
+    valid: list[AnimalSamples] = []
+    rejected: list[AnimalReject] = []
+    for i, item in enumerate(items):
+        try:
+            animal = split[i] if split is not None else _animal(item, i)
+            fault = _animal_fault(animal, i, now_ms, max_future_ms, max_age_ms)
+        except PayloadError as exc:
+            fault = exc
+        if fault is None:
+            valid.append(animal)
+        else:
+            rejected.append(AnimalReject(i, _entry_id(item), fault.reason, fault.detail))
+    _check_total(valid)
+    batch = ActivityBatch(farm, gateway, seq, sent_ms, valid, boot_id=boot_id) if valid else None
+    return ActivityMessage(farm, gateway, seq, boot_id, batch, tuple(rejected))
 
 
 def decode_activity(
     topic: str, payload: bytes, now_ms: int, max_future_ms: int, max_age_ms: int
 ) -> ActivityBatch:
-    """Parse and validate one activity message.
+    """Parse and validate one activity message, refusing all of it at the first fault.
 
     topic : the MQTT topic it arrived on, ``namazu/v1/{farm}/{gateway}/activity``.
     payload : the message bytes (UTF-8 JSON).
     now_ms : server clock, UTC epoch milliseconds.
     max_future_ms, max_age_ms : accepted sample-time window around ``now_ms`` [ms].
-    Returns the batch; raises PayloadError(reason, detail) when it must be rejected.
+    Returns the batch; raises PayloadError(reason, detail) when it must be rejected
+    (for an animal at fault, the first one's reason: what the dead letter of
+    :func:`decode_activity_message`'s result carries).
     """
-    farm, gateway, kind = parse_topic(topic)
-    if kind != "activity":
-        raise PayloadError("topic_mismatch", f"topic {topic!r} is not an activity topic")
-    batch = validate_activity_document(parse_json(payload))
-    if (batch.farm, batch.gateway) != (farm, gateway):
-        raise PayloadError(
-            "topic_mismatch",
-            f"payload says farm {batch.farm!r}, gateway {batch.gateway!r}; "
-            f"topic says {farm!r}, {gateway!r}",
-        )
-    check_activity_batch(batch, now_ms, max_future_ms, max_age_ms)
-    return batch
+    message = decode_activity_message(topic, parse_json(payload), now_ms, max_future_ms, max_age_ms)
+    if message.rejected:
+        first = message.rejected[0]
+        raise PayloadError(first.reason, first.detail)
+    assert message.batch is not None  # at least one animal, none refused
+    return message.batch
+
+
+def read_envelope(topic: str, document: Any) -> Envelope | None:
+    """Farm and gateway of the topic, seq and boot_id of a parsed payload, as far as
+    they are valid (never raises, never recurses); None for a topic that names no
+    farm and gateway."""
+    parts = topic.split("/")
+    if len(parts) != 5 or not (is_segment(parts[2]) and is_segment(parts[3])):
+        return None
+    seq = boot_id = None
+    if type(document) is dict:
+        value = document.get("seq")
+        if _is_int(value) and 0 <= value <= MAX_SEQ:
+            seq = int(value)
+        if is_segment(document.get("boot_id")):
+            boot_id = document["boot_id"]
+    return Envelope(parts[2], parts[3], seq, boot_id)
 
 
 def _optional_number(document: dict, key: str, integer: bool) -> Any:
@@ -656,19 +851,20 @@ def decode_status(topic: str, payload: bytes) -> GatewayStatus:
     """
     farm, gateway, kind = parse_topic(topic)
     if kind != "status":
-        raise PayloadError("topic_mismatch", f"topic {topic!r} is not a status topic")
+        raise PayloadError("topic_mismatch", f"topic {show(topic)} is not a status topic")
     document = parse_json(payload)
     if not isinstance(document, dict):
         raise PayloadError("schema", f"status must be a JSON object, got {_kind(document)}")
     if document.get("schema") != STATUS_SCHEMA:
         raise PayloadError(
             "schema_version",
-            f"schema {str(document.get('schema'))[:80]!r} is not {STATUS_SCHEMA!r}",
+            f"schema {show(document.get('schema'))} is not {STATUS_SCHEMA!r}",
         )
     for key, expected in (("farm", farm), ("gateway", gateway)):
         if key in document and document[key] != expected:
             raise PayloadError(
-                "topic_mismatch", f"status {key} {document[key]!r} differs from topic {expected!r}"
+                "topic_mismatch",
+                f"status {key} {show(document[key])} differs from topic {expected!r}",
             )
     online = document.get("online")
     if not isinstance(online, bool):

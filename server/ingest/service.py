@@ -3,21 +3,41 @@
 Threads and flow::
 
     paho network thread ──on_message──▶ bounded queue ──▶ writer thread
-        writer: decode (namazu.server.ingest.payload) ─ valid ──▶ batch of line-protocol points
-                                        └ invalid ─▶ dead-letter topic, then ack
+        writer: decode (namazu.server.ingest.payload), animal by animal
+            valid animals ──▶ batch of line-protocol points
+            refused message or animals ─▶ dead-letter archive + dead-letter topic
         batch full (points) or old (age) ─▶ flusher thread: InfluxDB /write ─▶ ack every
         message in it (one write in flight while the writer decodes the next batch)
+        handled messages ─▶ receipts ``namazu/v1/{farm}/{gateway}/receipt`` to gateways
 
 Guarantees:
 
-- A message is acknowledged only after its points are written (or, when invalid,
-  after the broker accepted its dead letter). While InfluxDB is down the writer
-  retries with backoff and acknowledges nothing, so the broker keeps the messages.
+- A message is acknowledged only once all of it is handled: its valid points written
+  and, when it was refused in whole or in part, its dead letter recorded in the
+  archive (``namazu deadletter``) and accepted by the broker.
+- A message never stops the service: any exception while decoding or validating one
+  message dead-letters it as ``internal_error`` (with the exception type), and decoding
+  never recurses over the payload. Should a worker thread die anyway, the service stops
+  its heartbeat, disconnects without acknowledging anything more, and ``namazu ingest``
+  exits with status 70, so gateways hold their spool and the service manager restarts it.
+- Store errors are never dead letters: while InfluxDB is unreachable, answers 5xx or
+  refuses the write as a whole (401 credentials, 403 permission, 404 database), the
+  writer retries with backoff and acknowledges nothing, logging the cause once as an
+  ERROR, setting ``namazu_ingest_store_blocked{cause}`` and a data-health entry. Only
+  points InfluxDB itself refuses (field type conflict, beyond retention) are
+  dead-lettered (``store_refused``), found point by point.
+- After a write, ingest publishes receipts: the sequence numbers of each gateway's
+  messages now durably handled (stored or dead-lettered), so the gateway can free its
+  spool (``namazu.receipt/1``, see ``namazu.firmware_bridge.payload``).
+- Only configured farms are stored (``unknown_farm`` otherwise) unless
+  ``ingest.open_enrolment`` is on.
 - Memory is bounded: the broker sends at most Receive Maximum
   (``ingest.max_pending_messages``) unacknowledged messages, and that is all the
   service ever holds; when the writer is stuck, the broker queues the rest on disk.
 - Writes are idempotent (same series + timestamp overwrites), so redelivered
-  messages cost time, never duplicates.
+  messages cost time, never duplicates. A sequence number this worker has seen with
+  other values (same farm, gateway and ``boot_id``) is a conflict: dead-lettered as
+  ``seq_conflict``, never written over the first.
 - Several workers can share the load: activity comes through the MQTT v5 shared
   subscription ``$share/{ingest.shared_group}/namazu/v1/+/+/activity``; each worker
   needs its own stable ``ingest.client_id``.
@@ -32,28 +52,43 @@ Guarantees:
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
+import hashlib
+import json
 import logging
 import queue
 import signal
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import orjson
 
+from namazu.firmware_bridge.payload import (
+    MAX_RECEIPT_RANGES,
+    encode_receipt,
+    receipt_topic,
+    seq_ranges,
+)
 from namazu.server.core import metrics
 from namazu.server.core.config import ConfigError, NamazuConfig, load_config
 from namazu.server.core.reachability import Reachability
 from namazu.server.core.systemd import watchdog
+from namazu.server.ingest.deadletter import (
+    DEFAULT_MAX_PACKET_BYTES,
+    MAX_LISTED,
+    DeadLetterArchive,
+    DeadLetterError,
+    deadletter_document,
+)
 from namazu.server.ingest.mqtt import (
     Heartbeat,
     InboundMessage,
@@ -62,13 +97,18 @@ from namazu.server.ingest.mqtt import (
     Subscription,
 )
 from namazu.server.ingest.payload import (
+    REASONS,
     ActivityBatch,
+    ActivityMessage,
+    Envelope,
     GatewayStatus,
     PayloadError,
     deadletter_topic,
-    decode_activity,
+    decode_activity_message,
     decode_status,
+    parse_json,
     parse_topic,
+    read_envelope,
 )
 from namazu.server.store.influx import (
     InfluxClient,
@@ -80,6 +120,7 @@ from namazu.server.store.influx import (
     prefixed_float_lines,
     series_prefix,
 )
+from namazu.server.store.state import DataHealth, init_db, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +130,18 @@ STATUS_FILTER = "namazu/v1/+/+/status"
 INGEST_ALIVE_TOPIC = "namazu/v1/_ingest/alive"
 #: Reason code for points InfluxDB refused (e.g. a field type conflict); see data-path.md.
 STORE_REFUSED = "store_refused"
+#: An exception while decoding or validating a message (a defect of the decoder).
+INTERNAL_ERROR = "internal_error"
+#: Data of a farm not listed under ``[[farms]]`` (with ``ingest.open_enrolment`` off).
+UNKNOWN_FARM = "unknown_farm"
+#: A sequence number seen before with other values.
+SEQ_CONFLICT = "seq_conflict"
+#: Every reason a dead letter can carry.
+DEADLETTER_REASONS = (*REASONS, UNKNOWN_FARM, SEQ_CONFLICT, STORE_REFUSED, INTERNAL_ERROR)
+#: Exit status of ``namazu ingest`` when a worker thread died (EX_SOFTWARE).
+EXIT_WORKER_DIED = 70
+#: Farm id of the data-health entries ingest keeps about its store ("_" cannot start one).
+STORE_HEALTH_FARM = "_ingest"
 
 
 def activity_subscription(shared_group: str) -> Subscription:
@@ -205,17 +258,100 @@ def status_line(status: GatewayStatus, received_ms: int, replayed: bool = False)
     return point_line("gateway_status", tags, fields, time_ms)
 
 
-def deadletter_payload(message: InboundMessage, reason: str, detail: str) -> bytes:
-    """The JSON document published to ``namazu/v1/deadletter/{farm}/{gateway}``."""
-    return orjson.dumps(
-        {
-            "reason": reason,
-            "detail": detail,
-            "topic": message.topic,
-            "received_ms": message.received_ms,
-            "payload_b64": base64.b64encode(message.payload).decode("ascii"),
-        }
-    )
+def activity_digest(document: dict[str, Any]) -> bytes:
+    """A 16-byte digest of a parsed activity document's ``animals`` (its measured values),
+    independent of key order and of ``sent_ms``: equal for a byte-identical re-send and
+    for a re-encoding of the same values."""
+    animals = document.get("animals")
+    try:
+        canonical = orjson.dumps(animals, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits (standard-library parse)
+        canonical = json.dumps(animals, sort_keys=True).encode()
+    return hashlib.blake2b(canonical, digest_size=16).digest()
+
+
+class SequenceBook:
+    """What this worker saw under each (farm, gateway, boot_id, seq): the digest of the
+    values, for the most recent ``max_entries`` messages (least recently seen dropped).
+
+    It also counts gaps and replays per (farm, gateway, boot_id): a new ``boot_id``
+    starts a new numbering, so a gateway that lost its spool and counts from 1 again is
+    not taken for a replay.
+    """
+
+    def __init__(self, max_entries: int = 200_000):
+        self.max_entries = max_entries
+        self._digests: OrderedDict[tuple[str, str, str | None, int], bytes] = OrderedDict()
+        self._last: dict[tuple[str, str, str | None], int] = {}
+
+    def check(self, farm: str, gateway: str, boot_id: str | None, seq: int, digest: bytes) -> str:
+        """``"new"``, ``"gap"`` (new, after missing numbers), ``"replay"`` (seen with the
+        same values) or ``"conflict"`` (seen with other values; the first stays)."""
+        key = (farm, gateway, boot_id, seq)
+        known = self._digests.get(key)
+        if known is not None:
+            self._digests.move_to_end(key)
+            return "replay" if known == digest else "conflict"
+        self._digests[key] = digest
+        if len(self._digests) > self.max_entries:
+            self._digests.popitem(last=False)
+        epoch = (farm, gateway, boot_id)
+        last = self._last.get(epoch)
+        self._last[epoch] = seq if last is None else max(seq, last)
+        if last is not None and seq <= last:
+            return "replay"  # an older number no longer in memory
+        if last is not None and seq > last + 1:
+            return "gap"
+        return "new"
+
+
+class StoreHealth:
+    """The data-health entry of this worker's store path: a ``data_health`` row with
+    farm ``_ingest``, kind ``store``, name = the worker's client id, status ``ok`` or the
+    cause of a blocked write (``credentials``, ``permission``, ``no_database``,
+    ``server_error``, ``unreachable``), shown on the panel's health page.
+
+    url : the state store URL (opened at the first change). Failures are logged, never
+    raised: the entry informs, it must not stop ingest.
+    """
+
+    def __init__(self, url: str, worker: str):
+        self.url = url
+        self.worker = worker
+        self._engine: Any = None
+
+    def set(self, status: str) -> None:
+        now = datetime.now(UTC)
+        try:
+            if self._engine is None:
+                self._engine = init_db(self.url)
+            with session_scope(self._engine) as session:
+                row = (
+                    session.query(DataHealth)
+                    .filter_by(farm=STORE_HEALTH_FARM, kind="store", name=self.worker)
+                    .one_or_none()
+                )
+                if row is None:
+                    row = DataHealth(farm=STORE_HEALTH_FARM, kind="store", name=self.worker)
+                    session.add(row)
+                if row.status != status:
+                    row.since = now
+                row.status = status[:16]
+                row.updated_at = now
+                if status == "ok":
+                    row.last_seen = now
+        except Exception as exc:  # the state store is not the data path
+            log.warning("data-health entry not written", extra={"error": str(exc)[:300]})
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One inbound message until every part of its handling is done (``parts`` left:
+    the write of its points, the broker's acknowledgement of its dead letter)."""
+
+    message: InboundMessage
+    envelope: Envelope | None
+    parts: int = 1
 
 
 def _is_status(message: InboundMessage) -> bool:
@@ -225,32 +361,39 @@ def _is_status(message: InboundMessage) -> bool:
 @dataclass
 class _Batch:
     lines: list[str] = field(default_factory=list)
-    messages: list[InboundMessage] = field(default_factory=list)
+    pendings: list[_Pending] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     points: list[int] = field(default_factory=list)
     activity_points: int = 0
     started: float = 0.0
 
-    def add(self, message: InboundMessage, lines: list[str], activity_points: int) -> None:
-        if not self.messages:
+    def add(self, pending: _Pending, lines: list[str], activity_points: int) -> None:
+        if not self.pendings:
             self.started = time.monotonic()
         self.lines += lines
-        self.messages.append(message)
+        self.pendings.append(pending)
         self.sizes.append(len(lines))
         self.points.append(activity_points)
         self.activity_points += activity_points
 
     def __len__(self) -> int:
-        return len(self.messages)
+        return len(self.pendings)
+
+
+class _GivingUp(Exception):
+    """Raised inside the flusher when the service stops while InfluxDB refuses writes."""
 
 
 class IngestService:
-    """MQTT -> validation -> InfluxDB, acknowledging each message only once it is stored.
+    """MQTT -> validation -> InfluxDB, acknowledging each message only once it is handled.
 
-    config : the whole configuration (``mqtt``, ``ingest`` sections are used).
+    config : the whole configuration (``mqtt``, ``ingest``, ``farms``, ``state``).
     influx : the InfluxDB client to write through (injected, e.g. a test database).
-    observer : optional callable run in the writer thread for each valid activity
-        batch, in the order the service processes them (for tests and tracing).
+    observer : optional callable run in the writer thread for each activity batch with
+        valid animals, in the order the service processes them (for tests and tracing).
+    archive : where dead letters are recorded; default the state store
+        (``state.url``), opened at the first dead letter.
+    store_health : the data-health entry of the store path; default in the state store.
     """
 
     def __init__(
@@ -258,6 +401,8 @@ class IngestService:
         config: NamazuConfig,
         influx: InfluxClient,
         observer: Callable[[ActivityBatch], None] | None = None,
+        archive: DeadLetterArchive | None = None,
+        store_health: StoreHealth | None = None,
     ):
         self.config = config
         self.influx = influx
@@ -265,6 +410,7 @@ class IngestService:
         cfg = config.ingest
         self._max_future_ms = int(cfg.max_future_s * 1000)
         self._max_age_ms = int(cfg.max_age_days * 86_400_000)
+        self._known_farms = frozenset(farm.id for farm in config.farms)
         receive_maximum = min(cfg.max_pending_messages, 65_535)
         # QoS 1 traffic is bounded by Receive Maximum; the margin absorbs QoS 0 strays.
         self._queue: queue.Queue[InboundMessage] = queue.Queue(maxsize=receive_maximum + 1000)
@@ -280,17 +426,23 @@ class IngestService:
             reconnect_max_s=5,
             heartbeat=ingest_heartbeat(cfg.client_id, cfg.shared_group, cfg.heartbeat_s),
         )
+        self._archive = archive
+        self._store_health = store_health or StoreHealth(config.state.url, cfg.client_id)
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
-        self._deadletters_waiting: dict[int, InboundMessage] = {}
+        self._animals_rejected: Counter[str] = Counter()
+        self._deadletters_waiting: dict[int, _Pending] = {}
         self._deadletter_lock = threading.Lock()
-        self._last_seq: dict[tuple[str, str], int] = {}
-        self._influx_down_since: float | None = None
         self._influx_reach = Reachability(log, "InfluxDB", influx.url)
+        self._sequences = SequenceBook()
+        self._receipts: defaultdict[tuple[str, str, str | None], set[int]] = defaultdict(set)
+        self._store_blocked: str | None = None
+        self._store_blocked_since = 0.0
         self._stop_timeout_s = 5.0
+        self.failed: BaseException | None = None
 
     # --- life cycle ---------------------------------------------------------------
 
@@ -298,8 +450,8 @@ class IngestService:
         """Start the writer thread and connect to the broker (returns at once)."""
         try:
             log.info(self.influx.prepare())
-        except InfluxUnavailable as exc:
-            log.warning("InfluxDB unavailable at start; will retry", extra={"error": str(exc)})
+        except InfluxError as exc:
+            log.warning("InfluxDB not ready at start; will retry", extra={"error": str(exc)})
         self._stop.clear()
         self._writer = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._writer.start()
@@ -319,7 +471,7 @@ class IngestService:
         """
         self._stop_timeout_s = timeout_s
         self._stop.set()
-        if self._writer is not None:
+        if self._writer is not None and self._writer is not threading.current_thread():
             self._writer.join(timeout_s + 5)
         self._mqtt.stop(end_session=end_session)
 
@@ -332,11 +484,15 @@ class IngestService:
     @property
     def stats(self) -> dict[str, Any]:
         """Counters since start. Activity messages: ``received``, ``written_messages``,
-        ``written_points`` (samples), ``rejected`` (total) and ``rejected_by_reason``,
-        ``acked``, ``ack_skipped`` (arrived on an earlier connection; its redelivered
-        copy is acknowledged instead), ``seq_gaps``, ``seq_replays``. Status messages:
-        ``status_received``, ``status_points``, ``status_acked``. Also
-        ``write_retries`` and ``pending`` (queued, not yet taken by the writer)."""
+        ``written_points`` (samples), ``rejected`` (messages dead-lettered in whole or in
+        part) and ``rejected_by_reason``, ``animals_rejected`` by reason (animals refused
+        inside partly stored messages), ``acked``, ``ack_skipped`` (arrived on an earlier
+        connection; its redelivered copy is acknowledged instead), ``seq_gaps``,
+        ``seq_replays``, ``seq_conflicts``. Status messages: ``status_received``,
+        ``status_points``, ``status_acked``. Also ``write_retries``, ``store_blocked``
+        (the cause while InfluxDB refuses every write, else None), ``receipts``
+        (published), ``pending`` (queued, not yet taken by the writer), ``connected``
+        and ``failed`` (the exception type that killed a worker thread, else None)."""
         with self._lock:
             out: dict[str, Any] = {
                 key: self._counts[key]
@@ -352,12 +508,17 @@ class IngestService:
                     "status_acked",
                     "seq_gaps",
                     "seq_replays",
+                    "seq_conflicts",
                     "write_retries",
+                    "receipts",
                 )
             }
             out["rejected_by_reason"] = dict(self._rejected)
+            out["animals_rejected"] = dict(self._animals_rejected)
+        out["store_blocked"] = self._store_blocked
         out["pending"] = self._queue.qsize()
         out["connected"] = self._mqtt.connected
+        out["failed"] = None if self.failed is None else type(self.failed).__name__
         return out
 
     def _count(self, key: str, n: int = 1) -> None:
@@ -382,8 +543,24 @@ class IngestService:
         # One write in flight while the next batch is decoded: a batch is handed to the
         # flusher thread, which writes it and acknowledges its messages; the writer waits
         # for that write to finish before handing over the next one.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-flush") as flusher:
-            self._decode_loop(flusher)
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-flush") as flusher:
+                self._decode_loop(flusher)
+        except BaseException as exc:  # noqa: BLE001 - a dead worker must be seen and ended
+            self._die(exc)
+
+    def _die(self, exc: BaseException) -> None:
+        """A worker thread failed: stop heartbeating and disconnect, acknowledging
+        nothing more, so gateways hold and the broker keeps every unhandled message."""
+        self.failed = exc
+        log.critical(
+            "ingest worker thread died; no more heartbeats, disconnecting",
+            exc_info=exc,
+            extra={"error": type(exc).__name__},
+        )
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self._mqtt.stop()
 
     def _decode_loop(self, flusher: ThreadPoolExecutor) -> None:
         cfg = self.config.ingest
@@ -391,7 +568,11 @@ class IngestService:
         in_flight: Future | None = None
         while not self._stop.is_set():
             watchdog.beat("ingest-writer")
+            if in_flight is not None and in_flight.done():
+                in_flight.result()  # a write that failed unexpectedly ends the worker here
+                in_flight = None
             self._ack_delivered_deadletters()
+            self._publish_receipts()
             timeout = cfg.batch_max_age_s
             if batch:
                 timeout = max(0.0, batch.started + cfg.batch_max_age_s - time.monotonic())
@@ -415,80 +596,222 @@ class IngestService:
                     in_flight.result()
                 in_flight = flusher.submit(self._flush, batch)
                 batch = _Batch()
+        if self.failed is not None:
+            return
         if in_flight is not None:
             in_flight.result()
         if batch:
             self._flush(batch, give_up_after_s=self._stop_timeout_s)
         self._ack_delivered_deadletters()
+        self._publish_receipts()
         watchdog.forget("ingest-writer")
 
     def _process(self, message: InboundMessage, batch: _Batch) -> None:
+        """Decode one message into ``batch`` or dead-letter it; never raises for a
+        message (any exception becomes an ``internal_error`` dead letter)."""
+        pending = _Pending(message, None)
         try:
-            _, _, kind = parse_topic(message.topic)
-            if kind == "status":
-                status = decode_status(message.topic, message.payload)
-                batch.add(message, [status_line(status, message.received_ms, message.retain)], 0)
-                self._count("status_points")
-                if status.spool_depth is not None:
-                    metrics.GATEWAY_SPOOL_DEPTH.labels(
-                        farm=status.farm, gateway=status.gateway
-                    ).set(status.spool_depth)
-                return
-            activity = decode_activity(
-                message.topic,
-                message.payload,
-                message.received_ms,
-                self._max_future_ms,
-                self._max_age_ms,
-            )
+            self._decode_into(pending, batch)
         except PayloadError as exc:
-            self._reject(message, exc.reason, exc.detail)
+            self._dead_letter(pending, exc.reason, exc.detail)
+        except Exception as exc:  # noqa: BLE001 - one message must never stop ingest
+            log.exception("decoding failed", extra={"topic": message.topic[:200]})
+            detail = f"{type(exc).__name__} while decoding: {_safe_text(exc)}"
+            self._dead_letter(
+                pending, f"{INTERNAL_ERROR}", detail, {"exception": type(exc).__name__}
+            )
+
+    def _decode_into(self, pending: _Pending, batch: _Batch) -> None:
+        message = pending.message
+        farm, _, kind = parse_topic(message.topic)
+        if farm not in self._known_farms and not self.config.ingest.open_enrolment:
+            raise PayloadError(
+                UNKNOWN_FARM,
+                f"farm {farm!r} is not configured (ingest.open_enrolment is off)",
+            )
+        if kind == "status":
+            status = decode_status(message.topic, message.payload)
+            batch.add(pending, [status_line(status, message.received_ms, message.retain)], 0)
+            self._count("status_points")
+            if status.spool_depth is not None:
+                metrics.GATEWAY_SPOOL_DEPTH.labels(farm=status.farm, gateway=status.gateway).set(
+                    status.spool_depth
+                )
             return
-        self._check_sequence(activity)
-        if self.observer is not None:
-            self.observer(activity)
-        lines = activity_lines(activity)
-        batch.add(message, lines, activity.n_samples)
+        document = parse_json(message.payload)
+        pending.envelope = read_envelope(message.topic, document)
+        decoded = decode_activity_message(
+            message.topic, document, message.received_ms, self._max_future_ms, self._max_age_ms
+        )
+        verdict = self._sequences.check(
+            decoded.farm, decoded.gateway, decoded.boot_id, decoded.seq, activity_digest(document)
+        )
+        if verdict == "conflict":
+            self._count("seq_conflicts")
+            metrics.INGEST_SEQ_CONFLICTS.inc()
+            raise PayloadError(
+                SEQ_CONFLICT,
+                f"seq {decoded.seq} of {decoded.farm}/{decoded.gateway} (boot_id "
+                f"{decoded.boot_id}) was received before with other values; the first is kept",
+            )
+        if verdict == "replay":
+            self._count("seq_replays")
+        elif verdict == "gap":
+            self._count("seq_gaps")
+        lines: list[str] = []
+        points = 0
+        if decoded.batch is not None:
+            if self.observer is not None:
+                self.observer(decoded.batch)
+            lines = activity_lines(decoded.batch)
+            points = decoded.batch.n_samples
+        if decoded.rejected:
+            pending.parts += 1
+            self._dead_letter_animals(pending, decoded)
+        if decoded.batch is not None:
+            batch.add(pending, lines, points)
+        else:
+            self._part_done(pending)  # nothing to write: only the dead letter is left
 
-    def _check_sequence(self, batch: ActivityBatch) -> None:
-        key = (batch.farm, batch.gateway)
-        last = self._last_seq.get(key)
-        if last is not None:
-            if batch.seq <= last:
-                self._count("seq_replays")
-            elif batch.seq > last + 1:
-                self._count("seq_gaps")
-        self._last_seq[key] = max(batch.seq, last if last is not None else batch.seq)
+    def _dead_letter_animals(self, pending: _Pending, decoded: ActivityMessage) -> None:
+        first = decoded.rejected[0]
+        for refused in decoded.rejected:
+            with self._lock:
+                self._animals_rejected[refused.reason] += 1
+            metrics.INGEST_ANIMALS_REJECTED.labels(reason=refused.reason).inc()
+        listed = [
+            {"index": r.index, "animal": r.animal, "reason": r.reason, "detail": r.detail[:300]}
+            for r in decoded.rejected[:MAX_LISTED]
+        ]
+        kept = 0 if decoded.batch is None else len(decoded.batch.animals)
+        detail = first.detail
+        if len(decoded.rejected) > 1:
+            detail += f" (and {len(decoded.rejected) - 1} more animals refused)"
+        self._dead_letter(
+            pending,
+            first.reason,
+            detail,
+            {
+                "rejected_animals": listed,
+                "rejected_animals_total": len(decoded.rejected),
+                "stored_animals": kept,
+            },
+        )
 
-    def _reject(self, message: InboundMessage, reason: str, detail: str) -> None:
+    def _dead_letter(
+        self,
+        pending: _Pending,
+        reason: str,
+        detail: str,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a refused message (or part of one) in the archive and publish its dead
+        letter; one part of ``pending`` is done when the broker acknowledges it."""
+        message = pending.message
         with self._lock:
             self._counts["rejected"] += 1
             self._rejected[reason] += 1
         metrics.INGEST_MESSAGES_REJECTED.labels(reason=reason).inc()
         log.warning(
             "payload rejected",
-            extra={"topic": message.topic, "reason": reason, "detail": detail[:300]},
+            extra={"topic": message.topic[:200], "reason": reason, "detail": detail[:300]},
+        )
+        if pending.envelope is None:
+            with contextlib.suppress(Exception):
+                pending.envelope = read_envelope(message.topic, None)
+        self._archive_letter(pending, reason, detail)
+        document = deadletter_document(
+            message.topic,
+            message.payload,
+            message.received_ms,
+            reason,
+            detail,
+            max_bytes=self._mqtt.max_packet_size or DEFAULT_MAX_PACKET_BYTES,
+            extra=extra,
         )
         # Publishing and recording the packet id happen under one lock, so that the
         # writer and the flusher thread never see a delivery before its record.
         with self._deadletter_lock:
             try:
-                mid = self._mqtt.publish(
-                    deadletter_topic(message.topic), deadletter_payload(message, reason, detail)
-                )
+                mid = self._mqtt.publish(deadletter_topic(message.topic), document)
             except MqttError as exc:
                 log.error("dead letter not published", extra={"error": str(exc)})
                 return  # not acknowledged: the broker delivers it again
-            self._deadletters_waiting[mid] = message
+            self._deadletters_waiting[mid] = pending
+
+    def _archive_letter(self, pending: _Pending, reason: str, detail: str) -> None:
+        """Keep the dead letter in the archive, retrying while the state store fails."""
+        message, envelope = pending.message, pending.envelope
+        delay_s = 0.1
+        while True:
+            try:
+                if self._archive is None:
+                    self._archive = DeadLetterArchive(self.config.state.url)
+                self._archive.record(
+                    message.topic,
+                    envelope.farm if envelope else deadletter_topic(message.topic).split("/")[3],
+                    envelope.gateway if envelope else deadletter_topic(message.topic).split("/")[4],
+                    message.payload,
+                    message.received_ms,
+                    reason,
+                    detail,
+                    envelope.seq if envelope else None,
+                    envelope.boot_id if envelope else None,
+                )
+                return
+            except DeadLetterError as exc:
+                log.error(
+                    "dead-letter archive not writable; holding the message and retrying",
+                    extra={"error": str(exc)[:300]},
+                )
+            if self._stop.wait(delay_s):
+                return
+            delay_s = min(delay_s * 2, 5.0)
 
     def _ack_delivered_deadletters(self) -> None:
         with self._deadletter_lock:
             delivered = [
                 self._deadletters_waiting.pop(mid, None) for mid in self._mqtt.take_delivered()
             ]
-        for source in delivered:
-            if source is not None:
-                self._ack(source)
+        for pending in delivered:
+            if pending is not None:
+                self._part_done(pending)
+
+    def _part_done(self, pending: _Pending) -> None:
+        """One part of a message's handling is done; acknowledge and confirm it with the
+        last one."""
+        with self._lock:
+            pending.parts -= 1
+            if pending.parts > 0:
+                return
+            envelope = pending.envelope
+            if envelope is not None and envelope.seq is not None:
+                self._receipts[(envelope.farm, envelope.gateway, envelope.boot_id)].add(
+                    envelope.seq
+                )
+        self._ack(pending.message)
+
+    def _publish_receipts(self) -> None:
+        """Publish one receipt per gateway and boot_id for the messages handled since
+        the last call (QoS 1, fire and forget: a lost receipt only means a re-send)."""
+        with self._lock:
+            if not self._receipts:
+                return
+            receipts, self._receipts = self._receipts, defaultdict(set)
+        now = datetime.now(UTC)
+        for (farm, gateway, boot_id), seqs in receipts.items():
+            ranges = seq_ranges(seqs)
+            for start in range(0, len(ranges), MAX_RECEIPT_RANGES):
+                payload = encode_receipt(
+                    farm, gateway, boot_id, ranges[start : start + MAX_RECEIPT_RANGES], now
+                )
+                try:
+                    self._mqtt.publish(receipt_topic(farm, gateway), payload)
+                except MqttError as exc:
+                    log.warning("receipt not published", extra={"error": str(exc)})
+                    continue
+                self._count("receipts")
+                metrics.INGEST_RECEIPTS_PUBLISHED.inc()
 
     def _ack(self, message: InboundMessage) -> None:
         if not self._mqtt.ack(message):
@@ -498,77 +821,179 @@ class IngestService:
         else:
             self._count("acked")
 
+    # --- flusher thread -------------------------------------------------------------
+
     def _flush(self, batch: _Batch, give_up_after_s: float | None = None) -> None:
         started = time.monotonic()
-        refused = self._write(batch.lines, started, give_up_after_s)
-        if refused is None:
-            return  # gave up while stopping: nothing acknowledged
-        if refused:
-            # InfluxDB refused part of the batch: find the culprit messages one by one.
-            offset = 0
-            parts = zip(batch.messages, batch.sizes, batch.points, strict=True)
-            for message, size, points in parts:
-                lines = batch.lines[offset : offset + size]
-                offset += size
-                error = self._write(lines, started, give_up_after_s)
-                if error is None:
-                    return
-                if error:
-                    self._reject(message, STORE_REFUSED, error)
-                else:
-                    self._written([message], points)
-            return
-        self._written(batch.messages, batch.activity_points)
+        try:
+            refused = self._write(batch.lines, started, give_up_after_s)
+            if refused is not None:
+                # InfluxDB refused some points: find them, message by message.
+                offset = 0
+                parts = zip(batch.pendings, batch.sizes, batch.points, strict=True)
+                for pending, size, points in parts:
+                    lines = batch.lines[offset : offset + size]
+                    offset += size
+                    self._write_message(pending, lines, points, started, give_up_after_s)
+                return
+        except _GivingUp:
+            return  # stopping while InfluxDB refuses: nothing acknowledged
+        self._written(batch.pendings, batch.activity_points)
 
-    def _written(self, messages: list[InboundMessage], activity_points: int) -> None:
-        for message in messages:
-            self._ack(message)
-        activity = sum(not _is_status(m) for m in messages)
+    def _write_message(
+        self,
+        pending: _Pending,
+        lines: list[str],
+        points: int,
+        started: float,
+        give_up_after_s: float | None,
+    ) -> None:
+        """Write one message's points; dead-letter those InfluxDB refuses, point by point."""
+        refused = self._refused_points(lines, started, give_up_after_s)
+        if refused:
+            pending.parts += 1
+            listed = [line[:500] for line, _ in refused[:MAX_LISTED]]
+            self._dead_letter(
+                pending,
+                STORE_REFUSED,
+                refused[0][1][:500],
+                {
+                    "rejected_points": listed,
+                    "rejected_points_total": len(refused),
+                    "stored_points": len(lines) - len(refused),
+                },
+            )
+        self._written([pending], points - sum(line.startswith("activity,") for line, _ in refused))
+
+    def _refused_points(
+        self, lines: list[str], started: float, give_up_after_s: float | None
+    ) -> list[tuple[str, str]]:
+        """The lines InfluxDB refuses, each with its error, found by halving: a part it
+        accepts whole costs one write, a part it refuses whole (``dropped`` = its size)
+        too; only mixed parts are split."""
+        if not lines:
+            return []
+        error = self._write(lines, started, give_up_after_s)
+        if error is None:
+            return []
+        if len(lines) == 1 or error.dropped == len(lines):
+            return [(line, str(error.body)) for line in lines]
+        middle = len(lines) // 2
+        return self._refused_points(
+            lines[:middle], started, give_up_after_s
+        ) + self._refused_points(lines[middle:], started, give_up_after_s)
+
+    def _written(self, pendings: list[_Pending], activity_points: int) -> None:
+        for pending in pendings:
+            self._part_done(pending)
+        activity = sum(not _is_status(p.message) for p in pendings)
         self._count("written_points", activity_points)
         self._count("written_messages", activity)
         metrics.INGEST_POINTS_WRITTEN.inc(activity_points)
         metrics.INGEST_MESSAGES_WRITTEN.inc(activity)
         metrics.INGEST_PENDING_MESSAGES.set(self._queue.qsize())
 
-    def _write(self, lines: list[str], started: float, give_up_after_s: float | None) -> str | None:
-        """Write with retries. Returns "" when written, the error text when InfluxDB
-        refused the data, None when giving up (stopping) while InfluxDB is unavailable."""
+    def _write(
+        self, lines: list[str], started: float, give_up_after_s: float | None
+    ) -> InfluxWriteError | None:
+        """Write with retries until InfluxDB takes the points. Returns None when written,
+        the error when InfluxDB refused some points themselves (point level). Anything
+        else (unreachable, 5xx, 401/403/404) is retried with backoff; raises _GivingUp
+        when the service stops meanwhile."""
         delay_s = 0.05
         while True:
             try:
                 with metrics.INFLUX_WRITE_SECONDS.time():
                     self.influx.write_lines(lines)
-            except InfluxUnavailable as exc:
-                self._influx_unavailable(exc, delay_s, len(lines))
             except InfluxWriteError as exc:
+                if exc.point_level:
+                    self._store_ok()
+                    return exc
                 if exc.status == 404 and "database not found" in exc.body:
                     created = True  # unknown while InfluxDB is away: try the write again
                     with contextlib.suppress(InfluxError):
                         created = self.influx.create_database()
                     if created:
                         continue
-                return str(exc)
+                self._store_failing(exc, delay_s, len(lines))
+            except InfluxUnavailable as exc:
+                self._store_failing(exc, delay_s, len(lines))
             else:
-                if self._influx_down_since is not None:
-                    self._influx_reach.reached()
-                    self._influx_down_since = None
-                return ""
+                self._store_ok()
+                return None
             self._count("write_retries")
             watchdog.beat("ingest-writer")  # alive, waiting for InfluxDB
             if self._stop.is_set() and (
                 give_up_after_s is None or time.monotonic() - started > give_up_after_s
             ):
-                return None
+                raise _GivingUp
             self._ack_delivered_deadletters()
             self._stop.wait(delay_s)
             delay_s = min(delay_s * 2, 5.0)
 
-    def _influx_unavailable(self, exc: InfluxUnavailable, retry_in_s: float, points: int) -> None:
-        if self._influx_down_since is None:
-            self._influx_down_since = time.monotonic()
-        self._influx_reach.failed(
-            exc, retry_in_s, f"{points} points waiting, their messages unacknowledged"
-        )
+    def _store_failing(self, exc: InfluxError, retry_in_s: float, points: int) -> None:
+        """A write failed for a reason that is not the data's. An unreachable or failing
+        server is reported by :class:`Reachability` (a WARNING, an ERROR if it lasts,
+        repeated while it lasts); a refusal (credentials, permission, no database) by one
+        ERROR line naming the cause. Both set the metric and the data-health entry."""
+        cause, sentence = self.influx.explain_write_failure(exc)
+        metrics.INGEST_STORE_ERRORS.labels(cause=cause).inc()
+        outage = cause in ("unreachable", "server_error")
+        if outage:
+            self._influx_reach.failed(
+                exc, retry_in_s, f"{points} points waiting, their messages unacknowledged"
+            )
+        if cause == self._store_blocked:
+            return
+        if self._store_blocked is None:
+            self._store_blocked_since = time.monotonic()
+        else:
+            metrics.INGEST_STORE_BLOCKED.labels(cause=self._store_blocked).set(0)
+        self._store_blocked = cause
+        metrics.INGEST_STORE_BLOCKED.labels(cause=cause).set(1)
+        if not outage:
+            log.error(
+                "%s; holding messages unacknowledged and retrying",
+                sentence,
+                extra={"cause": cause, "database": self.influx.database, "url": self.influx.url},
+            )
+        self._store_health.set(cause)
+
+    def _store_ok(self) -> None:
+        if self._store_blocked is None:
+            return
+        down_s = time.monotonic() - self._store_blocked_since
+        metrics.INGEST_STORE_BLOCKED.labels(cause=self._store_blocked).set(0)
+        if self._store_blocked in ("unreachable", "server_error"):
+            self._influx_reach.reached()
+        else:
+            log.info(
+                "InfluxDB accepts writes again",
+                extra={"after": self._store_blocked, "down_s": round(down_s, 1)},
+            )
+        self._store_blocked = None
+        self._store_health.set("ok")
+
+
+def _safe_text(exc: BaseException, limit: int = 200) -> str:
+    """The message of an exception, bounded; never fails."""
+    try:
+        return str(exc)[:limit]
+    except Exception:  # noqa: BLE001 - str() of a hostile object
+        return "(message not printable)"
+
+
+def run_service(service: IngestService, stop: threading.Event, stats_every_s: float) -> int:
+    """Run a started service until ``stop`` is set (0) or a worker thread dies
+    (:data:`EXIT_WORKER_DIED`); logs the counters every ``stats_every_s`` [s]."""
+    next_stats = time.monotonic() + stats_every_s
+    while not stop.wait(min(0.5, stats_every_s)):
+        if service.failed is not None:
+            return EXIT_WORKER_DIED
+        if time.monotonic() >= next_stats:
+            log.info("ingest counters", extra=service.stats)
+            next_stats = time.monotonic() + stats_every_s
+    return EXIT_WORKER_DIED if service.failed is not None else 0
 
 
 def main(argv: list[str]) -> int:
@@ -621,11 +1046,14 @@ def main(argv: list[str]) -> int:
             "influx": config.influx.url,
             "database": config.influx.database,
             "client_id": config.ingest.client_id,
+            "farms": "any (open enrolment)"
+            if config.ingest.open_enrolment
+            else ", ".join(sorted(f.id for f in config.farms)),
         },
     )
+    status = 0
     try:
-        while not stop.wait(args.stats_every):
-            log.info("ingest counters", extra=service.stats)
+        status = run_service(service, stop, args.stats_every)
     finally:
         watchdog.stop()
         service.stop()
@@ -633,4 +1061,4 @@ def main(argv: list[str]) -> int:
         if server is not None:
             server.close()
         log.info("ingest stopped", extra=service.stats)
-    return 0
+    return status

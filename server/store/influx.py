@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,18 +36,54 @@ class InfluxUnavailable(InfluxError):
     """InfluxDB could not be reached (connection refused, timeout): retry later."""
 
 
+class InfluxServerError(InfluxUnavailable):
+    """InfluxDB answered a write with HTTP 5xx (overloaded, shutting down): retry later."""
+
+    def __init__(self, status: int, body: str):
+        super().__init__(f"InfluxDB write HTTP {status}: {body[:500]}")
+        self.status = status
+        self.body = body
+
+
 class InfluxWriteError(InfluxError):
-    """InfluxDB refused a write (HTTP 4xx/5xx); ``status`` and ``body`` say why."""
+    """InfluxDB refused a write (HTTP 4xx/5xx); ``status`` and ``body`` say why.
+
+    ``point_level`` tells the two kinds apart: True when InfluxDB refused some points
+    themselves (HTTP 400 "partial write": a field type conflict, points beyond the
+    retention policy; or a line it cannot parse) and stored the rest; False when it
+    refused the write as a whole (credentials, permissions, a missing database), which
+    says nothing about the data and must be retried once the cause is fixed.
+    """
 
     def __init__(self, status: int, body: str):
         super().__init__(f"InfluxDB write failed with HTTP {status}: {body[:500]}")
         self.status = status
         self.body = body
 
+    @property
+    def point_level(self) -> bool:
+        return self.status == 400 and (
+            "partial write" in self.body or "unable to parse" in self.body
+        )
+
+    @property
+    def dropped(self) -> int | None:
+        """Points InfluxDB reports dropped (``dropped=N`` of a partial write), or None."""
+        found = _DROPPED.search(self.body)
+        return int(found.group(1)) if found else None
+
+
+_DROPPED = re.compile(r"dropped=(\d+)")
+
 
 class InfluxAuthError(InfluxUnavailable):
     """InfluxDB refused the credentials (HTTP 401/403): fix the token or password; the
-    data waits meanwhile (it is an outage of the store for this client, not bad data)."""
+    data waits meanwhile (it is an outage of the store for this client, not bad data).
+    ``status`` is the HTTP status (401 or 403) when known."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class InfluxQueryError(InfluxError):
@@ -245,6 +282,7 @@ class InfluxClient:
         self.create_databases = create_databases
         self.create_not_implemented = False
         self._session = session or requests.Session()
+        self.username = username
         self._auth = (username, password or "") if username and not token else None
         self._headers = {"Authorization": f"Token {token}"} if token else {}
         self.auth_scheme = "token" if token else "user/password" if username else "none"
@@ -281,9 +319,46 @@ class InfluxClient:
         if response.status_code in (401, 403):
             raise InfluxAuthError(
                 f"InfluxDB at {self.url} refused the credentials ({self.auth_scheme}) "
-                f"with HTTP {response.status_code}: {_error_text(response)}"
+                f"with HTTP {response.status_code}: {_error_text(response)}",
+                response.status_code,
             )
         return response
+
+    def explain_write_failure(self, exc: InfluxError) -> tuple[str, str]:
+        """A write failure that is not the data's fault as (cause, one-line sentence).
+
+        cause : ``credentials`` (HTTP 401), ``permission`` (403), ``no_database`` (404),
+        ``server_error`` (5xx), ``unreachable`` (connection refused, time-out), or
+        ``http_NNN`` for another status.
+        """
+        user = f"user {self.username!r}" if self.username else "an anonymous client"
+        if self.auth_scheme == "token":
+            user = "the configured token"
+        db = repr(self.database)
+        if isinstance(exc, InfluxWriteError | InfluxAuthError):
+            status = exc.status or 401
+            if status == 401:
+                return (
+                    "credentials",
+                    f"InfluxDB refused the credentials of {user} for database {db}",
+                )
+            if status == 403:
+                return "permission", f"InfluxDB does not let {user} write to database {db}"
+            if status == 404:
+                return (
+                    "no_database",
+                    f"InfluxDB has no database {db} and user {user} cannot create it",
+                )
+            return (
+                f"http_{status}",
+                f"InfluxDB at {self.url} refused the write with HTTP {status}: {exc.body[:200]}",
+            )
+        if isinstance(exc, InfluxServerError):
+            return (
+                "server_error",
+                f"InfluxDB at {self.url} answered HTTP {exc.status}: {exc.body[:200]}",
+            )
+        return "unreachable", str(exc)[:300]
 
     def ping(self) -> bool:
         """True when the server answers /ping (HTTP 204 from 1.x/2.x, 200 from 3.x)."""
@@ -352,8 +427,9 @@ class InfluxClient:
     ) -> None:
         """Write line-protocol points (idempotent per series + timestamp).
 
-        Raises InfluxUnavailable when the server cannot be reached (retry later) and
-        InfluxWriteError when it refuses the data.
+        Raises InfluxUnavailable when the server cannot be reached or times out (retry
+        later) and InfluxWriteError for any other answer than 204 (see its
+        ``point_level``: only then is the data at fault).
         """
         if isinstance(lines, bytes):
             body = lines
@@ -382,7 +458,7 @@ class InfluxClient:
             raise
         if response.status_code >= 500:
             INFLUX_WRITE_FAILURES.labels(kind="unavailable").inc()
-            raise InfluxUnavailable(f"InfluxDB write HTTP {response.status_code}: {response.text}")
+            raise InfluxServerError(response.status_code, response.text)
         if response.status_code not in (200, 204):
             INFLUX_WRITE_FAILURES.labels(kind="refused").inc()
             raise InfluxWriteError(response.status_code, response.text)

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Engine,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -54,6 +56,7 @@ __all__ = [
     "Base",
     "Checkpoint",
     "DataHealth",
+    "DeadLetter",
     "OutboxMail",
     "QuakeRevision",
     "StateError",
@@ -389,6 +392,37 @@ class DataHealth(Base):
     status: Mapped[str] = mapped_column(String(16), default="ok")
     since: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeadLetter(Base):
+    """A message ingest refused as a whole or in part, kept so it can be replayed.
+
+    One row per (topic, payload SHA-256, reason): a redelivered or re-sent identical
+    message raises ``count``. ``payload`` is the original message byte for byte.
+    """
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (
+        UniqueConstraint("topic", "payload_sha256", "reason", name="uq_dead_letter"),
+        Index("ix_dead_letters_received", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    topic: Mapped[str] = mapped_column(String(512))
+    farm: Mapped[str] = mapped_column(String(64))
+    gateway: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    boot_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+    payload_bytes: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    replays: Mapped[int] = mapped_column(Integer, default=0)
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

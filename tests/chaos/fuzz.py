@@ -49,7 +49,7 @@ def valid_document(rng: random.Random, now_ms: int) -> dict[str, Any]:
         "schema": "namazu.activity/1",
         "farm": FARM,
         "gateway": GATEWAY,
-        "seq": rng.randint(0, 10**6),
+        "seq": rng.randint(0, 10**12),  # distinct: a re-used seq with other values conflicts
         "sent_ms": now_ms,
         "animals": animals,
     }
@@ -430,6 +430,7 @@ def fuzz_live_ingest(stack: Any, database: str, n: int, seed: int = 16) -> dict[
     (the service's own count) and ``connected`` (still connected at the end).
     """
     import base64
+    import tempfile
     import uuid
     from collections import Counter
 
@@ -468,6 +469,8 @@ def fuzz_live_ingest(stack: Any, database: str, n: int, seed: int = 16) -> dict[
             "NAMAZU_INFLUX__DATABASE": database,
             "NAMAZU_INGEST__CLIENT_ID": f"fuzz-{tag}",
             "NAMAZU_INGEST__SHARED_GROUP": f"fuzz-{tag}",
+            "NAMAZU_INGEST__OPEN_ENROLMENT": "true",
+            "NAMAZU_STATE__URL": f"sqlite:///{tempfile.mkdtemp(prefix='namazu-fuzz-')}/state.sqlite",
         }
     )
     influx = InfluxClient(stack.influx_url, database)

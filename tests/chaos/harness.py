@@ -76,6 +76,7 @@ def ingest_env(stack: Stack, database: str, client_id: str, **ingest: Any) -> di
         "NAMAZU_INFLUX__URL": stack.influx_url,
         "NAMAZU_INFLUX__DATABASE": database,
         "NAMAZU_INGEST__CLIENT_ID": client_id,
+        "NAMAZU_INGEST__OPEN_ENROLMENT": "true",  # the chaos farms are not configured
     }
     for key, value in ingest.items():
         env[f"NAMAZU_INGEST__{key.upper()}"] = str(value)

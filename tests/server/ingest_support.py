@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 import uuid
@@ -26,10 +27,20 @@ def wait_for(predicate, timeout_s: float = 15.0, what: str = "condition"):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
-def make_config(port: int, influx_url: str, database: str, **ingest):
-    """A config for one ingest worker with its own client id and shared group."""
+def make_config(port: int, influx_url: str, database: str, state_url: str | None = None, **ingest):
+    """A config for one ingest worker with its own client id and shared group.
+
+    Test farms have random ids, so open enrolment is on unless the caller passes
+    ``open_enrolment=False`` (the configured farm is then ``demo-farm``). Dead letters
+    and data-health entries go to ``state_url``, by default a new SQLite file in a
+    temporary folder.
+    """
     tag = uuid.uuid4().hex[:8]
+    if state_url is None:
+        state_url = f"sqlite:///{tempfile.mkdtemp(prefix='namazu-ingest-')}/state.sqlite"
+    ingest.setdefault("open_enrolment", True)
     env = {
+        "NAMAZU_STATE__URL": f'"{state_url}"',
         "NAMAZU_MQTT__PORT": str(port),
         "NAMAZU_INFLUX__URL": f'"{influx_url}"',
         "NAMAZU_INFLUX__DATABASE": f'"{database}"',
@@ -38,7 +49,11 @@ def make_config(port: int, influx_url: str, database: str, **ingest):
         "NAMAZU_INGEST__BATCH_MAX_AGE_S": "0.05",
     }
     for key, value in ingest.items():
-        env[f"NAMAZU_INGEST__{key.upper()}"] = repr(value) if isinstance(value, str) else str(value)
+        if isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, str):
+            value = repr(value)
+        env[f"NAMAZU_INGEST__{key.upper()}"] = str(value)
     return load_config(environ=env)
 
 

@@ -4,6 +4,7 @@ write, dead letters, persistent sessions, the in-flight bound, shared subscripti
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import signal
 import subprocess
@@ -14,14 +15,9 @@ import uuid
 import orjson
 import pytest
 
-from namazu.server.ingest.mqtt import InboundMessage
+from namazu.server.ingest.deadletter import deadletter_document
 from namazu.server.ingest.payload import GatewayStatus, decode_activity
-from namazu.server.ingest.service import (
-    IngestService,
-    activity_lines,
-    deadletter_payload,
-    status_line,
-)
+from namazu.server.ingest.service import IngestService, activity_lines, status_line
 from namazu.server.store.influx import InfluxClient
 from tests.server.ingest_support import Publisher, make_config, now_ms, wait_for
 from tests.server.payload_cases import valid_document
@@ -76,12 +72,29 @@ def test_status_line_time_and_lag():
     assert will == "gateway_status,farm=f1,gateway=gw-1 online=false 5"
 
 
-def test_deadletter_payload_round_trips_the_original():
-    message = InboundMessage("namazu/v1/f/g/activity", b"\xffnot json", 1, 1, False, False, 7, 1)
-    doc = orjson.loads(deadletter_payload(message, "not_json", "payload is not JSON"))
-    assert doc["reason"] == "not_json" and doc["topic"] == message.topic
-    assert doc["received_ms"] == 7
+def test_deadletter_document_round_trips_the_original():
+    doc = orjson.loads(
+        deadletter_document("namazu/v1/f/g/activity", b"\xffnot json", 7, "not_json", "x")
+    )
+    assert doc["reason"] == "not_json" and doc["topic"] == "namazu/v1/f/g/activity"
+    assert doc["received_ms"] == 7 and doc["payload_truncated"] is False
     assert base64.b64decode(doc["payload_b64"]) == b"\xffnot json"
+    assert doc["payload_bytes"] == 9
+    assert doc["payload_sha256"] == hashlib.sha256(b"\xffnot json").hexdigest()
+
+
+def test_deadletter_document_never_exceeds_the_packet_limit():
+    payload = bytes(range(256)) * 14_000  # 3.6 MB, under a 4 MiB broker limit
+    limit = 4 * 1024 * 1024
+    raw = deadletter_document(
+        "namazu/v1/f/g/activity", payload, 7, "not_json", "x", max_bytes=limit
+    )
+    doc = orjson.loads(raw)
+    assert len(raw) + len("namazu/v1/deadletter/f/g") + 100 < limit
+    assert doc["payload_truncated"] is True and doc["payload_bytes"] == len(payload)
+    assert doc["payload_sha256"] == hashlib.sha256(payload).hexdigest()
+    head = base64.b64decode(doc["payload_b64"])
+    assert len(head) > 2_000_000 and payload.startswith(head)
 
 
 # --- on the real services -------------------------------------------------------------
@@ -160,8 +173,8 @@ def test_invalid_payload_dead_lettered_with_reason_and_acked(stack, influx, farm
         pub = Publisher(stack.mqtt_port)
         topic = f"namazu/v1/{farm}/gw-2/activity"
         pub.publish(topic, b"{not json")
-        doc = valid_document(farm, "gw-2", 1, now_ms() - 60_000)
-        doc["animals"][0]["species"] = "horse"
+        doc = valid_document(farm, "gw-2", 100, now_ms() - 60_000)
+        doc["animals"][0]["species"] = "horse"  # refused; animals[1] of it is stored
         pub.publish(topic, orjson.dumps(doc))
         publish_docs(pub, farm, "gw-2", 3)
         wait_for(lambda: len(watcher.received) == 2, what="two dead letters")
@@ -169,10 +182,16 @@ def test_invalid_payload_dead_lettered_with_reason_and_acked(stack, influx, farm
         assert {m.topic for m in watcher.received} == {f"namazu/v1/deadletter/{farm}/gw-2"}
         assert [d["reason"] for d in letters] == ["not_json", "unknown_species"]
         assert "horse" in letters[1]["detail"]
+        assert letters[1]["rejected_animals"] == [
+            {"index": 0, "animal": "gw-2-cow-000", "reason": "unknown_species",
+             "detail": letters[1]["detail"]}
+        ]  # fmt: skip
+        assert letters[1]["stored_animals"] == 1
         assert base64.b64decode(letters[0]["payload_b64"]) == b"{not json"
         wait_for(lambda: service.stats["acked"] == 5, what="all five acked")
         assert service.stats["rejected_by_reason"] == {"not_json": 1, "unknown_species": 1}
-        assert stored(influx, farm) == 3 * 2 * 10
+        assert service.stats["animals_rejected"] == {"unknown_species": 1}
+        assert stored(influx, farm) == 3 * 2 * 10 + 3
         pub.close()
     finally:
         service.stop()
@@ -290,6 +309,8 @@ def test_namazu_ingest_command(stack, influx, farm, tmp_path):
         f'[mqtt]\nport = {stack.mqtt_port}\n[influx]\nurl = "{stack.influx_url}"\n'
         f'database = "{influx.database}"\n[ingest]\nclient_id = "{cfg.ingest.client_id}"\n'
         f'shared_group = "{cfg.ingest.shared_group}"\nbatch_max_age_s = 0.05\n'
+        f'[state]\nurl = "sqlite:///{tmp_path}/state.sqlite"\n'
+        f'[[farms]]\nid = "{farm}"\nlatitude = 43.0\nlongitude = 13.0\n'
     )
     proc = subprocess.Popen(
         [

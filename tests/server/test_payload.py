@@ -18,11 +18,16 @@ from numpy.testing import assert_allclose, assert_array_equal
 from namazu.server.ingest.payload import (
     MAX_EPOCH_MS,
     REASONS,
+    Envelope,
     PayloadError,
+    check_depth,
     deadletter_topic,
     decode_activity,
+    decode_activity_message,
     decode_status,
     parse_topic,
+    read_envelope,
+    show,
 )
 from tests.budget import examples
 from tests.server.payload_cases import malformed_corpus, valid_document
@@ -354,3 +359,135 @@ def test_non_finite_tokens_are_non_finite(values, where):
         end = text.index("]", start)
         text = text[:start] + ",".join(values) + text[end:]
     assert reason_of(text.encode()) == "non_finite"
+
+
+# --- poison: nesting, giant strings, huge key counts ------------------------------------
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def _doc_with(where: str, value_json: bytes) -> bytes:
+    """A valid document whose ``where`` (``schema``, ``species``, ``farm``, ``extra``)
+    is replaced by a raw JSON value."""
+    doc = valid_document("farm-a", "gw-1", 7, NOW_MS - 600_000)
+    marker = "\u0001MARK\u0001"
+    if where == "species":
+        doc["animals"][0]["species"] = marker
+    elif where == "extra":
+        doc["extra"] = marker
+    else:
+        doc[where] = marker
+    return orjson.dumps(doc).replace(orjson.dumps(marker), value_json)
+
+
+@pytest.mark.parametrize("where", ["schema", "species", "farm", "extra"])
+@pytest.mark.parametrize("depth", [9, 1000, 1020])
+def test_deep_nesting_is_refused_without_recursion(where, depth):
+    payload = _doc_with(where, _nested(depth))
+    with pytest.raises(PayloadError) as info:
+        decode(payload)
+    assert info.value.reason == "schema" and "nest deeper than" in info.value.detail
+
+
+def test_deep_nesting_in_a_status_message_is_refused():
+    status = b'{"schema": ' + _nested(1020) + b', "online": true}'
+    with pytest.raises(PayloadError) as info:
+        decode_status("namazu/v1/farm-a/gw-1/status", status)
+    assert info.value.reason == "schema"
+    deeper = b'{"schema": ' + _nested(5000) + b', "online": true}'  # beyond orjson's limit
+    with pytest.raises(PayloadError) as info:
+        decode_status("namazu/v1/farm-a/gw-1/status", deeper)
+    assert info.value.reason == "not_json"
+
+
+def test_nesting_up_to_the_limit_is_judged_by_the_schema():
+    check_depth([[[[[[[[1]]]]]]]])  # 8 levels
+    with pytest.raises(PayloadError):
+        check_depth([[[[[[[[[1]]]]]]]]])  # 9
+    check_depth({"a": [{"b": [1, 2, 3]}] * 1000})
+
+
+@given(
+    depth=st.integers(1, 1024),
+    where=st.sampled_from(["schema", "species", "farm", "extra"]),
+    opener=st.sampled_from([b"[", b'{"k":']),
+)
+@settings(max_examples=examples(60), deadline=None)
+def test_any_nesting_anywhere_gives_a_reason_never_a_crash(depth, where, opener):
+    closer = b"]" if opener == b"[" else b"}"
+    value = opener * depth + b"1" + closer * depth
+    with pytest.raises(PayloadError) as info:
+        decode(_doc_with(where, value))
+    assert info.value.reason in REASONS
+    assert len(info.value.detail) < 400 and "\n" not in info.value.detail
+
+
+@pytest.mark.parametrize("where", ["schema", "species", "farm", "extra"])
+def test_giant_strings_give_short_details(where):
+    payload = _doc_with(where, orjson.dumps("x" * 3_000_000))
+    with pytest.raises(PayloadError) as info:
+        decode(payload)
+    assert info.value.reason in REASONS and len(info.value.detail) < 400
+
+
+def test_huge_key_counts_give_short_details():
+    doc = valid_document("farm-a", "gw-1", 7, NOW_MS - 600_000)
+    doc.update({f"key-{i:06d}-" + "k" * 20: i for i in range(100_000)})
+    with pytest.raises(PayloadError) as info:
+        decode(orjson.dumps(doc))
+    assert info.value.reason == "schema" and "and 99995 more" in info.value.detail
+    assert len(info.value.detail) < 400
+    animal_keys = valid_document("farm-a", "gw-1", 7, NOW_MS - 600_000)
+    animal_keys["animals"][0].update({str(i): i for i in range(100_000)})
+    with pytest.raises(PayloadError) as info:
+        decode(orjson.dumps(animal_keys))
+    assert len(info.value.detail) < 400
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=200),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@given(value=json_values)
+@settings(max_examples=examples(200), deadline=None)
+def test_show_is_short_and_total(value):
+    text = show(value)
+    assert isinstance(text, str) and len(text) <= 90
+
+
+def test_refused_animals_are_named_and_the_rest_kept():
+    doc = valid_document("farm-a", "gw-1", 7, NOW_MS - 600_000, animals=4)
+    doc["animals"][1]["species"] = "horse"
+    doc["animals"][2]["t_ms"][0] = NOW_MS + 3_600_000  # an hour ahead of the server
+    doc["boot_id"] = "b-1"
+    message = decode_activity_message(
+        TOPIC, orjson.loads(orjson.dumps(doc)), NOW_MS, FUTURE_MS, AGE_MS
+    )
+    assert (message.seq, message.boot_id) == (7, "b-1")
+    assert [(r.index, r.animal, r.reason) for r in message.rejected] == [
+        (1, "gw-1-cow-001", "unknown_species"),
+        (2, "gw-1-cow-002", "time_out_of_range"),
+    ]
+    assert [a.animal for a in message.batch.animals] == ["gw-1-cow-000", "gw-1-cow-003"]
+    assert reason_of(orjson.dumps(doc)) == "unknown_species"  # the strict decoder: the first
+    doc["animals"] = [doc["animals"][1]]
+    alone = decode_activity_message(
+        TOPIC, orjson.loads(orjson.dumps(doc)), NOW_MS, FUTURE_MS, AGE_MS
+    )
+    assert alone.batch is None and len(alone.rejected) == 1
+
+
+def test_envelope_is_read_from_whatever_is_valid():
+    assert read_envelope(TOPIC, {"seq": 5, "boot_id": "b"}) == Envelope("farm-a", "gw-1", 5, "b")
+    assert read_envelope(TOPIC, {"seq": [5], "boot_id": {"x": 1}}) == Envelope(
+        "farm-a", "gw-1", None, None
+    )
+    assert read_envelope(TOPIC, [1]) == Envelope("farm-a", "gw-1", None, None)
+    assert read_envelope("namazu/v1/bad farm/gw/activity", {}) is None

@@ -15,6 +15,7 @@ from namazu.firmware_bridge.payload import batches_from_frame
 from namazu.firmware_bridge.publisher import GatewayPublisher
 from namazu.firmware_bridge.simulator import Herd
 from namazu.firmware_bridge.spool import Spool
+from namazu.server.ingest.payload import PayloadError, decode_activity_message, parse_json
 from namazu.server.ingest.service import IngestService
 from namazu.server.store.influx import InfluxClient
 from tests.server.ingest_support import Publisher, make_config, now_ms, wait_for
@@ -127,6 +128,19 @@ def test_broker_down_for_first_half_loses_nothing_and_keeps_order(private_stack,
         influx.close()
 
 
+def points_kept(topic: str, case) -> set[tuple[str, int]]:
+    """(animal, time [ms]) of the valid animals of a malformed case (none if refused as a
+    whole)."""
+    try:
+        document = parse_json(case.payload)
+        message = decode_activity_message(topic, document, now_ms(), 300_000, 400 * 86_400_000)
+    except PayloadError:
+        return set()
+    if message.batch is None:
+        return set()
+    return {(a.animal, int(t)) for a in message.batch.animals for t in a.t_ms}
+
+
 def test_200_malformed_payloads_dead_lettered_while_valid_traffic_flows(stack, influx, tmp_path):
     farm = "dirty-farm"
     cfg = make_config(stack.mqtt_port, stack.influx_url, influx.database)
@@ -163,13 +177,17 @@ def test_200_malformed_payloads_dead_lettered_while_valid_traffic_flows(stack, i
         stats = service.stats
         assert stats["rejected"] == 200
         assert sum(stats["rejected_by_reason"].values()) == 200
-        expected_good = len(frame) + valid_raw * 2 * 3
+        topic = f"namazu/v1/{farm}/gw-bad/activity"
+        kept = len(set().union(*(points_kept(topic, c) for c in corpus)))  # partly refused
+        assert stats["animals_rejected"] and kept > 0
+        expected_good = len(frame) + valid_raw * 2 * 3 + kept
         wait_for(lambda: service.stats["written_points"] >= expected_good, 30, "valid traffic")
         per_animal = stored_per_animal(influx, farm)
         assert {a: n for a, n in per_animal.items() if a.startswith("gw-good")} == (
             published_per_animal([frame])
         )
-        assert sum(n for a, n in per_animal.items() if a.startswith("gw-bad")) == valid_raw * 6
+        bad_gateway = sum(n for a, n in per_animal.items() if a.startswith("gw-bad"))
+        assert bad_gateway == valid_raw * 6 + kept
         raw.close()
     finally:
         if gateway is not None:

@@ -288,7 +288,8 @@ def chance_statement(
         alpha,
         min_targets,
     )
-    return f"{h} of {n} target earthquakes were preceded by an alarm; {verdict}"
+    quakes = "target earthquake was" if n == 1 else "target earthquakes were"
+    return f"{h} of {n} {quakes} preceded by an alarm; {verdict}"
 
 
 def power_statement(result: Mapping[str, Any], alpha: float | None = None) -> str:

@@ -331,3 +331,33 @@ def test_near_duplicates_of_the_bsi_catalogue_are_merged_before_targets_are_coun
             larger = max(ordered["magnitude"][i], ordered["magnitude"][j])
             stamps = {ordered["time"][k].isoformat()[:19] for k in (i, j)}
             assert [kept[s] for s in stamps if s in kept] == [larger]
+
+
+def test_an_event_during_the_run_before_the_declaration_is_a_reaction_not_a_hit():
+    """An M 4.0 at 3 km, 30 s after the first anomalous sample of a 1.5 h surge (1.2 h
+    before its last sample): the rule could not have known the alarm yet (declared 45 min
+    after the start), so the shaking makes it a reaction; nothing is a hit. Counting the
+    alarm from its first sample, as evaluation v1 did, made it a hit with a lead time of
+    0.008 h."""
+    values = herd()
+    t0 = pd.Timestamp("2024-01-12 09:00", tz="UTC")
+    values[t0 : t0 + pd.Timedelta("75min")] = 5.0  # six samples: 09:00 to 10:15
+    quake_time = t0 + pd.Timedelta("30s")
+    catalog = pd.DataFrame([quake(str(quake_time), 3.0, 0.0, 4.0)])
+    catalog["time"] = catalog["time"].dt.as_unit("ns")
+    result = assess(values, catalog, FARM, "15min", RuleParams(), EvaluationParams(n_shifts=100))
+    (episode,) = [e for e in result.episodes if e.start == t0]
+    assert episode.declared_at == t0 + pd.Timedelta("45min")
+    assert result.reactions[result.episodes.index(episode)]
+    for key in ("all_events", "declustered"):
+        scores = result.results[key]
+        assert (scores.targets, scores.hits, scores.reactions) == (1, 0, 1)
+        assert scores.target_list[0]["status"] == "miss"
+    assert "unlikely" not in result.statements()["all_events"]
+    # the v1 reading: covered from the first sample, the event is a hit 30 s later
+    from namazu.analytics.evaluation import evaluate
+
+    v1 = pd.DataFrame({"start": [t0], "declared_at": [t0], "end": [episode.end]})
+    looked_ahead = evaluate(v1, catalog, FARM, result.monitored, EvaluationParams(n_shifts=0))
+    assert looked_ahead.hits == 1
+    assert_allclose(looked_ahead.hit_list[0]["lead_time_h"], 30 / 3600)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import PurePath
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,23 +14,34 @@ from tests.conftest import PROJECT_ROOT, require_data
 
 ACTIVITY = "wikelski2020/activity_2017-01-17_2017-04-14.csv"
 CATALOG = "wikelski2020/catalog_2017-01-17_2017-04-16.csv"
+HISTORY = "catalogs/central_italy_2016-10_2017-04_bsi.csv"
 FARM = "43.0147,13.0509"
 
 
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory):
+    """The worked example's command (README, docs/worked-example.md); what it printed is
+    kept in ``printed.txt``."""
+    import contextlib
+    import io
+
     out = tmp_path_factory.mktemp("analysis")
     argv = [
         "--activity", str(require_data(ACTIVITY)),
         "--catalog", str(require_data(CATALOG)),
-        "--farm", FARM,
+        "--decluster-catalog", str(require_data(HISTORY)),
+        "--farm", FARM + ",580",
         "--column", "animal",
         "--resolution", "15min",
         "--periods", str(PROJECT_ROOT / "server" / "research" / "periods" / "wikelski2020.csv"),
+        "--sweep", "--sweep-columns", "animal,cow,dog,sheep",
         "--out", str(out),
         "--no-progress",
     ]  # fmt: skip
-    assert main(argv) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv) == 0
+    (out / "printed.txt").write_text(printed.getvalue(), encoding="utf-8")
     return out, json.loads((out / "summary.json").read_text(encoding="utf-8"))
 
 
@@ -66,33 +78,162 @@ def test_study_summary_has_alarms_parameters_and_both_evaluations(study_run):
 
 
 #: The figures of docs/worked-example.md (and the README): set -> targets, hits, false
-#: alarms, tau [-] to 3 decimals, probability gain, p binomial, p shift (None = n/a).
+#: alarms, tau [-] to 4 decimals, probability gain, p binomial, p shift (None = undefined).
 WORKED_EXAMPLE = {
-    ("whole", "all_events"): (2, 0, 9, 0.074, 0.0, 1.0, 1.0),
-    ("whole", "declustered"): (2, 0, 9, 0.074, 0.0, 1.0, 1.0),
+    ("whole", "all_events"): (2, 0, 9, 0.0739, 0.0, 1.0, 1.0),
+    ("whole", "declustered"): (0, 0, 9, 0.0739, None, None, None),
+    ("reference", "all_events"): (2, 2, 140, 0.6784, 1.4741, 0.4602, 0.6563),
+    ("reference", "declustered"): (0, 0, 144, 0.6784, None, None, None),
     ("stable", "all_events"): (2, 0, 0, 0.0, None, None, None),
-    ("stable", "declustered"): (2, 0, 0, 0.0, None, None, None),
-    ("pasture", "all_events"): (0, 0, 9, 0.181, None, None, None),
-    ("pasture", "declustered"): (0, 0, 9, 0.181, None, None, None),
+    ("stable", "declustered"): (0, 0, 0, 0.0, None, None, None),
+    ("pasture", "all_events"): (0, 0, 9, 0.1811, None, None, None),
+    ("pasture", "declustered"): (0, 0, 9, 0.1811, None, None, None),
 }
+
+
+def _result(summary, span, kind):
+    if span in ("whole", "reference"):
+        return summary["evaluation" if span == "whole" else "reference"][kind]
+    return summary["periods"][span][kind]
+
+
+def _rounded(value, digits=4):
+    return None if value is None else round(value, digits)
 
 
 @pytest.mark.parametrize(("span", "kind"), list(WORKED_EXAMPLE))
 def test_study_figures_are_those_of_the_worked_example(study_run, span, kind):
     _, summary = study_run
-    result = summary["evaluation" if span == "whole" else "periods"]
-    result = result[kind] if span == "whole" else result[span][kind]
+    result = _result(summary, span, kind)
     targets, hits, false_alarms, tau, gain, p_binomial, p_shift = WORKED_EXAMPLE[span, kind]
     assert (result["targets"], result["hits"], result["false_alarms"]) == (
         targets,
         hits,
         false_alarms,
     )
-    assert round(result["alarm_fraction"], 3) == tau
-    assert (result["probability_gain"], result["p_binomial"]) == (gain, p_binomial)
-    assert result["p_shift"] == p_shift
+    assert round(result["alarm_fraction"], 4) == tau
+    assert _rounded(result["probability_gain"]) == gain
+    assert (_rounded(result["p_binomial"]), _rounded(result["p_shift"])) == (p_binomial, p_shift)
     assert len(summary["alarms"]) == 9 and not any(a["reaction"] for a in summary["alarms"])
     assert summary["monitored"]["hours"] == pytest.approx(2006.25)
+
+
+def test_study_figures_recomputed_independently(study_run):
+    """τ, the intervals, the power line and the reference recomputed from the outputs and
+    the catalogue with plain pandas and scipy, not with the evaluation code."""
+    from scipy import stats
+
+    out, summary = study_run
+    monitored = pd.DataFrame(summary["monitored"]["intervals"], columns=["start", "end"])
+    monitored = monitored.apply(pd.to_datetime)
+    hours = ((monitored["end"] - monitored["start"]).dt.total_seconds() / 3600).sum()
+
+    def covered_hours(starts: pd.Series, ends: pd.Series) -> float:
+        grid = pd.date_range("2017-01-17", "2017-04-16", freq="1s", tz="UTC")
+        on = pd.Series(False, index=grid)
+        for a, b in zip(starts, ends, strict=True):
+            on[a:b] = True
+        inside = pd.Series(False, index=grid)
+        for a, b in zip(monitored["start"], monitored["end"], strict=True):
+            inside[a : b - pd.Timedelta("1s")] = True
+        return float((on & inside).sum() / 3600)
+
+    alarms = pd.read_csv(out / "alarms.csv", parse_dates=["start", "declared_at", "end"])
+    assert (alarms["declared_at"] - alarms["start"] == pd.Timedelta("45min")).all()
+    tau = covered_hours(alarms["declared_at"], alarms["end"] + pd.Timedelta("20h")) / hours
+    whole = summary["evaluation"]["all_events"]
+    assert whole["alarm_fraction"] == pytest.approx(tau, rel=1e-3)
+    assert whole["perfect_p_binomial"] == pytest.approx(whole["alarm_fraction"] ** 2, rel=1e-12)
+    upper = 1 - 0.025**0.5  # Clopper-Pearson upper limit of 0 of 2 at 95 %
+    assert whole["hit_rate_interval"] == pytest.approx([0.0, upper], rel=1e-12)
+    assert whole["gain_interval"][1] == pytest.approx(upper / whole["alarm_fraction"])
+    # the power line: both targets lie within 22 min, so a shifted cover that catches one
+    # almost always catches both: the perfect record's shift p is about τ, not τ**2
+    assert abs(whole["perfect_p_shift"] - whole["alarm_fraction"]) < 0.03
+    assert summary["power"]["all_events"] == (
+        "With N = 2 targets and τ = 0.0739, a perfect record (2 of 2 hits) would give "
+        "p_binom = 0.0055 and p_shift = 0.075: no result on these data could show skill."
+    )
+    # zero hits is the likeliest outcome under chance: P(H = 0) = (1 - τ)**2
+    assert stats.binom.pmf(0, 2, whole["alarm_fraction"]) == pytest.approx(0.858, abs=5e-4)
+    # the reference: 20 h after every M >= 2.5 within 30 km (haversine here)
+    catalog = pd.read_csv(require_data(CATALOG), parse_dates=["time"])
+    catalog["time"] = catalog["time"].dt.tz_localize("UTC")
+    lat, lon = np.radians(catalog["latitude"]), np.radians(catalog["longitude"])
+    phi, lam = np.radians(43.0147), np.radians(13.0509)
+    a = np.sin((lat - phi) / 2) ** 2 + np.cos(phi) * np.cos(lat) * np.sin((lon - lam) / 2) ** 2
+    km = 2 * 6371.0 * np.arcsin(np.sqrt(a))
+    opening = catalog.loc[(catalog["magnitude"] >= 2.5) & (km <= 30.0), "time"]
+    reference = summary["reference"]["all_events"]
+    inside = [  # an alarm counts where it is declared: in monitored time
+        any(a <= t < b for a, b in zip(monitored["start"], monitored["end"], strict=True))
+        for t in opening
+    ]
+    opening = opening[inside]
+    assert reference["alarms"] == len(opening)
+    tau_ref = covered_hours(opening, opening + pd.Timedelta("20h")) / hours
+    assert reference["alarm_fraction"] == pytest.approx(tau_ref, rel=1e-3)
+    assert reference["p_binomial"] == pytest.approx(reference["alarm_fraction"] ** 2)
+    # hypocentral distances with the farm at 580 m match the study's own column
+    targets = pd.read_csv(out / "targets.csv")
+    counted = targets[targets["status"] == "miss"]
+    study = catalog.set_index(catalog["time"].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00"))
+    for _, row in counted.iterrows():
+        assert row["hypocentral_km"] == pytest.approx(
+            study.loc[row["time"], "hypocentral_distance_km"], abs=0.05
+        )
+
+
+def test_study_sweep_is_corrected_for_the_whole_grid(study_run):
+    out, summary = study_run
+    sweep = summary["sweep"]
+    table = pd.read_csv(out / "sweep.csv")
+    assert len(table) == sweep["combinations"] == 4 * 3**4
+    best = sweep["best"]
+    assert (best["column"], best["increase_pct"], best["min_duration_min"]) == ("dog", 200.0, 30.0)
+    assert (best["lead_window_h"], best["min_magnitude"]) == (10.0, 3.5)
+    assert (best["targets"], best["hits"]) == (10, 7)
+    assert round(best["p_shift"], 4) == 0.025
+    assert round(best["p_westfall_young"], 3) == 0.299 and best["p_holm"] == 1.0
+    assert best["p_shift"] == table["p_shift"].min()
+    scored = table.dropna(subset=["p_shift"])
+    undefined = (table["targets"] == 0) | (table["alarm_fraction"] == 0)  # none at M >= 4.5
+    assert table["p_shift"].isna().tolist() == undefined.tolist()
+    assert table["p_westfall_young"].isna().tolist() == undefined.tolist()
+    assert (scored["p_westfall_young"] >= scored["p_shift"]).all()
+    assert "nothing is distinguishable from chance" in sweep["statement"]
+    configured = table[
+        (table["column"] == "animal")
+        & (table["increase_pct"] == 140)
+        & (table["min_duration_min"] == 45)
+        & (table["lead_window_h"] == 20)
+        & (table["min_magnitude"] == 4.0)
+    ]
+    assert configured["p_shift"].tolist() == [summary["evaluation"]["all_events"]["p_shift"]]
+
+
+def test_study_tables_for_pandas_and_r(study_run):
+    out, summary = study_run
+    samples = pd.read_csv(out / "samples.csv")
+    assert list(samples.columns) == [
+        "time", "value", "baseline", "threshold", "ratio", "anomalous", "episode",
+    ]  # fmt: skip
+    assert samples["episode"].nunique() == 9 and samples["anomalous"].sum() >= 9 * 3
+    targets = pd.read_csv(out / "targets.csv")
+    assert targets["status"].value_counts().to_dict() == {"not monitored": 10, "miss": 2}
+    assert set(targets.loc[targets["status"] == "miss", "status_declustered"]) == {"not counted"}
+    assert summary["catalog"]["history_events"] > 7000
+    assert summary["evaluation_version"] == "namazu-evaluation/2"
+    assert summary["parameters"]["rule"]["rule_version"] == "namazu-rule/1"
+    assert summary["parameters"]["rule"]["sample_label"] == "start"
+
+
+def test_study_printout_is_the_one_in_the_docs(study_run):
+    out, _ = study_run
+    printed = (out / "printed.txt").read_text(encoding="utf-8").splitlines()
+    docs = (PROJECT_ROOT / "docs" / "worked-example.md").read_text(encoding="utf-8")
+    assert printed[-1].startswith("written: ")
+    assert "\n".join(printed[:-1]) in docs
 
 
 def test_study_catalogue_near_duplicates_are_merged_before_scoring(study_run):
@@ -246,12 +387,14 @@ def test_provenance_records_checksums_versions_and_the_command(study_run):
 
 def test_chance_statement_in_summary_and_report(study_run):
     out, summary = study_run
-    # the study data: 0 of 2 targets hit, p = 1 (docs/worked-example.md)
-    for key in ("all_events", "declustered"):
-        assert summary["statement"][key].startswith("0 of 2 target earthquakes")
-        assert "indistinguishable from chance" in summary["statement"][key]
-        assert "no forecasting skill is shown" in summary["statement"][key]
-    assert "no forecasting skill is shown" in (out / "report.html").read_text(encoding="utf-8")
+    # the study data: 0 of 2 targets hit, p = 1; declustered, no target is left
+    statement = summary["statement"]["all_events"]
+    assert statement.startswith("0 of 2 target earthquakes")
+    assert "indistinguishable from chance" in statement
+    assert "no forecasting skill is shown" in statement
+    assert summary["statement"]["declustered"].startswith("Declustering left no target")
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "no forecasting skill is shown" in report and "no result on these data" in report
 
 
 def test_verify_reproduces_the_study_run(study_run, capsys):
@@ -336,3 +479,89 @@ def test_verify_rejects_a_summary_without_provenance(tmp_path, capsys):
     assert main(["--verify", str(path)]) == 1
     err = capsys.readouterr().err
     assert "no provenance record" in err and len(err.strip().splitlines()) == 1
+
+
+def _table_row(label: str, r: dict) -> str:
+    """A row of the worked example's table, formatted from a result of summary.json."""
+    short = {
+        "no target earthquake left after declustering": "no target left",
+        "no alarm time in monitored time": "no alarm",
+        "no target earthquake in monitored time": "no target",
+    }
+
+    def p(key: str) -> str:
+        if r[key] is None:
+            reason = short[r[f"{key}_reason"]]
+            return f"undefined ({reason})" if key == "p_binomial" else "undefined"
+        return "1.0" if r[key] == 1 else f"{r[key]:.2g}"
+
+    tau = "0" if r["alarm_fraction"] == 0 else f"{r['alarm_fraction']:.3f}"
+    rate = "–"
+    if r["targets"]:
+        lo, hi = r["hit_rate_interval"]
+        rate = f"{r['hit_rate']:.2g} ({lo:.2g}–{hi:.2g})"
+    gain = "–"
+    if r["probability_gain"] is not None:
+        lo, hi = r["gain_interval"]
+        gain = f"{r['probability_gain']:.3g} ({lo:.2g}–{hi:.3g})"
+    cells = [label, r["targets"], r["hits"], r["false_alarms"], tau, rate, gain]
+    return "| " + " | ".join(str(c) for c in cells) + f" | {p('p_binomial')} | {p('p_shift')} |"
+
+
+def test_worked_example_table_in_readme_and_docs_is_the_run(study_run):
+    out, summary = study_run
+    rows = [
+        _table_row("whole period, all events", summary["evaluation"]["all_events"]),
+        _table_row("seismicity reference, all events", summary["reference"]["all_events"]),
+        _table_row(
+            "whole period, declustered with the history from 1 Oct 2016",
+            summary["evaluation"]["declustered"],
+        ),
+        _table_row("stable (to 11 March)", summary["periods"]["stable"]["all_events"]),
+        _table_row("pasture (from 11 March)", summary["periods"]["pasture"]["all_events"]),
+    ]
+    b = summary["sweep"]["best"]
+    rows.append(
+        f"| sweep, best of {summary['sweep']['combinations']} ({b['column']}, "
+        f"+{b['increase_pct']:g} %, {b['min_duration_min']:g} min, {b['lead_window_h']:g} h, "
+        f"M ≥ {b['min_magnitude']:g}) | {b['targets']} | {b['hits']} | {b['false_alarms']} | "
+        f"{b['alarm_fraction']:.3f} | – | {b['probability_gain']:.3g} | {b['p_binomial']:.2g} | "
+        f"{b['p_shift']:.2g}; for the whole sweep {b['p_westfall_young']:.2f} (Westfall–Young), "
+        f"{b['p_holm']:g} (Holm) |"
+    )
+    power = "Power: " + summary["power"]["all_events"].replace("With", "with", 1)
+    for name in ("README.md", "docs/worked-example.md"):
+        text = (PROJECT_ROOT / name).read_text(encoding="utf-8")
+        flat = " ".join(text.split())
+        for row in rows:
+            assert row in text, (name, row)
+        assert power in flat, name
+    # the reference catches both targets even with a 1 h window (6 % of the time)
+    first = summary["reference_molchan"][0]
+    assert (first["window_h"], first["nu"], round(first["tau"], 3)) == (1.0, 0.0, 0.061)
+
+
+def test_events_dropped_as_not_earthquakes_are_counted(tmp_path, capsys):
+    """The USGS QuakeML sample holds a quarry blast and a quarry: both dropped, counted."""
+    catalog = require_data("catalogs/quakeml_usgs_event_obspy.xml")
+    code, _ = _run(tmp_path, capsys, **{"--catalog": str(catalog)})
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["catalog"]["non_earthquakes_dropped"] == 2
+    assert summary["catalog"]["non_earthquakes_by_type"] == {"quarry": 1, "quarry blast": 1}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"--baseline-clock": "local"}, "--baseline-clock local needs --timezone"),
+        ({"--sweep-columns": "cow"}, "the --sweep-* options need --sweep"),
+        ({"--farm": "43.0,13.0,9999"}, "elevation 9999.0 m is outside"),
+        ({"--farm": "43.0,13.0,1,2"}, "--farm must be LAT,LON[,ELEV_M]"),
+        ({"--decluster-window": "reasenberg"}, "decluster_window must be one of"),
+        ({"--merge-targets-h": "24"}, "must be given together"),
+    ],
+)
+def test_new_options_fail_with_one_line(tmp_path, capsys, changes, message):
+    code, err = _run(tmp_path, capsys, **changes)
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1

@@ -123,16 +123,18 @@ def run(
         engine,
         AlarmLog(log_path),
         ["bench-farm"],
+        resolution_s=60,
         settle_s=0,
         initial_lookback_s=EPISODE_LEAD_MIN * 60 if opening else 60,
     )
+    # a tick at T judges the samples whose whole minute ended by T
     if opening:  # the episode's first minutes, up to one sample short of an alarm
-        [warm] = job.tick(NOW - timedelta(minutes=1))
+        [warm] = job.tick(NOW)
         print(f"  untimed tick over {EPISODE_LEAD_MIN} min: {len(warm.opened)} alarms opened")
     durations = []
     for i in range(ticks):
         started = time.perf_counter()
-        [result] = job.tick(NOW + timedelta(minutes=i))
+        [result] = job.tick(NOW + timedelta(minutes=i + 1))
         durations.append(time.perf_counter() - started)
         if opened is not None:
             opened.append(len(result.opened))

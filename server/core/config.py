@@ -172,7 +172,12 @@ class SchedulerConfig(_Section):
     """Scheduled jobs."""
 
     tick_s: float = Field(60.0, gt=0, description="detection tick cadence [s]")
-    resolution_s: int = Field(60, gt=0, description="live activity resolution [s]")
+    resolution_s: int = Field(
+        900, gt=0, description="grid step of the live rule [s]; 15 min (see detection/tick.py)"
+    )
+    aggregate: Literal["median", "mean"] = Field(
+        "median", description="how the raw samples of one grid step make its value"
+    )
     stale_after_s: float = Field(600.0, gt=0, description="animal flagged silent after [s]")
     catalog_refresh_s: float = Field(600.0, gt=0, description="catalogue refresh cadence [s]")
     catalog_sources: list[str] = Field(

@@ -121,6 +121,7 @@ def build_services(
         farms,
         params=config.rule_params(),
         resolution_s=sched.resolution_s,
+        aggregate=sched.aggregate,
         on_open=lambda session, alarms: enqueue_notifications(session, alarms),
         **detection_options,
     )

@@ -1,33 +1,52 @@
 """The detection tick: InfluxDB -> ``namazu.analytics.rule`` -> alarms in the state store and log.
 
+The grid. The live rule runs on a grid of step Δ = ``resolution_s`` (default 15 min,
+the step of the 2017 study data); a sample labelled t covers [t, t + Δ) and its value is
+the ``aggregate`` (default the median) of the raw collar samples in that step. The rule
+itself is unchanged (consecutive anomalous samples on the grid whose span reaches
+``min_duration``). Why 15 min and the median: at 1 min, single noisy samples (lognormal
+per-sample noise) fall under the threshold and break a run, so a real surge is missed or
+split; the median of a step ignores single outliers and bursts shorter than half a step
+(a dog's 5-min bark does not count as 15 min of unrest). The cost: an alarm is declared
+at the earliest ``min_duration`` after the surge's first full step (45 to 60 min with the
+defaults), surges shorter than about half a step are invisible, and times are known to
+one step. ``bench/bench_detection_quality.py`` measures recall, splits, false alarms and
+delays on simulated herds for this and the former 1-min grid.
+
 One tick, per farm:
 
-1. The new samples are the grid times in (checkpoint, now - settle], at most
-   ``max_catchup_s`` of them per tick (a scheduler back from downtime catches up over
-   several ticks). The checkpoint lives in the state store.
+1. The new samples are the grid times t in (checkpoint, now - settle - Δ], i.e. whose
+   whole step has passed, at most ``max_catchup_s`` of them per tick (a scheduler back
+   from downtime catches up over several ticks). The checkpoint lives in the state store.
 2. The baseline of a sample at t needs only the same time of day on the previous
    ``baseline_days`` days, so the tick reads ``baseline_days + 1`` short slices of
    activity (the new span itself and the same span 1..D days earlier), all in one
    InfluxQL request (``GROUP BY time(resolution), animal, species``: InfluxDB regrids).
    A tick's cost therefore grows with the new data, never with the stored history.
 3. The slices are laid side by side as a compact series whose "day" is the new span, so
-   ``namazu.analytics.rule.detect_matrix`` applies the rule unchanged to every animal, every
-   species group and the herd's collective series; the quorum comes from the animals'
-   flags through ``namazu.analytics.rule.quorum_flags``.
+   ``namazu.analytics.rule.detect_matrix`` applies the rule unchanged to every animal,
+   every species group and the herd's collective series; the quorum comes from the
+   animals' flags through ``namazu.analytics.rule.quorum_flags``.
 4. Runs of anomalous samples continue across ticks through a small per-series state
-   (run start, peak ratio) saved with the checkpoint. An alarm OPENS at the sample where
-   its run reaches ``min_duration`` (it is then written to the hash-chained log and
-   handed to ``on_open``, e.g. the e-mail queue), is EXTENDED while samples stay
-   anomalous, and CLOSES at the first sample that is not anomalous: ``close_reason`` is
-   "calm", "gap" (missing sample) or "no_baseline".
+   (run start, peak ratio, and for collective series how often each animal was
+   anomalous) saved with the checkpoint. An alarm OPENS when its run reaches
+   ``min_duration``: ``declared_at`` (= ``opened_at``) is the end of that sample, the
+   first moment the rule could know the episode. It is then written to the hash-chained
+   log and handed to ``on_open`` (the e-mail queue, sent by the next mail cycle). It is
+   EXTENDED while samples stay anomalous, and CLOSES at the first sample that is not
+   anomalous: ``close_reason`` is "calm", "gap" (missing sample) or "no_baseline".
+   Every alarm records ``resolution_s``.
 5. Baseline and alarm points go back to InfluxDB (idempotent per series + time); alarms,
    run state and checkpoint are committed in one transaction. Re-processing a window
    after a crash finds the same alarms (identity = farm + series + kind + start), and the
    log's append is idempotent per identity, so a restart neither loses nor duplicates.
 
-Collective series (species groups, herd) use the mean of the reporting animals times the
-number of animals, so an animal that stops reporting does not look like calm; when fewer
-than ``min_reporting_fraction`` of the animals report, the collective sample is missing.
+Collective series (species groups, herd) are the **mean activity per reporting animal**
+[g] (written back as the ``baseline`` points' ``value``), so an animal that stops
+reporting does not look like calm; when fewer than ``min_reporting_fraction`` of the
+animals report, the collective sample is missing. A collective alarm names as
+``animals_involved`` the animals anomalous in at least half of its run's samples, i.e.
+the ones that surged, not every animal that reported.
 """
 
 from __future__ import annotations
@@ -46,7 +65,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from namazu.analytics.params import RULE_VERSION, RuleParams
-from namazu.analytics.rule import detect_matrix, herd_series, quorum_flags, species_series
+from namazu.analytics.rule import detect_matrix, quorum_flags
 from namazu.server.detection.alarmlog import AlarmLog
 from namazu.server.store.influx import InfluxClient, point_line
 from namazu.server.store.state import Alarm, Checkpoint, alarm_severity, session_scope
@@ -54,6 +73,8 @@ from namazu.server.store.state import Alarm, Checkpoint, alarm_severity, session
 log = logging.getLogger(__name__)
 
 MS_PER_DAY = 86_400_000
+#: How the raw samples inside one grid step become the step's value.
+AGGREGATES = ("median", "mean")
 
 
 class DetectionError(Exception):
@@ -112,7 +133,8 @@ class DetectionJob:
     """The detection tick over a set of farms.
 
     influx : the activity store; engine : the state store; alarm_log : the hash chain.
-    farms : farm ids. params : the rule. resolution_s : grid step [s] (divides 24 h).
+    farms : farm ids. params : the rule. resolution_s : grid step Δ [s] (divides 24 h).
+    aggregate : "median" or "mean" of the raw samples in one step.
     settle_s : samples younger than this are left for a later tick (late arrivals) [s].
     max_catchup_s : most new time processed per tick, at most 24 h [s].
     initial_lookback_s : new time processed by the very first tick of a farm [s].
@@ -127,15 +149,18 @@ class DetectionJob:
         alarm_log: AlarmLog,
         farms: Sequence[str],
         params: RuleParams = RuleParams(),
-        resolution_s: int = 60,
+        resolution_s: int = 900,
         settle_s: float = 120.0,
         max_catchup_s: float = 6 * 3600.0,
         initial_lookback_s: float = 3600.0,
         min_reporting_fraction: float = 0.5,
         on_open: Callable[[Session, list[Alarm]], None] | None = None,
+        aggregate: str = "median",
     ):
         if MS_PER_DAY % (resolution_s * 1000):
             raise DetectionError(f"resolution_s={resolution_s} does not divide 24 h")
+        if aggregate not in AGGREGATES:
+            raise DetectionError(f"aggregate={aggregate!r}: use one of {', '.join(AGGREGATES)}")
         if not 0 < max_catchup_s <= 86_400:
             raise DetectionError(f"max_catchup_s={max_catchup_s} must be in (0, 86400]")
         self.influx = influx
@@ -151,6 +176,7 @@ class DetectionJob:
         )
         self.min_reporting_fraction = min_reporting_fraction
         self.on_open = on_open
+        self.aggregate = aggregate
         self.min_duration_ms = int(round(params.min_duration_min * 60_000))
 
     # ------------------------------------------------------------------ reading
@@ -164,7 +190,7 @@ class DetectionJob:
             lo = last_ckpt_ms + self.res_ms - k * MS_PER_DAY
             hi = end_ms + self.res_ms - k * MS_PER_DAY
             statements.append(
-                'SELECT mean("odba") AS "odba" FROM "activity" '
+                f'SELECT {self.aggregate}("odba") AS "odba" FROM "activity" '
                 f'WHERE "farm" = $farm AND time >= {lo}ms AND time < {hi}ms '
                 f'GROUP BY time({self.res_ms}ms), "animal", "species" fill(none)'
             )
@@ -200,7 +226,8 @@ class DetectionJob:
     def tick_farm(self, farm: str, now: datetime) -> FarmTick:
         """One tick of one farm; commits alarms, run state and checkpoint together."""
         result = FarmTick(farm)
-        end_ms = (_ms(now) - self.settle_ms) // self.res_ms * self.res_ms
+        # the newest sample whose whole step [t, t + Δ) lies before now - settle
+        end_ms = (_ms(now) - self.settle_ms) // self.res_ms * self.res_ms - self.res_ms
         with session_scope(self.engine) as session:
             name = f"detection:{farm}"
             ckpt = session.get(Checkpoint, name)
@@ -276,15 +303,14 @@ class DetectionJob:
         keys = [SeriesKey("animal", a, species_of[a]) for a in animals]
         rows = [x]
         if n:
-            groups = species_series(wide, species_of, missing="scale")
-            for sp in groups.columns:
+            for sp in sorted(set(species_of.values())):
                 members = [a for a in animals if species_of[a] == sp]
                 counts = wide[members].notna().sum(axis=1).to_numpy()
-                values = groups[sp].to_numpy(np.float64).copy()
+                values = wide[members].mean(axis=1).to_numpy(np.float64, copy=True)
                 values[counts < self.min_reporting_fraction * len(members)] = np.nan
                 keys.append(SeriesKey("species", f"species:{sp}", sp))
                 rows.append(values[None, :])
-            herd = herd_series(wide, missing="scale").to_numpy(np.float64).copy()
+            herd = wide.mean(axis=1).to_numpy(np.float64, copy=True)
             reporting = wide.notna().sum(axis=1).to_numpy()
             herd[reporting < self.min_reporting_fraction * n] = np.nan
             keys.append(SeriesKey("herd", "herd", None))
@@ -336,16 +362,18 @@ class DetectionJob:
             "window": (last_ms + self.res_ms - days * MS_PER_DAY, end_ms),
         }
 
-    def _involved(self, computed: dict[str, Any], key: SeriesKey, j: int) -> list[str]:
-        n = len(computed["animals"])
-        if key.kind == "animal":
-            return [key.name]
-        members = [
-            i
-            for i, a in enumerate(computed["animals"])
-            if key.species is None or computed["species_of"][a] == key.species
-        ]
-        return [computed["animals"][i] for i in members if i < n and computed["flags"][i, j]]
+    @staticmethod
+    def _members(computed: dict[str, Any], key: SeriesKey) -> np.ndarray:
+        """Row indices of the animals that make up a collective series."""
+        animals, species_of = computed["animals"], computed["species_of"]
+        return np.asarray(
+            [
+                i
+                for i, a in enumerate(animals)
+                if key.species is None or species_of[a] == key.species
+            ],
+            dtype=np.int64,
+        )
 
     def _advance(
         self,
@@ -359,7 +387,12 @@ class DetectionJob:
         m: int,
         touched: dict[str, Alarm],
     ) -> list[Alarm]:
-        """Walk the new samples of every series with work to do; open/extend/close."""
+        """Walk the new samples of every series with work to do; open/extend/close.
+
+        A run is kept as [first sample [ms], peak ratio, samples, {animal: anomalous
+        samples}] (the last two only for collective series): an animal took part in a
+        collective alarm when it was anomalous in at least half of the run's samples.
+        """
         keys: list[SeriesKey] = computed["keys"]
         flags, ratio, xs, bs = (
             computed["flags"],
@@ -368,6 +401,7 @@ class DetectionJob:
             computed["base"],
         )
         times = computed["times"]
+        animals = computed["animals"]
         busy = flags.any(axis=1)
         position = {k.token: i for i, k in enumerate(keys)}
         closed: list[Alarm] = []
@@ -388,24 +422,38 @@ class DetectionJob:
             token = key.token
             run = runs.get(token)
             alarm = open_alarms.get(token)
+            collective = key.kind != "animal"
+            members = self._members(computed, key) if collective else None
+            counts = np.zeros(len(animals) if collective else 0, dtype=np.int64)
+            if run is not None and collective:
+                known = dict(run[3]) if len(run) > 3 else {}
+                counts[:] = [int(known.get(a, 0)) for a in animals]
             for j in range(m):
                 t = int(times[j])
                 if flags[i, j]:
                     r = float(ratio[i, j]) if np.isfinite(ratio[i, j]) else 1e9
                     if run is None:
-                        run = [t, r]
-                    else:
-                        run[1] = max(run[1], r)
+                        run = [t, r, 0]
+                        counts[:] = 0
+                    run[1] = max(run[1], r)
+                    run[2] = int(run[2] if len(run) > 2 else 0) + 1
+                    if collective:
+                        counts[members] += flags[members, j]
                     if alarm is not None:
                         touched[token] = alarm
                         alarm.last_anomalous = _dt(t)
                         alarm.peak_ratio = max(alarm.peak_ratio, r)
+                        if collective:
+                            alarm.animals_involved = _took_part(animals, counts, run[2])
                         if alarm.id is not None and alarm.id not in result.extended:
                             result.extended.append(alarm.id)
                     elif t - run[0] + self.res_ms >= self.min_duration_ms:
                         if existing is None:  # one query, at the tick's first opening
                             existing = self._existing(session, farm, run_starts)
                         alarm = self._open(existing, farm, key, run, t, computed, j, params)
+                        alarm.animals_involved = (
+                            _took_part(animals, counts, run[2]) if collective else [key.name]
+                        )
                         if alarm.id is None:
                             session.add(alarm)
                         open_alarms[token] = touched[token] = alarm
@@ -426,6 +474,8 @@ class DetectionJob:
             if run is None:
                 runs.pop(token, None)
             else:
+                if collective:
+                    run[3:] = [{a: int(c) for a, c in zip(animals, counts, strict=True) if c}]
                 runs[token] = run
         session.flush()  # one flush for the tick: ids of new alarms
         result.opened = [a.id for a in opened]
@@ -467,7 +517,9 @@ class DetectionJob:
         alarm.species = key.species
         alarm.severity = alarm_severity(key.kind, float(run[1]), self.params.increase_pct)
         alarm.last_anomalous = _dt(t)
-        alarm.opened_at = _dt(t)
+        # declared at the end of the sample at which the run's span reached min_duration
+        alarm.declared_at = alarm.opened_at = _dt(t + self.res_ms)
+        alarm.resolution_s = self.res_ms // 1000
         alarm.end = None
         alarm.closed_at = None
         alarm.close_reason = None
@@ -475,7 +527,6 @@ class DetectionJob:
         alarm.peak_ratio = float(run[1])
         alarm.animals_reporting = int(computed["reporting"][j])
         alarm.animals_total = len(computed["animals"])
-        alarm.animals_involved = self._involved(computed, key, j)
         alarm.params = dict(params)
         alarm.rule_version = RULE_VERSION
         return alarm
@@ -551,6 +602,11 @@ class DetectionJob:
                 )
             )
         self.influx.write_lines(lines)
+
+
+def _took_part(animals: Sequence[str], counts: np.ndarray, samples: int) -> list[str]:
+    """Animals anomalous in at least half of a collective run's ``samples``."""
+    return [a for a, c in zip(animals, counts.tolist(), strict=True) if c and 2 * c >= samples]
 
 
 def _values_digest(computed: dict[str, Any]) -> str:

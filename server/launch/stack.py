@@ -283,6 +283,19 @@ class Stack:
             "pids": {name: proc.pid for name, proc in self._procs.items()},
         }
 
+    def record(self, **extra: Any) -> None:
+        """Write ``stack.json`` (ports, pids, ``extra``) so ``namazu stack status`` and
+        ``stop`` find this stack, whoever started it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / STATE_FILE).write_text(json.dumps(self.state() | extra, indent=2))
+
+    def forget(self) -> None:
+        """Remove ``stack.json`` when it still describes this stack's processes."""
+        recorded = read_state(self.data_dir)
+        mine = {name: proc.pid for name, proc in self._procs.items()}
+        if recorded is not None and (not mine or recorded.get("pids") == mine):
+            (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+
 
 def _terminate_with_parent() -> None:
     """In a shielded child before exec: SIGTERM when the starting thread exits (Linux)."""
@@ -415,21 +428,41 @@ def stop_detached(data_dir: Path, timeout_s: float = 15.0) -> list[str]:
     state = read_state(data_dir)
     if state is None:
         return []
-    stopped = []
-    for name, pid in state.get("pids", {}).items():
-        if not _pid_alive(pid):
-            continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            time.sleep(0.05)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        stopped.append(name)
+    stopped = [name for name, pid in state.get("pids", {}).items() if _stop_pid(pid, timeout_s)]
     (Path(data_dir) / STATE_FILE).unlink(missing_ok=True)
     return stopped
+
+
+def _stop_pid(pid: int, timeout_s: float = 15.0) -> bool:
+    """SIGTERM (then SIGKILL after ``timeout_s``) a recorded service; False if it was gone."""
+    if not _pid_alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def healthy_services(report: dict) -> set[str]:
+    """Services of a ``status`` report whose recorded process is alive and answering."""
+    healthy = set()
+    if report.get("mosquitto", {}).get("alive") and report["mosquitto"].get("accepting"):
+        healthy.add("mosquitto")
+    if report.get("influxd", {}).get("alive") and report["influxd"].get("ping"):
+        healthy.add("influxd")
+    return healthy
+
+
+def _port(given: int | None, recorded: int | None, configured: int | None) -> int:
+    """The port to use: the command line's, else the recorded one, else the config's."""
+    if given is not None:
+        return given
+    return recorded or configured or 0
 
 
 def main(argv: list[str]) -> int:
@@ -461,28 +494,42 @@ def main(argv: list[str]) -> int:
         print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
         return 0
     current = status(data_dir)
-    if current.get("running"):
+    if current.get("running") and healthy_services(current) == {"mosquitto", "influxd"}:
         print(f"stack already running under {data_dir}")
         print(json.dumps(current, indent=2))
         return 0
-    stop_detached(data_dir)
+    # restart only what is down, on the recorded ports, and keep what still answers
+    recorded = read_state(data_dir) or {}
+    kept = {name: recorded["pids"][name] for name in healthy_services(current)}
+    for name, pid in recorded.get("pids", {}).items():
+        if name not in kept:
+            _stop_pid(pid)  # a recorded process that no longer answers
     stack = Stack(
         data_dir,
-        mqtt_port=cfg.mqtt_port if args.mqtt_port is None else args.mqtt_port,
-        influx_http_port=cfg.influx_http_port if args.influx_port is None else args.influx_port,
-        influx_rpc_port=cfg.influx_rpc_port if cfg.influx_rpc_port else 0,
+        mqtt_port=_port(args.mqtt_port, recorded.get("mqtt_port"), cfg.mqtt_port),
+        influx_http_port=_port(
+            args.influx_port, recorded.get("influx_http_port"), cfg.influx_http_port
+        ),
+        influx_rpc_port=_port(None, recorded.get("influx_rpc_port"), cfg.influx_rpc_port),
         detached=True,
         mosquitto_bin=cfg.mosquitto_bin,
         influxd_bin=cfg.influxd_bin,
     )
     try:
-        stack.start()
+        if "mosquitto" not in kept:
+            stack.start_mosquitto()
+        if "influxd" not in kept:
+            stack.start_influx()
     except StackError as exc:
         stack.stop()
         print(f"namazu stack: {exc}", file=sys.stderr)
         return 1
+    state = stack.state()
+    state["pids"] = {**kept, **state["pids"]}
     data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / STATE_FILE).write_text(json.dumps(stack.state(), indent=2))
+    (data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+    for name, pid in kept.items():
+        print(f"{name}: still running (pid {pid}), kept")
     print(f"mosquitto: mqtt://127.0.0.1:{stack.mqtt_port}")
     print(f"influxdb:  {stack.influx_url}")
     print(f"data dir:  {data_dir}")

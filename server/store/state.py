@@ -158,8 +158,11 @@ class Alarm(Base):
 
     start, end : first and last anomalous sample of the episode [UTC].
     last_anomalous : last anomalous sample seen so far (equals ``end`` once closed) [UTC].
-    opened_at : when the alarm opened, i.e. the sample at which the run reached
-        min_duration [UTC]; closed_at : the first non-anomalous or missing sample [UTC].
+    declared_at : when the rule could first know the episode: the end of the sample at
+        which the run's span reached min_duration [UTC]; nothing before it may be credited
+        to the alarm. opened_at : when the alarm opened, equal to ``declared_at`` (older
+        stores: the start of that sample) [UTC]; resolution_s : the grid step Δ the rule
+        ran on [s]; closed_at : the first non-anomalous or missing sample [UTC].
     close_reason : "calm" (a sample below threshold), "gap" (a missing sample: never
         read as calm) or "no_baseline" (a sample whose baseline is undefined).
     peak_ratio : maximum of value / baseline over the episode [-].
@@ -183,6 +186,8 @@ class Alarm(Base):
     end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_anomalous: Mapped[datetime] = mapped_column(UTCDateTime)
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    declared_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    resolution_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     state: Mapped[str] = mapped_column(String(8), default="open")
     close_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
@@ -213,6 +218,8 @@ class Alarm(Base):
             "end": iso(self.end),
             "last_anomalous": iso(self.last_anomalous),
             "opened_at": iso(self.opened_at),
+            "declared_at": iso(self.declared_at),
+            "resolution_s": self.resolution_s,
             "closed_at": iso(self.closed_at),
             "state": self.state,
             "close_reason": self.close_reason,

@@ -125,3 +125,32 @@ def test_shielded_stack_ignores_the_callers_group_signal_and_dies_with_it(tmp_pa
         if caller.poll() is None:
             caller.kill()
         caller.wait(10)
+
+
+def test_stack_start_restarts_only_the_service_that_is_down(tmp_path, capsys):
+    """``namazu stack start`` after Mosquitto was SIGKILLed brings Mosquitto back on its
+    port and leaves the running InfluxDB alone (same pid, not restarted)."""
+    import os
+    import signal
+
+    from namazu.server.launch import stack as stack_cli
+
+    data_dir = tmp_path / "stack"
+    assert stack_cli.main(["start", "--data-dir", str(data_dir), "--mqtt-port", "0",
+                           "--influx-port", "0"]) == 0  # fmt: skip
+    try:
+        first = stack_cli.read_state(data_dir)
+        os.kill(first["pids"]["mosquitto"], signal.SIGKILL)
+        report = stack_cli.status(data_dir)
+        assert stack_cli.healthy_services(report) == {"influxd"}
+        capsys.readouterr()
+        assert stack_cli.main(["start", "--data-dir", str(data_dir)]) == 0
+        out = capsys.readouterr().out
+        assert f"influxd: still running (pid {first['pids']['influxd']}), kept" in out
+        second = stack_cli.read_state(data_dir)
+        assert second["pids"]["influxd"] == first["pids"]["influxd"]
+        assert second["pids"]["mosquitto"] != first["pids"]["mosquitto"]
+        assert second["mqtt_port"] == first["mqtt_port"]
+        assert stack_cli.healthy_services(stack_cli.status(data_dir)) == {"mosquitto", "influxd"}
+    finally:
+        stack_cli.stop_detached(data_dir)

@@ -264,7 +264,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     herds = 1 if quick else 3
     live = measure(herds=herds)
     former = measure(herds=1, resolution_s=60, aggregate="mean")
-    return rows(live, "15-min median grid") + rows(former, "former 1-min mean grid")
+    return rows(live, "15-min median grid") + rows(former, "1-min mean grid (former step)")
 
 
 def print_scores(scores: list[dict[str, Any]]) -> None:

@@ -30,6 +30,7 @@ MODULES = [
     ("timeline", "bench.bench_timeline"),
     ("simulator", "bench.bench_simulator"),
     ("panel_load", "bench.bench_panel_load"),
+    ("quality", "bench.bench_detection_quality"),
 ]
 
 DOC_HEADER = """# Benchmarks

@@ -244,6 +244,7 @@ class DetectionJob:
             result.read_s = time.perf_counter() - started
             started = time.perf_counter()
             runs: dict[str, list[Any]] = dict((ckpt.value or {}).get("runs", {}))
+            calm_closed: dict[str, Any] = dict((ckpt.value or {}).get("calm_closed", {}))
             open_alarms = {
                 f"{a.kind}|{a.series}": a
                 for a in session.scalars(
@@ -256,8 +257,9 @@ class DetectionJob:
             result.samples = int(np.isfinite(computed["x"][: result.animals]).sum())
             touched: dict[str, Alarm] = {}
             opened = self._advance(
-                session, farm, computed, runs, open_alarms, result, last_ms, m, touched
-            )
+                session, farm, computed, runs, open_alarms, result, last_ms, m, touched,
+                calm_closed,
+            )  # fmt: skip
             result.compute_s = time.perf_counter() - started
             started = time.perf_counter()
             if opened:
@@ -266,7 +268,7 @@ class DetectionJob:
                     self.on_open(session, opened)
             self._write_points(farm, computed, list(touched.values()))
             ckpt.time = _dt(end_ms)
-            ckpt.value = {"runs": runs}
+            ckpt.value = {"runs": runs, "calm_closed": calm_closed}
             ckpt.updated_at = datetime.now(UTC)
             result.write_s = time.perf_counter() - started
         if result.opened or result.closed:
@@ -386,8 +388,13 @@ class DetectionJob:
         last_ms: int,
         m: int,
         touched: dict[str, Alarm],
+        calm_closed: dict[str, Any],
     ) -> list[Alarm]:
         """Walk the new samples of every series with work to do; open/extend/close.
+
+        ``calm_closed`` maps a series to its last alarm closed "calm" or "gap" ([id,
+        last anomalous sample [ms]]): a new episode of that series starting less than
+        ``min_duration`` after it rejoins that alarm (reopened, no new e-mail).
 
         A run is kept as [first sample [ms], peak ratio, samples, {animal: anomalous
         samples}] (the last two only for collective series): an animal took part in a
@@ -405,6 +412,7 @@ class DetectionJob:
         busy = flags.any(axis=1)
         position = {k.token: i for i, k in enumerate(keys)}
         closed: list[Alarm] = []
+        closed_now: dict[str, Alarm] = {}
         for token in set(runs) | set(open_alarms):
             if token in position:
                 busy[position[token]] = True
@@ -448,6 +456,19 @@ class DetectionJob:
                         if alarm.id is not None and alarm.id not in result.extended:
                             result.extended.append(alarm.id)
                     elif t - run[0] + self.res_ms >= self.min_duration_ms:
+                        alarm = self._rejoin(session, token, run, closed_now, calm_closed)
+                        if alarm is not None:
+                            touched[token] = open_alarms[token] = alarm
+                            alarm.last_anomalous = _dt(t)
+                            alarm.peak_ratio = max(alarm.peak_ratio, float(run[1]))
+                            if collective:
+                                alarm.animals_involved = sorted(
+                                    set(alarm.animals_involved or [])
+                                    | set(_took_part(animals, counts, run[2]))
+                                )
+                            if alarm.id is not None and alarm.id not in result.extended:
+                                result.extended.append(alarm.id)
+                            continue
                         if existing is None:  # one query, at the tick's first opening
                             existing = self._existing(session, farm, run_starts)
                         alarm = self._open(existing, farm, key, run, t, computed, j, params)
@@ -469,6 +490,8 @@ class DetectionJob:
                             reason = "calm"
                         self._close(alarm, t, reason, closed)
                         open_alarms.pop(token, None)
+                        if reason != "no_baseline":
+                            closed_now[token] = alarm
                         alarm = None
                     run = None
             if run is None:
@@ -478,9 +501,39 @@ class DetectionJob:
                     run[3:] = [{a: int(c) for a, c in zip(animals, counts, strict=True) if c}]
                 runs[token] = run
         session.flush()  # one flush for the tick: ids of new alarms
+        for token, alarm in closed_now.items():
+            calm_closed[token] = [alarm.id, _ms(alarm.end)]
+        horizon = last_ms + m * self.res_ms - self.min_duration_ms - self.res_ms
+        for token in [k for k, v in calm_closed.items() if v[1] < horizon]:
+            del calm_closed[token]
         result.opened = [a.id for a in opened]
         result.closed += [a.id for a in closed]
         return opened
+
+    def _rejoin(
+        self,
+        session: Session,
+        token: str,
+        run: list[Any],
+        closed_now: dict[str, Alarm],
+        calm_closed: dict[str, Any],
+    ) -> Alarm | None:
+        """The series' alarm closed ("calm" or "gap") less than ``min_duration`` before this
+        episode's first sample, reopened; None when there is none. One surge whose
+        samples dip under the threshold for a moment stays one alarm (one e-mail); the
+        rule's episodes are unchanged (``namazu analyze`` reports both)."""
+        alarm: Alarm | None = closed_now.pop(token, None)
+        if alarm is None and token in calm_closed:
+            alarm = session.get(Alarm, int(calm_closed[token][0]))
+        calm_closed.pop(token, None)
+        if alarm is None or alarm.end is None:
+            return None
+        calm_ms = int(run[0]) - _ms(alarm.end) - self.res_ms
+        if calm_ms >= self.min_duration_ms:
+            return None
+        alarm.state = "open"
+        alarm.end = alarm.closed_at = alarm.close_reason = None
+        return alarm
 
     def _existing(
         self, session: Session, farm: str, starts: set[int]

@@ -23,8 +23,8 @@
    go on publishing in real time and the scheduler ticks every minute, until Ctrl-C.
 
 ``--no-serve`` stops after step 7 (tests); ``--days 0.1 --no-serve`` is a quick check of
-the data path alone. The scenario needs ``--days`` >= 7; with 4 to 7 days a single
-episode ten hours before the end is injected, and no catalogue is replayed.
+the data path alone. The scenario needs ``--days`` >= 8 (the default); with 4 to 8 days a
+single episode ten hours before the end is injected, and no catalogue is replayed.
 """
 
 from __future__ import annotations
@@ -58,27 +58,27 @@ log = logging.getLogger(__name__)
 DEMO_HERD = {"cow": 6, "sheep": 8, "dog": 2}
 DEMO_GATEWAYS = ("gw-1", "gw-2")
 CHUNK = timedelta(hours=1)
-#: The single episode of a short demo (4 to 7 days): starts this long before the end.
+#: The single episode of a short demo (4 to 8 days): starts this long before the end.
 EPISODE_BEFORE_END = timedelta(hours=10)
 EPISODE_DURATION_MIN = 120.0
 EPISODE_INTENSITY = 4.0
 #: The scenario needs this many simulated days (baseline, hit day, reaction day).
-SCENARIO_DAYS = 7.0
+SCENARIO_DAYS = 8.0
 #: The replayed catalogue (relative to NAMAZU_DATA_DIR) and its two real days, each
 #: placed on a simulated UTC day (days after the first simulated day).
 REPLAY_CATALOG = "wikelski2020/catalog_2017-01-17_2017-04-16.csv"
 REPLAY_DAYS = {
-    pd.Timestamp("2017-01-18T00:00:00Z"): 4,  # M 5.1-5.5 at 55-63 km from 09:25 UTC
-    pd.Timestamp("2017-02-03T00:00:00Z"): 6,  # M 4.0 03:47, M 4.2 04:10 at 3.5 km
+    pd.Timestamp("2017-01-18T00:00:00Z"): 5,  # M 5.1-5.5 at 55-63 km from 09:25 UTC
+    pd.Timestamp("2017-02-03T00:00:00Z"): 7,  # M 4.0 03:47, M 4.2 04:10 at 3.5 km
 }
 #: The hit: cows and sheep (not the dogs) restless 03:20-05:20 on the 18 January day,
 #: six hours before the first M >= 5 of the sequence.
-HIT_START = timedelta(days=4, hours=3, minutes=20)
+HIT_START = timedelta(days=5, hours=3, minutes=20)
 HIT = {"duration_min": 120.0, "intensity": 4.0, "species": ("cow", "sheep")}
 #: The reaction: every animal restless from 04:30 on the 3 February day, twenty minutes
 #: after the M 4.2 at 04:10 and nine after an M 2.5 at 04:21 (both within 4 km).
-REACTION_START = timedelta(days=6, hours=4, minutes=30)
-REACTION = {"duration_min": 90.0, "intensity": 4.0, "species": None}
+REACTION_START = timedelta(days=7, hours=4, minutes=30)
+REACTION = {"duration_min": 120.0, "intensity": 4.0, "species": None}
 DEMO_RECIPIENT = "researcher@example.org"
 DEMO_USER = "demo"
 
@@ -282,7 +282,7 @@ def demo_episodes(start: datetime, end: datetime, days: float) -> list[GroundTru
     ``days`` >= SCENARIO_DAYS: the hit (cows and sheep, six hours before the replayed
     18 January 2017 sequence) and the reaction (every animal, after the replayed
     3 February 2017 local shaking), on the simulated UTC days the catalogue is placed
-    on. 4 to 7 days: one episode of every animal ten hours before the end. Fewer: none
+    on. 4 to 8 days: one episode of every animal ten hours before the end. Fewer: none
     (no baseline).
     """
     from namazu.firmware_bridge.simulator import UnrestEpisode
@@ -727,7 +727,8 @@ def _run(args: argparse.Namespace, base: NamazuConfig, data_dir: Path) -> int:
         else:
             print(
                 f"replaying {len(replay.catalog)} real INGV events of 18 January and "
-                f"3 February 2017 (placed on simulated days 5 and 7) at {replay.base_url}"
+                f"3 February 2017 (placed on the simulated days "
+                f"{', '.join(str(d + 1) for d in REPLAY_DAYS.values())}) at {replay.base_url}"
             )
         subscribe(run.config)
         print("running detection over the simulated days ...")

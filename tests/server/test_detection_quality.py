@@ -31,8 +31,10 @@ def test_live_grid_finds_most_strong_episodes_once_and_soon(scores, species):
     s = scores[species]
     assert s["animal_episodes"] == 6 * len(TARGET_CELLS)
     assert s["recall"] >= 0.8, s
-    assert s["splits"] <= 0.1 * s["animal_episodes"], s
-    assert 45.0 <= s["delay_min"] <= 60.0, s  # never before min_duration has passed
+    assert s["splits"] <= 0.05 * s["animal_episodes"], s
+    # declared 45 min after the first step whose median is raised, i.e. at least
+    # min_duration - Δ/2 after the start
+    assert 37.5 <= s["delay_min"] <= 60.0, s
 
 
 @pytest.mark.parametrize("species", ["cow", "sheep"])

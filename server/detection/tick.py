@@ -65,7 +65,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from namazu.analytics.params import RULE_VERSION, RuleParams
-from namazu.analytics.rule import detect_matrix, quorum_flags
+from namazu.analytics.rule import declaration_time, detect_matrix, quorum_flags
 from namazu.server.detection.alarmlog import AlarmLog
 from namazu.server.store.influx import InfluxClient, point_line
 from namazu.server.store.state import Alarm, Checkpoint, alarm_severity, session_scope
@@ -570,8 +570,10 @@ class DetectionJob:
         alarm.species = key.species
         alarm.severity = alarm_severity(key.kind, float(run[1]), self.params.increase_pct)
         alarm.last_anomalous = _dt(t)
-        # declared at the end of the sample at which the run's span reached min_duration
-        alarm.declared_at = alarm.opened_at = _dt(t + self.res_ms)
+        # the end of the sample at which the run's span reached min_duration (= t + Δ)
+        first = pd.Timestamp(int(run[0]), unit="ms", tz="UTC")
+        declared = declaration_time(first, pd.Timedelta(milliseconds=self.res_ms), self.params)
+        alarm.declared_at = alarm.opened_at = declared.to_pydatetime()
         alarm.resolution_s = self.res_ms // 1000
         alarm.end = None
         alarm.closed_at = None

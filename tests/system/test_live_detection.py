@@ -197,7 +197,8 @@ def test_calm_farm_gives_no_alarm_over_a_week(tmp_path, activity_db):
     replay(services, T0 + timedelta(days=7), T0 + timedelta(days=14), timedelta(hours=6))
     with session_scope(services.engine) as session:
         ckpt = session.get(Checkpoint, "detection:farm-calm")
-        assert ckpt.time >= T0 + timedelta(days=14) - timedelta(minutes=3)
+        # the last 15-min step whose window had ended 2 min (settle) before the last cycle
+        assert ckpt.time == T0 + timedelta(days=14) - timedelta(minutes=30)
         assert session.scalar(select(OutboxMail.id)) is None
     collective = [a for a in _alarms(services) if a[0] != "animal"]
     assert collective == []
@@ -347,7 +348,7 @@ def _ms(value: datetime) -> int:
 def test_animals_that_stop_reporting_close_with_gap_and_are_never_read_as_calm(tmp_path, influx):
     """Unrest 02:00-04:00 on day 7 for all six cows. Cows 1-3 fall silent at 03:00,
     cows 4-6 at 05:00. The silent cows' alarms close with "gap"; the herd (mean of the
-    reporting animals x herd size) stays in alarm while cows 4-6 are restless and closes
+    reporting animals) stays in alarm while cows 4-6 are restless and closes
     "calm" only when they calm down; no sample of the silent spans is written back as a
     value, and the data-health job flags every silent cow."""
     episode = UnrestEpisode(GAP_DAY + timedelta(hours=2), duration_min=120, intensity=INTENSE)
@@ -364,10 +365,10 @@ def test_animals_that_stop_reporting_close_with_gap_and_are_never_read_as_calm(t
     _write_direct(influx, herd, keep)
     engine = init_db(f"sqlite:///{tmp_path}/state.sqlite")
     job = DetectionJob(
-        influx, engine, AlarmLog(tmp_path / "log.jsonl"), ["farm-gap"],
+        influx, engine, AlarmLog(tmp_path / "log.jsonl"), ["farm-gap"], resolution_s=60,
         initial_lookback_s=8 * 3600, max_catchup_s=8 * 3600,
     )  # fmt: skip
-    [tick] = job.tick(GAP_DAY + timedelta(hours=8, minutes=2))
+    [tick] = job.tick(GAP_DAY + timedelta(hours=8, minutes=3))  # the minute to 08:00 done
     assert tick.last_ms == _ms(GAP_DAY + timedelta(hours=8))
     with session_scope(engine) as session:
         alarms = {(a.kind, a.series): a for a in session.scalars(select(Alarm))}
@@ -433,10 +434,10 @@ def test_a_farm_that_goes_silent_closes_open_alarms_with_gap(tmp_path, influx):
     _write_direct(influx, herd, keep)
     engine = init_db(f"sqlite:///{tmp_path}/state.sqlite")
     job = DetectionJob(
-        influx, engine, AlarmLog(tmp_path / "log.jsonl"), ["farm-hole"],
+        influx, engine, AlarmLog(tmp_path / "log.jsonl"), ["farm-hole"], resolution_s=60,
         initial_lookback_s=3 * 3600, max_catchup_s=3 * 3600,
     )  # fmt: skip
-    settle = timedelta(minutes=2)
+    settle = timedelta(minutes=3)  # 2 min, plus the minute of the last sample itself
     job.tick(hole[0] - timedelta(minutes=1) + settle)  # up to 02:59: alarms open at ~02:45
     with session_scope(engine) as session:
         assert session.scalars(select(Alarm).where(Alarm.kind == "herd")).one().state == "open"

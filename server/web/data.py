@@ -36,6 +36,8 @@ NEARBY_KM = 300.0
 #: A gateway clock further than this from the server's is flagged on the overview [s].
 CLOCK_TOLERANCE_S = 2.0
 _DAY_MS = 86_400_000
+#: Collars report one activity sample a minute (the stored ``activity`` resolution).
+RAW_ACTIVITY_MS = 60_000
 _LATEST_MS = 7_258_118_400_000  # 2200-01-01T00:00:00Z as UTC epoch ms
 
 
@@ -557,30 +559,34 @@ def timeline(
 ) -> dict[str, Any]:
     """Activity with baseline and threshold, alarm spans, quakes and farm events.
 
-    Activity of an animal comes from ``activity.odba`` [g]; of a species group or the
-    herd from ``baseline.value`` (the collective series: the sum over the reporting
-    animals, ``unit`` "Σ ODBA [g]"). Over long ranges the series is
+    Activity of an animal comes from ``activity.odba`` [g], one collar sample a minute;
+    of a species group or the herd from ``baseline.value`` (the collective series: the
+    mean over the reporting animals, ``unit`` "mean ODBA per animal [g]"). Baseline,
+    threshold and collective series are on the live rule's grid (``rule_grid_s``, e.g.
+    900 s: the median of each 15-min step). Over long ranges the series is
     reduced in InfluxDB to min/max per bucket (``namazu.analytics.downsample``), so peaks stay;
     gaps are NaN points (``null`` in JSON).
     """
-    resolution_ms = int(handles.config.scheduler.resolution_s * 1000)
+    grid_ms = int(handles.config.scheduler.resolution_s * 1000)
+    is_animal = series != "herd" and not series.startswith("species:")
+    resolution_ms = min(grid_ms, RAW_ACTIVITY_MS) if is_animal else grid_ms
     width = bucket_width_ms(start_ms, end_ms, max_points, resolution_ms)
     downsampled = width > resolution_ms
-    is_animal = series != "herd" and not series.startswith("species:")
+    base_width = max(width, grid_ms)  # never finer than the grid the baseline is on
     influx = handles.influx
     if downsampled:
         base = influx.query_frame(
-            *queries.baseline_buckets(farm.id, series, start_ms, end_ms, width)
+            *queries.baseline_buckets(farm.id, series, start_ms, end_ms, base_width)
         )
         if is_animal:
             act = influx.query_frame(
                 *queries.activity_minmax(farm.id, series, start_ms, end_ms, width)
             )
         else:
-            act = base
+            act, width = base, base_width
         act_t, act_v = _extremes(act, width)
-        base_t, base_v = _bucket_means(base, "baseline", width)
-        _, thr_v = _bucket_means(base, "threshold", width)
+        base_t, base_v = _bucket_means(base, "baseline", base_width)
+        _, thr_v = _bucket_means(base, "threshold", base_width)
     else:
         base = influx.query_frame(*queries.baseline_raw(farm.id, series, start_ms, end_ms))
         if is_animal:
@@ -588,8 +594,8 @@ def timeline(
         else:
             act = base.rename(columns={"value": "value"})
         act_t, act_v = _raw(act, "value", resolution_ms)
-        base_t, base_v = _raw(base, "baseline", resolution_ms)
-        _, thr_v = _raw(base, "threshold", resolution_ms)
+        base_t, base_v = _raw(base, "baseline", grid_ms)
+        _, thr_v = _raw(base, "threshold", grid_ms)
     if not act_t.size and not base_t.size:
         check_series_known(handles, farm, series)
     quakes = quakes_frame(handles, farm, start_ms, end_ms, 2.0)
@@ -601,10 +607,11 @@ def timeline(
         "timezone": farm.timezone,
         "series": series,
         "label": series_label(series),
-        "unit": "ODBA [g]" if is_animal else "Σ ODBA [g]",
+        "unit": "ODBA [g]" if is_animal else "mean ODBA per animal [g]",
         "start": _iso_ms(start_ms),
         "end": _iso_ms(end_ms),
         "resolution_s": resolution_ms / 1000,
+        "rule_grid_s": grid_ms / 1000,
         "bucket_s": width / 1000,
         "downsampled": downsampled,
         "activity": {"t": act_t.tolist(), "v": _json_list(act_v)},

@@ -129,7 +129,10 @@
       layout.annotations.push({ x: 0.005, y: 0.99, xref: "paper", yref: ya + " domain",
                                 xanchor: "left", yanchor: "top", showarrow: false,
                                 bgcolor: "rgba(255,255,255,0.8)",
-                                text: "<b>" + (panel.data ? panel.data.label : panel.series) + "</b>",
+                                text: "<b>" + (panel.data ? panel.data.label : panel.series) + "</b>" +
+                                      (panel.data && panel.data.rule_grid_s ?
+                                       " · rule on a " + panel.data.rule_grid_s / 60 +
+                                       "-min grid (baseline, threshold, alarms)" : ""),
                                 font: { size: 12 }, name: "panel-" + panel.series });
       if (!panel.data) {
         layout.annotations.push({ x: 0.5, y: 0.5, xref: "paper", yref: ya + " domain",

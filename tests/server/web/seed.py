@@ -66,7 +66,7 @@ def seed(influx: InfluxClient, sessions) -> SeededFarm:
         )
     params = RuleParams()
     episodes, comp = rule.detect(cow1, "1min", params, return_components=True)
-    herd = rule.herd_series(pd.concat([cow1, cow2], axis=1))
+    herd = pd.concat([cow1, cow2], axis=1).mean(axis=1).rename("herd")  # as the tick writes it
     _, herd_comp = rule.detect(herd, "1min", params, return_components=True)
     for name, frame in (("cow-1", comp), ("herd", herd_comp)):
         ok = frame.dropna(subset=["baseline", "value"])

@@ -67,4 +67,5 @@ def test_targets_are_marked_and_own_alarms_are_set_apart(panel, client_for):
     assert body["label"] == "cow-1" and body["unit"] == "ODBA [g]" and body["timezone"] == "UTC"
     herd_body = client.get(f"/api/v1/timeline?farm={FARM}&series=herd&{RANGE}").json
     assert [a["own"] for a in herd_body["alarms"] if a["id"] == herd_id] == [True]
-    assert herd_body["unit"] == "Σ ODBA [g]"  # the sum over the reporting animals
+    assert herd_body["unit"] == "mean ODBA per animal [g]"  # as the live tick writes it
+    assert herd_body["rule_grid_s"] == 900.0

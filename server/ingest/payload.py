@@ -14,10 +14,10 @@ dead-letter topic. :func:`decode_activity_message` refuses animals one by one (t
 valid animals of a message are kept); :func:`decode_activity` refuses the whole message
 at the first fault. The functions here are pure: bytes and numbers in, values out.
 
-Untrusted input is never walked recursively: right after parsing, :func:`check_depth`
-refuses documents nested deeper than :data:`MAX_DEPTH` levels (iteratively), and every
-message shows an untrusted value through :func:`show`, which never recurses and is
-bounded in length.
+Untrusted input is never walked recursively: before a decoder looks into a parsed
+document, :func:`check_depth` refuses one nested deeper than :data:`MAX_DEPTH` levels
+(iteratively), and every message shows an untrusted value through :func:`show`, which
+never recurses and is bounded in length.
 """
 
 from __future__ import annotations
@@ -378,18 +378,14 @@ def check_depth(document: Any, limit: int = MAX_DEPTH) -> None:
 
 
 def parse_json(payload: bytes) -> Any:
-    """Parse strict JSON (RFC 8259) from UTF-8 bytes, at most :data:`MAX_DEPTH` deep.
+    """Parse strict JSON (RFC 8259) from UTF-8 bytes.
 
     orjson does the work; when it refuses, the standard library tells a payload that
     uses the non-JSON tokens NaN/Infinity (or overflows a double) — reason
-    ``non_finite`` — apart from one that is not JSON at all (``not_json``).
+    ``non_finite`` — apart from one that is not JSON at all (``not_json``). The result
+    may nest up to 1,024 levels: the decoders bound it (:func:`check_depth`) before
+    they look into it.
     """
-    document = _parse_json(payload)
-    check_depth(document)
-    return document
-
-
-def _parse_json(payload: bytes) -> Any:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise PayloadError(
             "too_large", f"payload has {len(payload)} bytes, more than {MAX_PAYLOAD_BYTES}"
@@ -763,6 +759,14 @@ def decode_activity_message(
     farm, gateway, kind = parse_topic(topic)
     if kind != "activity":
         raise PayloadError("topic_mismatch", f"topic {show(topic)} is not an activity topic")
+    # Nesting first. Animals that pass the column-wise fast path are flat by construction
+    # (strings and arrays of numbers), so then only the other top-level values are walked.
+    items = document.get("animals") if type(document) is dict else None
+    columns = _columns_fast(items) if type(items) is list else None
+    if columns is None:
+        check_depth(document)
+    else:
+        check_depth([value for key, value in document.items() if key != "animals"])
     doc_farm, doc_gateway, seq, sent_ms, boot_id, items = _top_level(document)
     if (doc_farm, doc_gateway) != (farm, gateway):
         raise PayloadError(
@@ -770,7 +774,6 @@ def decode_activity_message(
             f"payload says farm {doc_farm!r}, gateway {doc_gateway!r}; "
             f"topic says {farm!r}, {gateway!r}",
         )
-    columns = _columns_fast(items)
     if columns is not None and _fast_window_ok(columns, now_ms, max_future_ms, max_age_ms):
         batch = ActivityBatch.from_columns(farm, gateway, seq, sent_ms, columns, boot_id)
         return ActivityMessage(farm, gateway, seq, boot_id, batch)
@@ -853,6 +856,7 @@ def decode_status(topic: str, payload: bytes) -> GatewayStatus:
     if kind != "status":
         raise PayloadError("topic_mismatch", f"topic {show(topic)} is not a status topic")
     document = parse_json(payload)
+    check_depth(document)
     if not isinstance(document, dict):
         raise PayloadError("schema", f"status must be a JSON object, got {_kind(document)}")
     if document.get("schema") != STATUS_SCHEMA:

@@ -375,6 +375,10 @@ def _doc_with(where: str, value_json: bytes) -> bytes:
     marker = "\u0001MARK\u0001"
     if where == "species":
         doc["animals"][0]["species"] = marker
+    elif where == "sample":
+        doc["animals"][1]["odba"][0] = marker
+    elif where == "battery":
+        doc["animals"][0]["battery_v"] = marker
     elif where == "extra":
         doc["extra"] = marker
     else:
@@ -382,8 +386,8 @@ def _doc_with(where: str, value_json: bytes) -> bytes:
     return orjson.dumps(doc).replace(orjson.dumps(marker), value_json)
 
 
-@pytest.mark.parametrize("where", ["schema", "species", "farm", "extra"])
-@pytest.mark.parametrize("depth", [9, 1000, 1020])
+@pytest.mark.parametrize("where", ["schema", "species", "farm", "extra", "sample", "battery"])
+@pytest.mark.parametrize("depth", [9, 1000, 1019])
 def test_deep_nesting_is_refused_without_recursion(where, depth):
     payload = _doc_with(where, _nested(depth))
     with pytest.raises(PayloadError) as info:
@@ -411,7 +415,7 @@ def test_nesting_up_to_the_limit_is_judged_by_the_schema():
 
 @given(
     depth=st.integers(1, 1024),
-    where=st.sampled_from(["schema", "species", "farm", "extra"]),
+    where=st.sampled_from(["schema", "species", "farm", "extra", "sample", "battery"]),
     opener=st.sampled_from([b"[", b'{"k":']),
 )
 @settings(max_examples=examples(60), deadline=None)

@@ -159,7 +159,7 @@ class GatewayPublisher:
         reconnect_max_s: float = 30.0,
         status_interval_s: float = 30.0,
         wait_for_ingest: bool = False,
-        confirm: str = "puback",
+        confirm: str = "receipt",
         receipt_timeout_s: float = 60.0,
         max_unconfirmed: int = 20_000,
     ) -> None:

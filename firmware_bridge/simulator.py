@@ -788,9 +788,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--confirm",
         choices=("receipt", "puback"),
-        default="puback",
-        help="free the spool on an ingest receipt (stored) or on the broker's PUBACK "
-        "(default; also a broker without Namazu ingest)",
+        default="receipt",
+        help="free the spool on an ingest receipt saying it is stored (default) or on "
+        "the broker's PUBACK (a broker without Namazu ingest)",
     )
     p.add_argument(
         "--frames-to",

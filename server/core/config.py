@@ -138,7 +138,7 @@ class BridgeConfig(_Section):
         "arrives on namazu/v1/_ingest/alive (false: send at once, e.g. without Namazu ingest)",
     )
     confirm: Literal["receipt", "puback"] = Field(
-        "puback",
+        "receipt",
         description="when a spooled message is deleted: on the ingest receipt saying it is "
         "stored (receipt), or on the broker's PUBACK (puback: a broker without Namazu "
         "ingest; a broker crash can then lose what it had accepted)",

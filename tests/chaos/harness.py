@@ -567,7 +567,7 @@ class ChaosPlan:
     offline_gateway: tuple[float, float] | None = (1 / 3, 2 / 3)
     ingest_max_pending: int = 500
     drain_timeout_s: float = 900.0
-    confirm: str = "puback"  # "receipt" once ingest publishes receipts
+    confirm: str = "receipt"
     poison_at: float | None = None
     gateway_kill_at: float | None = None
     gateway_restart_s: float = 1.0
@@ -986,7 +986,7 @@ class BridgeKillPlan:
     frame_rate_hz: float = 500.0
     kill_at: tuple[float, ...] = (0.3, 0.6)
     restart_s: float = 1.0
-    confirm: str = "puback"  # "receipt" once ingest publishes receipts
+    confirm: str = "receipt"
     seed: int = 14
     timeout_s: float = 600.0
 

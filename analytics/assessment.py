@@ -249,9 +249,9 @@ def _verdict(
         )
     if n < min_targets:
         return (
-            f"both p-values are at or below {alpha:g}, but {n} target"
-            f"{'' if n == 1 else 's'} are fewer than the {min_targets} a skill statement "
-            "needs: no forecasting skill is shown."
+            f"both p-values are at or below {alpha:g}, but "
+            f"{'1 target is' if n == 1 else f'{n} targets are'} fewer than the {min_targets} "
+            "a skill statement needs: no forecasting skill is shown."
         )
     return (
         f"both p-values are at or below {alpha:g} with {n} targets, so the hit rate is "

@@ -925,8 +925,8 @@ def text_summary(summary: dict[str, Any]) -> str:
     n_reactions = sum(a["reaction"] for a in summary["alarms"])
     catalog = summary["catalog"]
     lines = [
-        f"{catalog['events_read']} catalogue events read, "
-        f"{catalog.get('non_earthquakes_dropped', 0)} dropped as not earthquakes, "
+        f"{catalog['events_read'] + catalog.get('non_earthquakes_dropped', 0)} catalogue "
+        f"events read, {catalog.get('non_earthquakes_dropped', 0)} dropped as not earthquakes, "
         f"{catalog['near_duplicates_merged']} near-duplicates merged"
         + (
             f", {catalog['history_events']} history events for declustering"

@@ -343,6 +343,29 @@ def _table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     return f"<table><tr><th>set</th>{head}</tr>{body}</table>"
 
 
+def _catalogue(summary: dict[str, Any]) -> str:
+    """HTML: what happened to the catalogue before scoring, and how it was declustered."""
+    catalog = summary["catalog"]
+    evaluation = summary["parameters"]["evaluation"]
+    dropped = catalog.get("non_earthquakes_by_type") or {}
+    kinds = ", ".join(f"{n} {html.escape(k)}" for k, n in dropped.items())
+    history = summary["inputs"].get("decluster_catalog")
+    text = (
+        f"<p>Catalogue: {catalog['events_read'] + catalog.get('non_earthquakes_dropped', 0)} "
+        f"events read, {catalog.get('non_earthquakes_dropped', 0)} dropped as not earthquakes"
+        + (f" ({kinds})" if kinds else "")
+        + f", {catalog['near_duplicates_merged']} near-duplicates merged; declustering with "
+        f"the {html.escape(str(evaluation.get('decluster_window', 'gardner-knopoff')))} windows"
+        f", foreshock fraction {evaluation.get('foreshock_fraction', 0)}"
+    )
+    if history:
+        text += (
+            f", with {catalog.get('history_events', 0)} events of the history catalogue "
+            f"<code>{html.escape(_file_name(history))}</code>"
+        )
+    return text + f": {catalog['mainshocks']} mainshocks.</p>"
+
+
 def _sweep(sweep: dict[str, Any] | None) -> str:
     """HTML: the sweep's grid, its family-wise corrected best result and the sentence."""
     if not sweep:
@@ -400,7 +423,9 @@ def render_report(
         f"{inputs['farm']['latitude']:.4f} N {inputs['farm']['longitude']:.4f} E; "
         f"{inputs['samples']} samples from {html.escape(inputs['first_sample'])} to "
         f"{html.escape(inputs['last_sample'])}; {summary['monitored']['hours']:.1f} h monitored. "
-        f"Rule {html.escape(summary['rule_version'])}.</p>",
+        f"Rule {html.escape(summary['rule_version'])}, evaluation "
+        f"{html.escape(summary.get('evaluation_version', ''))}.</p>",
+        _catalogue(summary),
         "<h2>Scores</h2>",
         _table(rows),
         "<p>τ: fraction of monitored time covered by alarms (from the declaration, when "

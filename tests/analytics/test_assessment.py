@@ -214,7 +214,7 @@ def test_one_hit_of_one_target_prints_no_skill_sentence():
     }
     text = chance_statement(result)
     assert "unlikely" not in text and "no forecasting skill is shown" in text
-    assert "1 target are fewer than the 5" in text
+    assert "1 target is fewer than the 5" in text
     power = power_statement(result)
     assert power.startswith("With N = 1 target and τ = 0.038, a perfect record (1 of 1 hits)")
     assert power.endswith("no result on these data could show skill.")
@@ -361,3 +361,27 @@ def test_an_event_during_the_run_before_the_declaration_is_a_reaction_not_a_hit(
     looked_ahead = evaluate(v1, catalog, FARM, result.monitored, EvaluationParams(n_shifts=0))
     assert looked_ahead.hits == 1
     assert_allclose(looked_ahead.hit_list[0]["lead_time_h"], 30 / 3600)
+
+
+def test_one_hit_of_one_target_in_a_generated_series_gives_no_skill_sentence():
+    """One surge (declared 10 Jan 08:45) and one M 4.5 six hours later, 10 h lead window:
+    1 of 1 hit and both p-values at or below 0.05 (τ = 10 h / 408 h), yet no skill sentence;
+    the power line says that no result could show skill with one target."""
+    values = herd()
+    values[values.index >= pd.Timestamp("2024-01-11", tz="UTC")] = 1.0  # keep the first surge
+    catalog = catalogue().iloc[[1]].reset_index(drop=True)  # the hit of 10 Jan 14:00
+    params = EvaluationParams(n_shifts=400, lead_window_h=10.0)
+    result = assess(values, catalog, FARM, "15min", RuleParams(), params)
+    whole = result.as_dict()["evaluation"]["all_events"]
+    assert (whole["targets"], whole["hits"], len(result.episodes)) == (1, 1, 1)
+    assert_allclose(whole["alarm_fraction"], 10 / (17 * 24))
+    assert whole["p_binomial"] <= 0.05 and whole["p_shift"] <= 0.05
+    assert_allclose(whole["hit_rate_interval"], [0.025, 1.0], rtol=1e-12)
+    assert_allclose(whole["gain_interval"][1], 1 / whole["alarm_fraction"], rtol=1e-12)
+    statement = result.statements()["all_events"]
+    assert statement.startswith("1 of 1 target earthquake was preceded by an alarm")
+    assert "1 target is fewer than the 5 a skill statement needs" in statement
+    assert "unlikely" not in statement and "no forecasting skill is shown" in statement
+    assert result.power_statements()["all_events"].endswith(
+        "no result on these data could show skill."
+    )

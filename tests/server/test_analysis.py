@@ -544,8 +544,22 @@ def test_worked_example_table_in_readme_and_docs_is_the_run(study_run):
 def test_events_dropped_as_not_earthquakes_are_counted(tmp_path, capsys):
     """The USGS QuakeML sample holds a quarry blast and a quarry: both dropped, counted."""
     catalog = require_data("catalogs/quakeml_usgs_event_obspy.xml")
-    code, _ = _run(tmp_path, capsys, **{"--catalog": str(catalog)})
+    code = main(
+        [
+            "--activity", str(require_data(ACTIVITY)),
+            "--catalog", str(catalog),
+            "--farm", FARM,
+            "--out", str(tmp_path / "out"),
+            "--n-shifts", "0",
+            "--no-progress",
+        ]
+    )  # fmt: skip
     assert code == 0
+    assert capsys.readouterr().out.startswith(
+        "2 catalogue events read, 2 dropped as not earthquakes, 0 near-duplicates merged"
+    )
+    report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "2 dropped as not earthquakes (1 quarry, 1 quarry blast)" in report
     summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     assert summary["catalog"]["non_earthquakes_dropped"] == 2
     assert summary["catalog"]["non_earthquakes_by_type"] == {"quarry": 1, "quarry blast": 1}

@@ -34,6 +34,7 @@ from namazu.firmware_bridge.processing import activity_from_frames
 from namazu.firmware_bridge.publisher import GatewayPublisher
 from namazu.firmware_bridge.sources import FrameSource, SourceError, open_source
 from namazu.firmware_bridge.spool import SpoolFull
+from namazu.server.core.cliargs import number_in_range
 from namazu.server.core.systemd import watchdog
 
 log = logging.getLogger(__name__)
@@ -182,19 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--farm")
     p.add_argument("--gateway")
     p.add_argument("--mqtt-host")
-    p.add_argument("--mqtt-port", type=int)
+    p.add_argument("--mqtt-port", type=number_in_range(int, 1, 65535))
     p.add_argument("--spool", help="SQLite spool file")
-    p.add_argument("--spool-max-mb", type=float, help="spool disk budget [MB of payload]")
+    p.add_argument(
+        "--spool-max-mb", type=number_in_range(float, 0), help="spool disk budget [MB of payload]"
+    )
     p.add_argument(
         "--confirm",
         choices=("receipt", "puback"),
         help="free spooled messages on an ingest receipt (stored) or on the broker's "
         "PUBACK (overrides bridge.confirm)",
     )
-    p.add_argument("--batch-samples", type=int)
-    p.add_argument("--max-inflight", type=int)
-    p.add_argument("--keepalive-s", type=int, default=30)
-    p.add_argument("--drain-timeout-s", type=float, default=30.0)
+    p.add_argument("--batch-samples", type=number_in_range(int, 1))
+    p.add_argument("--max-inflight", type=number_in_range(int, 1, 65535))
+    p.add_argument("--keepalive-s", type=number_in_range(int, 5, 65535), default=30)
+    p.add_argument("--drain-timeout-s", type=number_in_range(float, 0), default=30.0)
     p.add_argument(
         "--no-wait-for-ingest",
         action="store_true",
@@ -202,12 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(overrides bridge.wait_for_ingest)",
     )
     sim = p.add_argument_group("simulator source")
-    sim.add_argument("--cows", type=int, default=10)
-    sim.add_argument("--sheep", type=int, default=0)
-    sim.add_argument("--dogs", type=int, default=0)
+    animals = number_in_range(int, 0, 100_000)
+    sim.add_argument("--cows", type=animals, default=10)
+    sim.add_argument("--sheep", type=animals, default=0)
+    sim.add_argument("--dogs", type=animals, default=0)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--start", help="UTC start, ISO 8601 (default: now - duration)")
-    sim.add_argument("--duration-min", type=float, default=60.0)
+    sim.add_argument(
+        "--duration-min", type=number_in_range(float, 0, exclusive_minimum=True), default=60.0
+    )
     return p
 
 

@@ -50,7 +50,8 @@ echo "== application ($src -> $prefix)"
 install -d -m 0755 "$prefix"
 [ -x "$prefix/venv/bin/python" ] || python3 -m venv "$prefix/venv"
 "$prefix/venv/bin/pip" install -q --upgrade pip
-"$prefix/venv/bin/pip" install -q "$src"
+# The core only: what the bridge needs (no server extra), at the pinned versions.
+"$prefix/venv/bin/pip" install -q -c "$src/constraints.txt" "$src"
 install -d -m 0755 "$prefix/docs"
 install -m 0644 "$src/docs/deployment.md" "$prefix/docs/deployment.md"
 

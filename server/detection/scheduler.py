@@ -51,6 +51,7 @@ from namazu.server.core.metrics import (
     MetricsServerError,
     start_metrics_server,
 )
+from namazu.server.core.reachability import Reachability
 from namazu.server.core.systemd import watchdog
 from namazu.server.detection.alarmlog import (
     AlarmLog,
@@ -62,7 +63,7 @@ from namazu.server.detection.alarmlog import (
 )
 from namazu.server.detection.health import HealthJob
 from namazu.server.detection.tick import DetectionJob
-from namazu.server.store.influx import InfluxClient, InfluxError
+from namazu.server.store.influx import InfluxClient, InfluxError, InfluxUnavailable
 from namazu.server.store.state import Alarm, init_db
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,8 @@ class GuardedJob:
     name : job label (metrics, logs). interval_s : the job's cadence [s].
     max_backoff_s : longest sit-out after repeated failures [s].
     clock : monotonic time source [s] (injectable for tests).
+    store : reports an unreachable InfluxDB in one plain, rate-limited line (shared by
+        the jobs) instead of a traceback per failure.
     """
 
     def __init__(
@@ -245,7 +248,9 @@ class GuardedJob:
         interval_s: float,
         max_backoff_s: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        store: Reachability | None = None,
     ):
+        self.store = store
         self.name = name
         self.body = body
         self.interval_s = interval_s
@@ -267,6 +272,9 @@ class GuardedJob:
             wait = min(self.interval_s * 2 ** (self.failures - 1), self.max_backoff_s)
             self.resume_at = self.clock() + wait
             SCHEDULER_TICK_FAILURES.labels(job=self.name).inc()
+            if self.store is not None and isinstance(exc, InfluxUnavailable):
+                self.store.failed(exc, wait, f"job {self.name} backing off")
+                return False
             log.error(
                 "job failed; backing off",
                 exc_info=True,
@@ -278,6 +286,8 @@ class GuardedJob:
             SCHEDULER_TICK_SECONDS.labels(job=self.name).observe(time.perf_counter() - started)
         if self.failures:
             log.info("job recovered", extra={"job": self.name, "after_failures": self.failures})
+            if self.store is not None:
+                self.store.reached()
         self.failures = 0
         self.resume_at = 0.0
         return True
@@ -313,9 +323,10 @@ def make_scheduler(services: Services, blocking: bool = True) -> Any:
     if services.stamper is not None:
         stamper, alarm_log = services.stamper, services.alarm_log
         jobs.append(("timestamp", lambda: stamper.stamp_head(alarm_log), sched.tsa_interval_s))
+    store = Reachability(log, "InfluxDB", services.config.influx.url)
     for name, body, interval in jobs:
         scheduler.add_job(
-            GuardedJob(name, body, interval),
+            GuardedJob(name, body, interval, store=store),
             "interval",
             seconds=interval,
             id=name,

@@ -79,6 +79,7 @@ from namazu.firmware_bridge.payload import (
     seq_ranges,
 )
 from namazu.server.core import metrics
+from namazu.server.core.cliargs import number_in_range
 from namazu.server.core.config import ConfigError, NamazuConfig, load_config
 from namazu.server.core.reachability import Reachability
 from namazu.server.core.systemd import watchdog
@@ -1003,11 +1004,20 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="namazu ingest", description=main.__doc__)
     parser.add_argument("--config", help="TOML config file (default $NAMAZU_CONFIG)")
     parser.add_argument("--client-id", help="stable MQTT client id of this worker")
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument(
+        "--metrics-port",
+        type=number_in_range(int, 0, 65535),
+        help="serve Prometheus /metrics on this port",
+    )
     parser.add_argument("--metrics-host", default="127.0.0.1", help="metrics listen address")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("--log-format", choices=["json", "text"], default="json")
-    parser.add_argument("--stats-every", type=float, default=60.0, help="log counters every [s]")
+    parser.add_argument(
+        "--stats-every",
+        type=number_in_range(float, 0, exclusive_minimum=True),
+        default=60.0,
+        help="log counters every [s]",
+    )
     args = parser.parse_args(argv)
     try:
         configure_logging(args.log_level, json=args.log_format == "json")

@@ -3,6 +3,7 @@ one-line errors with documented exit codes, and bash completion."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -200,3 +201,25 @@ def test_bash_completion(line, expected, completion_script):
     out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert set(out.stdout.split()) == expected
+
+
+def test_bridge_without_a_broker_says_spooled_and_exits_3(tmp_path):
+    from namazu.server.launch.stack import free_port
+
+    port = free_port()  # nothing listens there
+    proc = run("bridge", "--source", "simulator", "--cows", "2", "--duration-min", "10",
+               "--mqtt-port", str(port), "--drain-timeout-s", "2", "--confirm", "puback",
+               "--spool", str(tmp_path / "spool.sqlite"))  # fmt: skip
+    assert proc.returncode == cli.EXIT_UNDRAINED
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["all_confirmed"] is False and summary["samples_spooled"] > 0
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("namazu bridge: stopped with ")
+    assert "messages still spooled, not confirmed as accepted" in lines[-1]
+    logged = [json.loads(line) for line in lines[:-1]]
+    unreachable = [e for e in logged if e["msg"].startswith("cannot reach broker")]
+    assert unreachable and unreachable[0]["level"] == "WARNING"
+    assert unreachable[0]["msg"].startswith(
+        f"cannot reach broker 127.0.0.1:{port} (connection refused); "
+    )
+    assert "messages spooled; retrying in 1 s" in unreachable[0]["msg"]

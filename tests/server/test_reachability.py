@@ -109,3 +109,36 @@ def test_a_real_paho_client_reports_the_refused_broker(lines):
         f"cannot reach broker 127.0.0.1:{port} (connection refused); "
         "3 messages spooled; retrying in 1 s"
     )
+
+
+def test_a_scheduler_job_reports_an_unreachable_store_in_one_line(lines):
+    from namazu.server.detection.scheduler import GuardedJob
+
+    logger, handler = lines
+    clock = FakeClock()
+    store = Reachability(logger, "InfluxDB", "http://10.0.0.9:8086", clock=clock)
+    refused = free_port()
+    failing = True
+
+    def body() -> None:
+        if failing:
+            InfluxClient(f"http://127.0.0.1:{refused}", "x").write_lines(["m v=1 1"])
+
+    job = GuardedJob("detection", body, 60.0, clock=clock, store=store)
+    assert job() is False
+    clock.now += 30
+    assert job() is False  # backing off: not run, nothing said
+    clock.now += 31
+    assert job() is False  # a minute later: said again, with the longer wait
+    failing = False
+    clock.now += 200
+    assert job() is True
+    got = [(r.levelname, r.getMessage()) for r in handler.records]
+    assert got == [
+        ("WARNING", "cannot reach InfluxDB http://10.0.0.9:8086 (connection refused); "
+                    "job detection backing off; retrying in 60 s"),
+        ("WARNING", "cannot reach InfluxDB http://10.0.0.9:8086 (connection refused); "
+                    "job detection backing off; retrying in 120 s"),
+        ("INFO", "reached InfluxDB http://10.0.0.9:8086 again after 261 s"),
+    ]  # fmt: skip
+    assert all(r.exc_info is None for r in handler.records)

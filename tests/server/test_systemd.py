@@ -124,7 +124,7 @@ def test_the_bridge_process_reports_readiness_and_stopping(stack, tmp_path, noti
     proc = subprocess.run(
         [sys.executable, "-m", "namazu.server.cli", "bridge", "--source", "simulator",
          "--cows", "2", "--duration-min", "30", "--mqtt-port", str(stack.mqtt_port),
-         "--no-wait-for-ingest"],
+         "--no-wait-for-ingest", "--confirm", "puback"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

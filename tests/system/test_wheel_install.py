@@ -97,12 +97,12 @@ def test_gateway_then_server_install_from_the_wheel(wheel, tmp_path, stack):
         assert f"\n{heavy}==" not in f"\n{freeze}", f"{heavy} came with the gateway install"
     bridge = subprocess.run(
         [namazu, "bridge", "--source", "simulator", "--cows", "3", "--duration-min", "20",
-         "--mqtt-port", str(stack.mqtt_port), "--no-wait-for-ingest",
+         "--mqtt-port", str(stack.mqtt_port), "--no-wait-for-ingest", "--confirm", "puback",
          "--spool", str(tmp_path / "spool.sqlite")],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bridge.returncode == 0, bridge.stderr
-    assert json.loads(bridge.stdout.strip().splitlines()[-1])["drained"] is True
+    assert json.loads(bridge.stdout.strip().splitlines()[-1])["all_confirmed"] is True
     refused = subprocess.run([namazu, "analyze", "--help"], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert refused.returncode == 4

@@ -2,7 +2,8 @@
 
 Structure-aware cases start from a valid document and break one thing (a missing or
 extra key, a wrong type, a non-finite number, a length mismatch, a time far in the
-future, a forged topic, ...); random cases are raw bytes, bit flips and truncations.
+future, a forged topic, poison: nesting up to 1,015 levels, 200 kB strings, 20,000 keys
+anywhere, ...); random cases are raw bytes, bit flips and truncations.
 Every decoder must either return a valid value or raise its own error class with a
 reason; anything else is a crash and is collected with the input that caused it.
 """
@@ -84,7 +85,7 @@ def _mutations(doc: dict[str, Any], rng: random.Random, now_ms: int) -> tuple[st
     """Apply one structural defect; return (topic, payload)."""
     topic = TOPIC
     animal = rng.choice(doc["animals"])
-    kind = rng.randrange(22)
+    kind = rng.randrange(25)
     if kind == 0:
         doc.pop(rng.choice(list(doc)))
     elif kind == 1:
@@ -147,6 +148,27 @@ def _mutations(doc: dict[str, Any], rng: random.Random, now_ms: int) -> tuple[st
     elif kind == 20:
         text = json.dumps(doc)
         return topic, text.replace('"seq"', '"seq": 1, "seq"', 1).encode()
+    elif kind in (22, 23, 24):
+        # poison: deep nesting, a giant string or a huge key count, anywhere; the value's
+        # JSON text is spliced in, as the encoder itself would recurse over deep nesting
+        if kind == 22:
+            depth = rng.choice([9, 100, 1015])
+            opener, closer = rng.choice([("[", "]"), ('{"k":', "}")])
+            value = opener * depth + "1" + closer * depth
+        elif kind == 23:
+            value = json.dumps("x" * rng.choice([1_000, 200_000]))
+        else:  # 20,000 keys in the document or in one animal
+            rng.choice([doc, animal]).update({f"key-{i:05d}": i for i in range(20_000)})
+            return topic, json.dumps(doc).encode()
+        marker = "\u0001POISON\u0001"
+        where = rng.choice(["schema", "farm", "extra", "species", "sample"])
+        if where == "species":
+            animal["species"] = marker
+        elif where == "sample":
+            animal["odba"][0] = marker
+        else:
+            doc[where] = marker
+        return topic, json.dumps(doc).replace(json.dumps(marker), value, 1).encode()
     else:
         doc["animals"] = rng.choice([[], None, {}, "cow", [1]])
     return topic, json.dumps(doc, allow_nan=True).encode()
@@ -245,6 +267,7 @@ def fuzz_payload_decoder(n: int, seed: int = 1) -> FuzzReport:
     def reason(exc: Exception) -> str:
         assert exc.reason in REASONS, exc.reason
         assert exc.detail and "\n" not in exc.detail
+        assert len(exc.detail) < 400, "an untrusted value shown at length"
         return exc.reason
 
     return _run(

@@ -71,6 +71,8 @@ def test_running_ingest_serves_received_written_rejected_and_spool_depth(stack, 
         assert metrics[("namazu_ingest_messages_received_total", ())] >= 2
         depth = ("namazu_gateway_spool_depth", (("farm", FARM), ("gateway", GATEWAY)))
         assert depth in metrics and metrics[depth] >= 0
+        others = ("namazu_web_", "namazu_scheduler_", "namazu_bridge_", "namazu_mails_")
+        assert not [name for name, _ in metrics if name.startswith(others)]  # only its own
     finally:
         publisher.stop()
         worker.stop()
@@ -117,6 +119,16 @@ longitude = 13.0
         metrics = wait_for(ticked, 60, "a detection run on the scheduler's /metrics")
         assert metrics[("namazu_alarms_open", (("farm", FARM),))] == 0
         assert ("namazu_mails_queued", ()) in metrics
+        verified = wait_for(
+            lambda: scrape(port).get(("namazu_alarm_log_verified", ())) is not None,
+            60,
+            "the alarm-log check on the scheduler's /metrics",
+        )
+        assert verified
+        metrics = scrape(port)
+        assert metrics[("namazu_alarm_log_verified", ())] == 1  # no alarms, no log: intact
+        others = ("namazu_web_", "namazu_ingest_", "namazu_bridge_")
+        assert not [name for name, _ in metrics if name.startswith(others)]  # only its own
         assert proc.poll() is None
     finally:
         proc.terminate()

@@ -63,6 +63,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "namazu.server.research.reproduce",
         "a study's own analysis on its data (wikelski2020), then honest tests of it",
     ),
+    "rollup": (
+        "namazu.server.store.rollups",
+        "create, backfill and extend the panel's downsampled rollups once",
+    ),
     "check-config": (
         "namazu.server.core.config",
         "validate the configuration and name any bad key",

@@ -83,6 +83,12 @@ class InfluxConfig(_Section):
         "does not implement it (2.x) or creates databases on write (3.x)",
     )
     timeout_s: float = Field(10.0, gt=0, description="HTTP timeout [s]")
+    rollup_retention_policy: str = Field(
+        "",
+        pattern=r'^[^"\\]*$',
+        description="retention policy of the panel's downsampled rollups (one that outlives "
+        "the raw data, e.g. forever); empty = the database's default policy",
+    )
 
     @model_validator(mode="after")
     def _one_way_to_authenticate(self) -> InfluxConfig:

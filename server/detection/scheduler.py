@@ -5,6 +5,8 @@ Jobs (cadences from ``[scheduler]``):
 - ``detection`` every ``tick_s``: ``namazu.server.detection.tick.DetectionJob`` (alarms, log, e-mail
   queue), then ``namazu.server.detection.health.HealthJob`` (silent animals, offline gateways);
 - ``mail`` every 30 s: ``namazu.server.alerts.outbox.compose_due`` + ``deliver_outbox``;
+- ``rollup`` every 5 min: ``namazu.server.store.rollups.RollupJob`` (the panel's
+  downsampled rollups, created and backfilled on the first run);
 - ``catalog`` every ``catalog_refresh_s`` when ``catalog_sources`` is set.
 
 Every job runs with ``coalesce=True`` and ``max_instances=1`` (runs never overlap; a
@@ -64,11 +66,14 @@ from namazu.server.detection.alarmlog import (
 from namazu.server.detection.health import HealthJob
 from namazu.server.detection.tick import DetectionJob
 from namazu.server.store.influx import InfluxClient, InfluxError, InfluxUnavailable
+from namazu.server.store.rollups import RollupJob
 from namazu.server.store.state import Alarm, init_db
 
 log = logging.getLogger(__name__)
 
 MAIL_INTERVAL_S = 30.0
+#: Cadence of the rollup job (``namazu.server.store.rollups``) [s].
+ROLLUP_INTERVAL_S = 300.0
 
 
 @dataclass
@@ -317,6 +322,8 @@ def make_scheduler(services: Services, blocking: bool = True) -> Any:
         ("mail", lambda: mail_cycle(services, datetime.now(UTC)), MAIL_INTERVAL_S),
         ("alarm-log", lambda: verify_alarm_log(services), sched.verify_log_s),
     ]
+    rollups = RollupJob(services.influx, services.config.influx.rollup_retention_policy)
+    jobs.append(("rollup", lambda: rollups.run(int(time.time() * 1000)), ROLLUP_INTERVAL_S))
     if services.catalog is not None:
         catalog = services.catalog
         jobs.append(("catalog", lambda: catalog.run(datetime.now(UTC)), sched.catalog_refresh_s))

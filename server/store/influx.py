@@ -502,17 +502,37 @@ class InfluxClient:
     def query_frame(self, statement: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Run a SELECT and return one DataFrame: a UTC ``time`` column, the tags
         of each series (for GROUP BY tag queries) and the selected columns."""
+        return _frame(self.query(statement, epoch="ms", params=params))
+
+    def query_frames(
+        self, statements: list[str], params: Mapping[str, Any] | None = None
+    ) -> list[pd.DataFrame]:
+        """Run several SELECTs in one request (one round trip) and return one DataFrame
+        per statement, as ``query_frame`` would; ``params`` are shared by all."""
+        data = {"q": ";".join(statements), "db": self.database, "epoch": "ms"}
+        if params:
+            data["params"] = json.dumps(dict(params))
+        reads = all(_is_read(statement) for statement in statements)
+        if reads and len(data["q"]) + len(data.get("params", "")) < _GET_LIMIT:
+            response = self._request("GET", "/query", params=data)
+        else:
+            response = self._request("POST", "/query", data=data)
+        if response.status_code >= 500:
+            raise InfluxUnavailable(f"InfluxDB query HTTP {response.status_code}")
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise InfluxQueryError(f"not JSON ({response.text[:200]})") from exc
+        if not isinstance(payload, dict) or "results" not in payload:
+            raise InfluxQueryError(f"{data['q'][:200]!r}: unexpected answer {payload!r:.200}")
+        results = payload["results"]
         frames = []
-        for item in self.query(statement, epoch="ms", params=params):
-            frame = pd.DataFrame(item.get("values", []), columns=item["columns"])
-            for key, value in (item.get("tags") or {}).items():
-                frame[key] = value
-            frames.append(frame)
-        if not frames:
-            return pd.DataFrame(columns=["time"])
-        frame = pd.concat(frames, ignore_index=True)
-        frame["time"] = pd.to_datetime(frame["time"].astype("int64"), unit="ms", utc=True)
-        return frame
+        for k in range(len(statements)):
+            result = next((r for r in results if r.get("statement_id", 0) == k), {})
+            if "error" in result:
+                raise InfluxQueryError(f"{statements[k][:200]!r}: {result['error']}")
+            frames.append(_frame(result.get("series", [])))
+        return frames
 
     def create_database(self, info: ServerInfo | None = None) -> bool:
         """Create the database (a no-op when it exists); True when it is there now.
@@ -565,3 +585,18 @@ def _error_text(response: requests.Response) -> str:
     if isinstance(body, dict):
         return str(body.get("error") or body.get("message") or body)[:200]
     return str(body)[:200]
+
+
+def _frame(series: list[dict[str, Any]]) -> pd.DataFrame:
+    """The series of one statement's result as one DataFrame (UTC ``time``, tags, columns)."""
+    frames = []
+    for item in series:
+        frame = pd.DataFrame(item.get("values", []), columns=item["columns"])
+        for key, value in (item.get("tags") or {}).items():
+            frame[key] = value
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["time"])
+    frame = pd.concat(frames, ignore_index=True)
+    frame["time"] = pd.to_datetime(frame["time"].astype("int64"), unit="ms", utc=True)
+    return frame

@@ -90,6 +90,132 @@ def baseline_buckets(farm: str, series: str, start_ms: int, end_ms: int, width_m
     return statement, {"farm": farm, "series": series, **_range(start_ms, end_ms)}
 
 
+# ------------------------------------------------------------------ rollups
+#
+# Downsampled copies of ``activity`` and ``baseline`` for long ranges (namazu.server.store.
+# rollups): per bucket of a level, activity ``lo``/``hi``/``mean`` [g] and ``samples``; the
+# baseline's mean ``baseline``/``threshold`` and the collective value's ``lo``/``hi``.
+
+#: Source measurement -> its rollup measurements' name prefix.
+ROLLUP_SOURCES = ("activity", "baseline")
+
+
+def rollup_measurement(source: str, step_ms: int) -> str:
+    """Name of the rollup of ``source`` at a step, e.g. ``activity_r15m``, ``baseline_r180m``."""
+    if source not in ROLLUP_SOURCES:
+        raise QueryError(f"no rollup of {source!r}; valid: {', '.join(ROLLUP_SOURCES)}")
+    if step_ms <= 0 or step_ms % 60_000:
+        raise QueryError(f"rollup step must be a whole number of minutes, got {step_ms} ms")
+    return f"{source}_r{step_ms // 60_000}m"
+
+
+def _qualified(measurement: str, retention_policy: str, database: str = "") -> str:
+    """``"rp"."m"`` (or ``"db"."rp"."m"`` for INTO), or ``"m"`` in the default policy."""
+    if not retention_policy:
+        return f'"{measurement}"'
+    for name in (retention_policy, database):
+        if '"' in name or "\\" in name:
+            raise QueryError(f"bad retention policy or database name {name!r}")
+    prefix = f'"{database}".' if database else ""
+    return f'{prefix}"{retention_policy}"."{measurement}"'
+
+
+def rollup_into(
+    source: str,
+    step_ms: int,
+    start_ms: int,
+    end_ms: int,
+    database: str,
+    retention_policy: str = "",
+    from_step_ms: int | None = None,
+) -> Query:
+    """SELECT ... INTO: the rollup of ``source`` at ``step_ms`` over [start, end), from the
+    raw measurement or, with ``from_step_ms``, from a finer rollup (min of ``lo``, max of
+    ``hi``, mean of the means: exact for lo/hi, sample-weighted only where buckets are
+    full). Tags are kept (GROUP BY *); a bucket written again is overwritten."""
+    target = _qualified(rollup_measurement(source, step_ms), retention_policy, database)
+    if from_step_ms is None:
+        origin = f'"{source}"'
+        if source == "activity":
+            fields = (
+                'min("odba") AS "lo", max("odba") AS "hi", mean("odba") AS "mean", '
+                'count("odba") AS "samples"'
+            )
+        else:
+            fields = (
+                'mean("baseline") AS "baseline", mean("threshold") AS "threshold", '
+                'min("value") AS "lo", max("value") AS "hi"'
+            )
+    else:
+        origin = _qualified(rollup_measurement(source, from_step_ms), retention_policy)
+        if source == "activity":
+            fields = (
+                'min("lo") AS "lo", max("hi") AS "hi", mean("mean") AS "mean", '
+                'sum("samples") AS "samples"'
+            )
+        else:
+            fields = (
+                'mean("baseline") AS "baseline", mean("threshold") AS "threshold", '
+                'min("lo") AS "lo", max("hi") AS "hi"'
+            )
+    statement = (
+        f"SELECT {fields} INTO {target} FROM {origin} WHERE time >= $start AND time < $end "
+        f"GROUP BY time({_width(step_ms)}ms), *"
+    )
+    return statement, _range(start_ms, end_ms)
+
+
+def rollup_edge(source: str, step_ms: int, retention_policy: str, which: str) -> Query:
+    """The first or last bucket of a rollup (``which`` = "first"/"last"): ``time``.
+    (``ORDER BY time LIMIT 1``: InfluxDB 1.6's ``first()`` over several shards may answer
+    with a later shard's first point.)"""
+    if which not in ("first", "last"):
+        raise QueryError(f"which must be first or last, got {which!r}")
+    origin = _qualified(rollup_measurement(source, step_ms), retention_policy)
+    order = "ASC" if which == "first" else "DESC"
+    return f'SELECT "hi" FROM {origin} ORDER BY time {order} LIMIT 1', {}
+
+
+def source_edge(source: str, which: str) -> Query:
+    """The first or last raw point of ``activity`` or ``baseline``: ``time``."""
+    if which not in ("first", "last") or source not in ROLLUP_SOURCES:
+        raise QueryError(f"bad edge query {source!r} {which!r}")
+    field = "odba" if source == "activity" else "value"
+    order = "ASC" if which == "first" else "DESC"
+    return f'SELECT "{field}" FROM "{source}" ORDER BY time {order} LIMIT 1', {}
+
+
+def activity_rollup_buckets(
+    farm: str, animal: str, start_ms: int, end_ms: int, width_ms: int, step_ms: int,
+    retention_policy: str = "",
+) -> Query:  # fmt: skip
+    """Per-bucket min and max of one animal from its rollup at ``step_ms`` (``width_ms`` a
+    multiple of it): ``time``, ``lo``, ``hi``."""
+    origin = _qualified(rollup_measurement("activity", step_ms), retention_policy)
+    statement = (
+        f'SELECT min("lo") AS "lo", max("hi") AS "hi" FROM {origin} '
+        'WHERE "farm" = $farm AND "animal" = $animal AND time >= $start AND time < $end '
+        f"GROUP BY time({_width(width_ms)}ms) fill(none)"
+    )
+    return statement, {"farm": farm, "animal": animal, **_range(start_ms, end_ms)}
+
+
+def baseline_rollup_buckets(
+    farm: str, series: str, start_ms: int, end_ms: int, width_ms: int, step_ms: int,
+    retention_policy: str = "",
+) -> Query:  # fmt: skip
+    """As ``baseline_buckets``, from the baseline's rollup at ``step_ms``: ``time``,
+    ``baseline``, ``threshold``, ``lo``, ``hi``."""
+    origin = _qualified(rollup_measurement("baseline", step_ms), retention_policy)
+    statement = (
+        'SELECT mean("baseline") AS "baseline", mean("threshold") AS "threshold", '
+        f'min("lo") AS "lo", max("hi") AS "hi" FROM {origin} '
+        'WHERE "farm" = $farm AND "series" = $series AND time >= $start AND time < $end '
+        f"GROUP BY time({_width(width_ms)}ms) fill(none)"
+    )
+    return statement, {"farm": farm, "series": series, **_range(start_ms, end_ms)}
+
+
 def earthquakes(start_ms: int, end_ms: int, min_magnitude: float = -10.0) -> Query:
     """Catalogue events in a range: ``time``, ``magnitude``, ``latitude``, ``longitude``,
     ``depth_km``, ``event_id``, ``source`` (the tag)."""
@@ -144,7 +270,8 @@ def activity_edge(farm: str, which: str) -> Query:
     ``time``, ``odba``."""
     if which not in ("first", "last"):
         raise ValueError(f"which must be first or last, got {which!r}")
-    statement = f'SELECT {which}("odba") AS "odba" FROM "activity" WHERE "farm" = $farm'
+    order = "ASC" if which == "first" else "DESC"
+    statement = f'SELECT "odba" FROM "activity" WHERE "farm" = $farm ORDER BY time {order} LIMIT 1'
     return statement, {"farm": farm}
 
 

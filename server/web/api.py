@@ -117,7 +117,7 @@ def timeline() -> Any:
     handles = _handles()
     farm = data.farm_config(handles, request.args.get("farm"))
     series = data.check_series(request.args.get("series"))
-    start, end = data.time_range(request.args)
+    start, end = data.time_range(request.args, max_days=data.TIMELINE_MAX_RANGE_DAYS)
     max_points = data.int_arg(
         request.args, "max_points", data.DEFAULT_MAX_POINTS, 10, data.MAX_POINTS_LIMIT
     )

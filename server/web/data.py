@@ -23,11 +23,14 @@ from namazu.analytics.geo import dobrovolsky_radius_km, great_circle_km
 from namazu.server.core.config import FarmConfig
 from namazu.server.store import queries
 from namazu.server.store.models import EVENT_KINDS, FarmEvent, Review
+from namazu.server.store.rollups import ROLLUP_STEPS_MS
 from namazu.server.store.state import Alarm, get_by_id, session_scope
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SPECIES = ("cow", "sheep", "dog")
 MAX_RANGE_DAYS = 400
+#: The timeline reads rollups over long ranges, so it may span more [days].
+TIMELINE_MAX_RANGE_DAYS = 3700
 DEFAULT_MAX_POINTS = 2000
 MAX_POINTS_LIMIT = 20000
 #: Most series the timeline page stacks at once.
@@ -77,16 +80,19 @@ def parse_time_ms(value: str | None, name: str, default: int | None = None) -> i
     return _stamp_ms(stamp)
 
 
-def time_range(args: Any, default_days: float = 7.0) -> tuple[int, int]:
-    """``start``/``end`` request arguments as a checked UTC ms range (end defaults to now)."""
+def time_range(
+    args: Any, default_days: float = 7.0, max_days: int = MAX_RANGE_DAYS
+) -> tuple[int, int]:
+    """``start``/``end`` request arguments as a checked UTC ms range (end defaults to now),
+    at most ``max_days`` long."""
     now_ms = int(datetime.now(UTC).timestamp() * 1000)
     end = parse_time_ms(args.get("end"), "end", default=now_ms)
     default_start = max(0, end - int(default_days * _DAY_MS))
     start = parse_time_ms(args.get("start"), "start", default=default_start)
     if end <= start:
         raise InputError("end: must be after start")
-    if end - start > MAX_RANGE_DAYS * _DAY_MS:
-        raise InputError(f"start..end: at most {MAX_RANGE_DAYS} days")
+    if end - start > max_days * _DAY_MS:
+        raise InputError(f"start..end: at most {max_days} days")
     return start, end
 
 
@@ -571,31 +577,11 @@ def timeline(
     is_animal = series != "herd" and not series.startswith("species:")
     resolution_ms = min(grid_ms, RAW_ACTIVITY_MS) if is_animal else grid_ms
     width = bucket_width_ms(start_ms, end_ms, max_points, resolution_ms)
+    read = _read_activity(
+        handles, farm, series, is_animal, start_ms, end_ms, width, resolution_ms, grid_ms
+    )
+    act_t, act_v, base_t, base_v, thr_v, width, source = read
     downsampled = width > resolution_ms
-    base_width = max(width, grid_ms)  # never finer than the grid the baseline is on
-    influx = handles.influx
-    if downsampled:
-        base = influx.query_frame(
-            *queries.baseline_buckets(farm.id, series, start_ms, end_ms, base_width)
-        )
-        if is_animal:
-            act = influx.query_frame(
-                *queries.activity_minmax(farm.id, series, start_ms, end_ms, width)
-            )
-        else:
-            act, width = base, base_width
-        act_t, act_v = _extremes(act, width)
-        base_t, base_v = _bucket_means(base, "baseline", base_width)
-        _, thr_v = _bucket_means(base, "threshold", base_width)
-    else:
-        base = influx.query_frame(*queries.baseline_raw(farm.id, series, start_ms, end_ms))
-        if is_animal:
-            act = influx.query_frame(*queries.activity_raw(farm.id, series, start_ms, end_ms))
-        else:
-            act = base.rename(columns={"value": "value"})
-        act_t, act_v = _raw(act, "value", resolution_ms)
-        base_t, base_v = _raw(base, "baseline", grid_ms)
-        _, thr_v = _raw(base, "threshold", grid_ms)
     if not act_t.size and not base_t.size:
         check_series_known(handles, farm, series)
     quakes = quakes_frame(handles, farm, start_ms, end_ms, 2.0)
@@ -614,6 +600,7 @@ def timeline(
         "rule_grid_s": grid_ms / 1000,
         "bucket_s": width / 1000,
         "downsampled": downsampled,
+        "source": source,
         "activity": {"t": act_t.tolist(), "v": _json_list(act_v)},
         "baseline": {"t": base_t.tolist(), "v": _json_list(base_v)},
         "threshold": {"t": base_t.tolist(), "v": _json_list(thr_v)},
@@ -636,6 +623,97 @@ def timeline(
         "quakes": mark_targets(quake_records(quakes), handles.config.evaluation_params()),
         "events": [e.to_dict() for e in farm_events(handles, farm.id, start_ms, end_ms)],
     }
+
+
+def _read_activity(
+    handles: Any,
+    farm: FarmConfig,
+    series: str,
+    is_animal: bool,
+    start_ms: int,
+    end_ms: int,
+    width: int,
+    resolution_ms: int,
+    grid_ms: int,
+) -> tuple[np.ndarray, ...]:
+    """Activity, baseline and threshold of a series for buckets of ``width`` [ms].
+
+    Long ranges read the coarsest rollup whose step fits the bucket
+    (``namazu.server.store.rollups``; the bucket is widened to a multiple of that step);
+    short ranges read the raw samples (min/max per bucket when ``width`` exceeds the
+    resolution). A range where the chosen source is empty (rollups not built yet; raw data
+    beyond its retention) falls back to the finest other data that exists. Returns
+    (act_t, act_v, base_t, base_v, thr_v, width, source), ``source`` "raw" or
+    "rollup N min".
+    """
+    policy = handles.config.influx.rollup_retention_policy
+    influx = handles.influx
+
+    def rollup(step: int, bucket: int) -> tuple[Any, ...] | None:
+        bucket = max(step, -(-bucket // step) * step)
+        base_q, params = queries.baseline_rollup_buckets(
+            farm.id, series, start_ms, end_ms, bucket, step, policy
+        )
+        if is_animal:  # both in one round trip
+            act_q, act_params = queries.activity_rollup_buckets(
+                farm.id, series, start_ms, end_ms, bucket, step, policy
+            )
+            base, act = influx.query_frames([base_q, act_q], {**params, **act_params})
+        else:
+            base = act = influx.query_frame(base_q, params)
+        if base.empty and act.empty:
+            return None
+        act_t, act_v = _extremes(act, bucket)
+        base_t, base_v = _bucket_means(base, "baseline", bucket)
+        _, thr_v = _bucket_means(base, "threshold", bucket)
+        return act_t, act_v, base_t, base_v, thr_v, bucket, f"rollup {step // 60_000} min"
+
+    def raw() -> tuple[Any, ...] | None:
+        if width > resolution_ms:
+            base_width = max(width, grid_ms)  # never finer than the baseline's grid
+            base = influx.query_frame(
+                *queries.baseline_buckets(farm.id, series, start_ms, end_ms, base_width)
+            )
+            act, act_width = base, base_width
+            if is_animal:
+                act, act_width = (
+                    influx.query_frame(
+                        *queries.activity_minmax(farm.id, series, start_ms, end_ms, width)
+                    ),
+                    width,
+                )
+            if base.empty and act.empty:
+                return None
+            act_t, act_v = _extremes(act, act_width)
+            base_t, base_v = _bucket_means(base, "baseline", base_width)
+            _, thr_v = _bucket_means(base, "threshold", base_width)
+            return act_t, act_v, base_t, base_v, thr_v, act_width, "raw"
+        base = influx.query_frame(*queries.baseline_raw(farm.id, series, start_ms, end_ms))
+        act = base
+        if is_animal:
+            act = influx.query_frame(*queries.activity_raw(farm.id, series, start_ms, end_ms))
+        if base.empty and act.empty:
+            return None
+        act_t, act_v = _raw(act, "value", resolution_ms)
+        base_t, base_v = _raw(base, "baseline", grid_ms)
+        _, thr_v = _raw(base, "threshold", grid_ms)
+        return act_t, act_v, base_t, base_v, thr_v, width, "raw"
+
+    fitting = [step for step in ROLLUP_STEPS_MS if step <= width]
+    finer = [step for step in ROLLUP_STEPS_MS if step > width]
+    # preferred first: the coarsest fitting rollup, raw, then the others finest first
+    readers = [
+        *(lambda step=step: rollup(step, width) for step in reversed(fitting)),
+        raw,
+        *(lambda step=step: rollup(step, step) for step in finer),
+    ]
+    for reader in readers:
+        found = reader()
+        if found is not None:
+            return found
+    empty = np.zeros(0, dtype=np.int64)
+    nothing = np.zeros(0, dtype=float)
+    return empty, nothing, empty, nothing, nothing, width, "raw"
 
 
 def series_label(series: str) -> str:

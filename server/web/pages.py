@@ -100,7 +100,7 @@ def timeline() -> Any:
     """
     handles = _handles()
     farm = data.farm_config(handles, request.args.get("farm"))
-    start, end = data.time_range(request.args)
+    start, end = data.time_range(request.args, max_days=data.TIMELINE_MAX_RANGE_DAYS)
     animals = []
     for item in data.overview(handles):
         if item["farm"] == farm.id:

@@ -1,0 +1,143 @@
+"""Downsampled rollups of activity and baselines, so long ranges read few points and
+ranges older than the raw retention still show.
+
+Levels (``ROLLUP_STEPS_MS``): 15 min from the raw measurements, 3 h from the 15-min
+rollup. Each rollup point holds, per series (tags kept) and bucket, activity
+``lo``/``hi``/``mean`` [g] and ``samples``, or the baseline's mean ``baseline`` and
+``threshold`` with the collective value's ``lo``/``hi``. They are written by InfluxDB
+itself (SELECT ... INTO, ``namazu.server.store.queries.rollup_into``) into the
+retention policy ``influx.rollup_retention_policy`` (a policy that outlives the raw one,
+e.g. ``forever``; empty = the default policy).
+
+``RollupJob.run(now)`` creates and backfills: a level with no bucket yet is built from
+the first raw point (in ``BACKFILL_CHUNK_DAYS`` chunks); afterwards each run rebuilds
+from ``REBUILD_LOOKBACK_MS`` before the last bucket up to ``now`` (the last, partial
+bucket and late data from gateway spools are rewritten; a bucket written again is
+overwritten). Idempotent and restart-safe: the rollups themselves are the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from namazu.server.store import queries
+
+log = logging.getLogger(__name__)
+
+#: Rollup steps, finest first [ms]; each coarser level is built from the one before.
+ROLLUP_STEPS_MS = (15 * 60_000, 3 * 3_600_000)
+#: Backfill window per SELECT ... INTO [days].
+BACKFILL_CHUNK_DAYS = 30
+#: How far before the last rollup bucket each run rebuilds (late data) [ms].
+REBUILD_LOOKBACK_MS = 6 * 3_600_000
+_DAY_MS = 86_400_000
+
+
+@dataclass
+class RollupRun:
+    """What one run wrote: per (source, step) the range rebuilt [UTC ms] and statements."""
+
+    ranges: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    statements: int = 0
+
+
+def _edge_ms(influx: Any, statement: tuple[str, dict[str, Any]]) -> int | None:
+    frame = influx.query_frame(*statement)
+    if frame.empty:
+        return None
+    return int(frame["time"].iloc[0].value // 1_000_000)
+
+
+class RollupJob:
+    """Creates, backfills and extends the rollups of one database.
+
+    influx : ``InfluxClient``. retention_policy : where the rollups live ("" = default).
+    """
+
+    def __init__(self, influx: Any, retention_policy: str = ""):
+        self.influx = influx
+        self.retention_policy = retention_policy
+
+    def _range_for(self, source: str, step_ms: int, finer_ms: int | None, now_ms: int):
+        last = _edge_ms(
+            self.influx,
+            queries.rollup_edge(source, step_ms, self.retention_policy, "last"),
+        )
+        if last is not None:
+            return last - last % step_ms - REBUILD_LOOKBACK_MS, now_ms
+        if finer_ms is None:
+            first = _edge_ms(self.influx, queries.source_edge(source, "first"))
+        else:
+            first = _edge_ms(
+                self.influx,
+                queries.rollup_edge(source, finer_ms, self.retention_policy, "first"),
+            )
+        if first is None:
+            return None
+        return first - first % step_ms, now_ms
+
+    def run(self, now_ms: int) -> RollupRun:
+        """Bring every level up to ``now_ms`` [UTC ms]; returns what was rebuilt."""
+        done = RollupRun()
+        for source in queries.ROLLUP_SOURCES:
+            finer: int | None = None
+            for step_ms in ROLLUP_STEPS_MS:
+                span = self._range_for(source, step_ms, finer, now_ms)
+                if span is not None:
+                    lo, hi = span
+                    hi = hi - hi % step_ms + step_ms  # include the current, partial bucket
+                    chunk = max(step_ms, BACKFILL_CHUNK_DAYS * _DAY_MS // step_ms * step_ms)
+                    for start in range(lo, hi, chunk):
+                        self.influx.query(
+                            *self._into(source, step_ms, start, min(start + chunk, hi), finer)
+                        )
+                        done.statements += 1
+                    done.ranges[(source, step_ms)] = (lo, hi)
+                finer = step_ms
+        log.info("rollups updated", extra={"statements": done.statements})
+        return done
+
+    def _into(self, source: str, step_ms: int, start: int, end: int, finer: int | None):
+        statement, params = queries.rollup_into(
+            source,
+            step_ms,
+            start,
+            end,
+            self.influx.database,
+            self.retention_policy,
+            from_step_ms=finer,
+        )
+        return statement, "ms", params
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``namazu rollup [--config FILE]``: create, backfill and extend the rollups once."""
+    import argparse
+    import sys
+    import time
+
+    from namazu.server.core.config import ConfigError, load_config
+    from namazu.server.store.influx import InfluxClient, InfluxError
+
+    parser = argparse.ArgumentParser(prog="namazu rollup", description=main.__doc__)
+    parser.add_argument("--config", help="TOML configuration (default $NAMAZU_CONFIG)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"namazu rollup: {exc}", file=sys.stderr)
+        return 2
+    influx = InfluxClient.from_config(config.influx)
+    try:
+        done = RollupJob(influx, config.influx.rollup_retention_policy).run(int(time.time() * 1000))
+    except InfluxError as exc:
+        print(f"namazu rollup: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        influx.close()
+    for (source, step_ms), (lo, hi) in sorted(done.ranges.items()):
+        print(f"{queries.rollup_measurement(source, step_ms)}: rebuilt {hi - lo} ms of data")
+    print(f"{done.statements} SELECT ... INTO statements")
+    return 0

@@ -765,6 +765,7 @@ class IngestService:
                     "dead-letter archive not writable; holding the message and retrying",
                     extra={"error": str(exc)[:300]},
                 )
+            watchdog.beat("ingest-writer")  # alive, waiting for the state store
             if self._stop.wait(delay_s):
                 return
             delay_s = min(delay_s * 2, 5.0)

@@ -24,6 +24,7 @@ PASSWORDS = {
     "namazu-ingest": "ingest-secret",
     "namazu-server": "server-secret",
     "namazu-monitor": "monitor-secret",
+    "namazu-replay": "replay-secret",
 }
 
 

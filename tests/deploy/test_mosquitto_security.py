@@ -225,3 +225,25 @@ def test_tls_listener_is_not_trusted_without_the_ca(secure_broker):
 def test_tls_listener_still_requires_a_password(secure_broker):
     client = connect(secure_broker.tls_port, tls=True, ca_file=secure_broker.ca_file)
     assert client.reason_code == NOT_AUTHORIZED_V5
+
+
+def test_replay_account_republishes_to_any_gateway_and_nothing_else(secure_broker, monitor):
+    """``namazu deadletter replay`` runs as namazu-replay: it may send archived originals
+    to any gateway's activity and status topics, never receipts, dead letters, the
+    ingest heartbeat or alarms."""
+    replay = _login(secure_broker, "namazu-replay", protocol=mqtt.MQTTProtocolVersion.MQTTv311)
+    try:
+        for topic in ("namazu/v1/farmB/gw1/activity", "namazu/v1/farmA/gw1/status"):
+            assert replay.publish(topic) == 0
+            assert monitor.wait_for_topic(topic), f"{topic} not delivered"
+        for forbidden in (
+            "namazu/v1/farmA/gw1/receipt",
+            "namazu/v1/deadletter/farmA/gw1",
+            "namazu/v1/_ingest/alive",
+            "namazu/v1/farmA/alarms",
+        ):
+            _assert_refused_but_control_arrives(
+                monitor, replay, forbidden, "namazu/v1/farmA/gw2/activity"
+            )
+    finally:
+        replay.close()

@@ -219,6 +219,17 @@ def _period_section(
         "<h3>Daily pattern: harmonics chosen by BIC (then fixed at "
         f"{data['frequencies_used']})</h3>",
         _rows(["group", "BIC choice", "AIC choice"], bic_row),
+        "<details><summary>BIC by number of daily harmonics</summary>"
+        + _rows(
+            ["harmonics", *period.fourier["bic"].columns],
+            [
+                [k, *(f"{v:.8g}" for v in row)]
+                for k, row in zip(
+                    period.fourier["bic"].index, period.fourier["bic"].to_numpy(), strict=True
+                )
+            ],
+        )
+        + "</details>",
         f"<h3>VAR: information criteria by lag (VAR({data['var_lags_used']}) used)</h3>",
         _rows(
             ["lags", "AIC", "BIC"],

@@ -266,3 +266,36 @@ def test_bad_inputs_name_what_is_wrong():
         study.reproduce(frame, pd.DataFrame(), T0)
     with pytest.raises(ValueError, match="min_pairs"):
         study.StudyParams(min_pairs=2)
+
+
+def _summary_for_verdict(p_shift: float, p_naive: float) -> dict:
+    test = {
+        "slope": -0.2,
+        "p_naive_two_sided": p_naive,
+        "p_naive_lower": p_naive / 2,
+        "p_shift": {"lower": p_shift / 2, "two_sided": p_shift, "n": 99},
+        "null_slope": {"median": -0.01},
+    }
+    group = {
+        "shift_test": test,
+        "shift_test_complete_windows": test,
+        "pairs_beyond_complete": {"pairs": 0, "distance_km": None, "max_warning_h": None},
+        "grid_test": {
+            "significant_cells": 10,
+            "cells": 1600,
+            "null_significant_cells": {"median": 40.0},
+            "p_significant_cells": 0.9,
+            "p_min_t_familywise": 0.8,
+        },
+    }
+    return {"periods": {"stable": {"groups": {"animal": group}}}}
+
+
+def test_verdict_says_what_survives_the_shifts_and_what_does_not():
+    survives = study.verdict(_summary_for_verdict(p_shift=0.01, p_naive=0.001))
+    assert "stays unusual in stable p 0.01" in survives and "What does not" not in survives
+    assert "2 reach p <= 0.05" in survives
+    fails = study.verdict(_summary_for_verdict(p_shift=0.4, p_naive=0.001))
+    assert "naive significance" in fails
+    assert "not distinguishable from chance in stable p 0.4" in fails
+    assert "0 reach p <= 0.05" in fails

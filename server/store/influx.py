@@ -281,6 +281,7 @@ class InfluxClient:
         self.gzip_writes = gzip_writes
         self.create_databases = create_databases
         self.create_not_implemented = False
+        self.create_refused = ""
         self._session = session or requests.Session()
         self.username = username
         self._auth = (username, password or "") if username and not token else None
@@ -400,6 +401,11 @@ class InfluxClient:
             database = f"database {self.database!r} created or already there"
         elif info.generation == 3:
             database = f"database {self.database!r} is created by the first write (InfluxDB 3)"
+        elif self.create_refused:
+            database = (
+                f"CREATE DATABASE was refused (the user is no admin): {self.database!r} must "
+                "exist; set influx.create_database = false to stop asking"
+            )
         elif info.generation != 2 and not self.create_not_implemented:
             database = f"database {self.database!r} not created (influx.create_database = false)"
         else:
@@ -548,6 +554,13 @@ class InfluxClient:
             return False
         try:
             self.query(f'CREATE DATABASE "{self.database}"')
+        except InfluxAuthError as exc:
+            if "HTTP 403" not in str(exc):
+                raise
+            # 1.x: the user may write but is no admin ("requires admin privilege").
+            self.create_databases = False
+            self.create_refused = str(exc)
+            return False
         except InfluxQueryError as exc:
             text = str(exc).lower()
             if "not implemented" in text or "not supported" in text:

@@ -2,7 +2,8 @@
 creation only where the server implements it, and a start-up sentence that says plainly
 what answered.
 
-1.6.7 is the real server of the test stack. No 2.x or 3.x server can be installed here:
+1.6.7 is the real server of the test stack (also with authentication on: a user who may
+write but is no admin, a wrong password). No 2.x or 3.x server can be installed here:
 they are played by a small HTTP server that answers as their documentation says (and
 as users have reported), and nothing more:
 
@@ -178,3 +179,35 @@ def test_influxdb1_live(stack, influx):
     sentence = off.prepare()
     assert "not created (influx.create_database = false)" in sentence
     assert "InfluxQL reads fail: " in sentence and "database not found" in sentence
+
+
+@pytest.mark.services
+def test_influxdb1_live_with_authentication(tmp_path):
+    """A real 1.6 with authentication on: a user with rights on the database but no
+    admin right (what docs/deployment.md creates) is told CREATE DATABASE was refused,
+    not crashed; a wrong password is a plain credentials error."""
+    from namazu.server.launch.stack import Stack
+
+    stack = Stack(tmp_path / "stack", influx_auth=True).start()
+    try:
+        admin = InfluxClient(stack.influx_url, "namazu", "admin", "admin-pw")
+        InfluxClient(stack.influx_url, "namazu").query(
+            "CREATE USER admin WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES"
+        )  # the first user, allowed without credentials
+        admin.create_database()
+        admin.query("CREATE USER namazu WITH PASSWORD 'namazu-pw'")
+        admin.query('GRANT ALL ON "namazu" TO "namazu"')
+        client = InfluxClient(stack.influx_url, "namazu", "namazu", "namazu-pw")
+        sentence = client.prepare()
+        assert "with user/password authentication" in sentence
+        assert "CREATE DATABASE was refused (the user is no admin): 'namazu' must exist" in (
+            sentence
+        )
+        assert sentence.endswith("InfluxQL reads work")
+        client.write_lines(["m,t=a v=1 1000"], precision="ms")
+        assert client.count("m", "v") == 1
+        wrong = InfluxClient(stack.influx_url, "namazu", "namazu", "not-the-password")
+        with pytest.raises(InfluxAuthError, match=r"refused the credentials \(user/password\)"):
+            wrong.write_lines(["m,t=a v=2 2000"], precision="ms")
+    finally:
+        stack.stop()

@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +163,12 @@ def test_one_episode_gives_one_herd_alarm_and_one_mail(tmp_path, activity_db):
     try:
         services = build_services(_config(tmp_path, activity_db, "farm-unrest", smtp.port))
         _subscribe(services)
-        replay(services, T0 + timedelta(days=7), T0 + timedelta(days=8), timedelta(hours=1))
+        # hourly, then every 5 min around the episode (as the live scheduler ticks)
+        replay(services, T0 + timedelta(days=7), EPISODE_START, timedelta(hours=1))
+        five = timedelta(minutes=5)
+        replay(services, EPISODE_START + five, EPISODE_START + timedelta(hours=3), five)
+        replay(services, EPISODE_START + timedelta(hours=4), T0 + timedelta(days=8),
+               timedelta(hours=1))  # fmt: skip
         alarms = _alarms(services)
         herd = [a for a in alarms if a[0] == "herd"]
         assert len(herd) == 1
@@ -182,6 +188,18 @@ def test_one_episode_gives_one_herd_alarm_and_one_mail(tmp_path, activity_db):
             herd_row = session.scalars(select(Alarm).where(Alarm.kind == "herd")).one()
             assert herd_row.log_hash in message.get_body(("plain",)).get_content()
             assert herd_row.animals_reporting == herd_row.animals_total == 16
+            # declared (and opened) at the end of the step in which the run reached 45 min
+            declared = herd_row.declared_at
+            assert declared == herd_row.opened_at == herd_row.start + timedelta(minutes=45)
+            assert herd_row.resolution_s == 900
+        # the e-mail leaves at the first cycle after the step's end + 2 min settle
+        sent = parsedate_to_datetime(message["Date"])
+        assert declared + timedelta(minutes=2) <= sent <= declared + timedelta(minutes=7)
+        stamp = declared.isoformat().replace("+00:00", "Z")
+        assert f"declared {stamp}" in message.get_body(("plain",)).get_content()
+        records = [json.loads(line) for line in (tmp_path / "alarm-log.jsonl").open()]
+        [logged] = [r["alarm"] for r in records if r["alarm"]["kind"] == "herd"]
+        assert logged["declared_at"] == stamp and logged["resolution_s"] == 900
         points = activity_db.query(
             'SELECT "state", "peak_ratio" FROM "alarm" WHERE "farm" = \'farm-unrest\' '
             "AND \"kind\" = 'herd'"

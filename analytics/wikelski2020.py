@@ -1443,9 +1443,14 @@ def verdict(summary: Mapping[str, Any], group: str = "animal", alpha: float = 0.
     Built from the figures only (two-sided p-values at level ``alpha``).
     """
     periods = summary["periods"]
-    original, survives, fails, complete, grids, alarms = [], [], [], [], [], []
+    original: list[str] = []
+    survives: list[str] = []
+    fails: list[str] = []
+    complete: list[str] = []
+    grids: list[str] = []
+    alarms: list[str] = []
     artefacts: list[str] = []
-    naive_below = []
+    naive_below: list[bool] = []
     for label, period in periods.items():
         outcome = period["groups"][group]
         test = outcome["shift_test"]

@@ -129,14 +129,19 @@ def test_study_figures_recomputed_independently(study_run):
     hours = ((monitored["end"] - monitored["start"]).dt.total_seconds() / 3600).sum()
 
     def covered_hours(starts: pd.Series, ends: pd.Series) -> float:
-        grid = pd.date_range("2017-01-17", "2017-04-16", freq="1s", tz="UTC")
-        on = pd.Series(False, index=grid)
-        for a, b in zip(starts, ends, strict=True):
-            on[a:b] = True
-        inside = pd.Series(False, index=grid)
-        for a, b in zip(monitored["start"], monitored["end"], strict=True):
-            inside[a : b - pd.Timedelta("1s")] = True
-        return float((on & inside).sum() / 3600)
+        """Hours of the union of [start, end] inside monitored time, by plain sweeping."""
+        merged: list[list[pd.Timestamp]] = []
+        for a, b in sorted(zip(starts, ends, strict=True)):
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        total = pd.Timedelta(0)
+        for a, b in merged:
+            for m0, m1 in zip(monitored["start"], monitored["end"], strict=True):
+                overlap = min(b, m1) - max(a, m0)
+                total += max(overlap, pd.Timedelta(0))
+        return total / pd.Timedelta(hours=1)
 
     alarms = pd.read_csv(out / "alarms.csv", parse_dates=["start", "declared_at", "end"])
     assert (alarms["declared_at"] - alarms["start"] == pd.Timedelta("45min")).all()
@@ -579,3 +584,32 @@ def test_events_dropped_as_not_earthquakes_are_counted(tmp_path, capsys):
 def test_new_options_fail_with_one_line(tmp_path, capsys, changes, message):
     code, err = _run(tmp_path, capsys, **changes)
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_baseline_clock_local_follows_a_local_routine_across_dst(tmp_path, capsys):
+    """Milking at 07:00 local every day across the 26 March 2017 change: four spurious
+    alarms with the UTC clock, none with ``--baseline-clock local --timezone Europe/Rome``."""
+    index = pd.date_range("2017-03-10", "2017-04-03", freq="15min", tz="UTC", inclusive="left")
+    values = np.where(index.tz_convert("Europe/Rome").hour == 7, 3.0, 1.0)
+    activity = tmp_path / "milking.csv"
+    pd.DataFrame({"time": index.strftime("%Y-%m-%dT%H:%M:%S+00:00"), "animal": values}).to_csv(
+        activity, index=False
+    )
+    counts = {}
+    for clock in ("utc", "local"):
+        out = tmp_path / clock
+        argv = ["--activity", str(activity), "--catalog", str(require_data(CATALOG))]
+        argv += ["--farm", FARM, "--out", str(out), "--n-shifts", "0", "--no-progress"]
+        argv += ["--baseline-clock", clock, "--timezone", "Europe/Rome"]
+        assert main(argv) == 0
+        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        counts[clock] = len(summary["alarms"])
+        assert summary["parameters"]["rule"]["baseline_clock"] == clock
+        zone = "Europe/Rome" if clock == "local" else "UTC"
+        assert summary["parameters"]["rule"]["clock_timezone"] == zone
+    capsys.readouterr()
+    assert counts == {"utc": 4, "local": 0}
+    rerun = summary["provenance"]["rerun"]
+    assert rerun[rerun.index("--baseline-clock") + 1] == "local"
+    assert rerun[rerun.index("--timezone") + 1] == "Europe/Rome"
+    assert main(["--verify", str(tmp_path / "local" / "summary.json")]) == 0

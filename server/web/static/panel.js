@@ -124,7 +124,7 @@
       var k = i + 1, top = 1 - stripShare - gap * (i + 1) - each * i;
       var ya = axisName(k);
       layout[axisKey(k)] = { domain: [Math.max(0, top - each), top], rangemode: "tozero",
-                             title: { text: panel.data ? panel.data.unit : "" },
+                             title: { text: panel.data ? panel.data.unit : "", font: { size: 10 } },
                              zeroline: false };
       layout.annotations.push({ x: 0.005, y: 0.99, xref: "paper", yref: ya + " domain",
                                 xanchor: "left", yanchor: "top", showarrow: false,

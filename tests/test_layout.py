@@ -20,7 +20,8 @@ LEVELS = {
     "ingest": 2,
     "catalogue": 2,
     "alerts": 2,
-    "research": 2,
+    # Offline research reads the alarm log that detection writes (``analyze --alarm-log``).
+    "research": 3,
     "detection": 3,
     "web": 4,
     "launch": 5,

@@ -312,7 +312,8 @@ def power_statement(result: Mapping[str, Any], alpha: float | None = None) -> st
     )
     if _defined(p_shift):
         text += f" and p_shift = {p_shift:.2g}"
-    reachable = n >= min_targets and p_bin <= alpha and (not _defined(p_shift) or p_shift <= alpha)
+    both = [float(p) for p in (p_bin, p_shift) if p is not None and math.isfinite(p)]
+    reachable = n >= min_targets and len(both) == 2 and max(both) <= alpha
     if reachable:
         return text + ": a skill statement is possible with these data."
     return text + ": no result on these data could show skill."

@@ -672,7 +672,7 @@ def evaluate(
     targets_out, hits_out = [], []
     for k, r in enumerate(target_rows):
         t = int(cat["time"][r])
-        item = row_of(r)
+        item = row_of(int(r))
         if hit[k]:
             covering = np.flatnonzero((starts <= t) & (t < ends))
             alarm = precursors.iloc[int(covering[0])]
@@ -691,7 +691,7 @@ def evaluate(
         targets_out.append(item)
     uncounted = []
     for r in np.flatnonzero(candidates & ~is_target):
-        item = row_of(r)
+        item = row_of(int(r))
         inside = bool(monitored.contains(np.array([cat["time"][r]]))[0])
         item.update(status="not counted" if inside else "not monitored", hit=False)
         uncounted.append(item)

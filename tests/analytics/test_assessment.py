@@ -107,6 +107,9 @@ def test_skilful_alarms_get_the_unlikely_statement(assessed):
     statements = assessed.statements()
     assert statements["all_events"].startswith("4 of 5 target earthquakes")
     assert "unlikely under random alarms" in statements["all_events"]
+    assert assessed.power_statements()["all_events"].endswith(
+        "a skill statement is possible with these data."
+    )
 
 
 def test_molchan_trajectory_and_confidence_curve(assessed):

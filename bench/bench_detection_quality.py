@@ -13,7 +13,9 @@ Figures per species (an animal-episode is one animal inside one injected episode
 
 - recall per animal: share of animal-episodes with an animal alarm overlapping the
   episode, for the episodes of >= x3 lasting >= 60 min (target >= 0.99), and per cell;
-- split episodes: animal-episodes with more than one alarm (target 0), over all cells;
+- split episodes: animal-episodes with more than one alarm (target 0), over all cells
+  (a new episode less than ``min_duration`` after an alarm closed rejoins that alarm,
+  so only dips of 45 min and more split);
 - false alarms per animal-week on the calm herds (target <= 0.05);
 - median delay from the episode's start to the alarm's ``declared_at`` [min] over the
   detected animal-episodes of the target cells (target <= 60).

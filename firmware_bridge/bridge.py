@@ -179,7 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="namazu bridge", description="Collar frames -> activity -> spooled MQTT."
     )
     p.add_argument("--config", help="TOML file (default $NAMAZU_CONFIG)")
-    p.add_argument("--source", help="udp://HOST:PORT | serial:///dev/X[?baud=N] | simulator")
+    p.add_argument(
+        "--source",
+        help="udp://HOST:PORT | serial:///dev/X[?baud=N] | simulator | chirpstack | tts "
+        "(a LoRaWAN network server's MQTT integration, see docs/lorawan.md)",
+    )
     p.add_argument("--farm")
     p.add_argument("--gateway")
     p.add_argument("--mqtt-host")
@@ -214,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--duration-min", type=number_in_range(float, 0, exclusive_minimum=True), default=60.0
     )
+    from namazu.firmware_bridge.lorawan_bridge import add_arguments
+
+    add_arguments(p)
     return p
 
 
@@ -233,6 +240,11 @@ def main(argv: list[str]) -> int:
     farm = args.farm or bc.farm
     gateway = args.gateway or bc.gateway
     source_url = args.source or bc.source
+    if source_url in ("chirpstack", "tts"):
+        from namazu.firmware_bridge.lorawan_bridge import run_from_args
+
+        args.source = source_url
+        return run_from_args(args, config)
     herd = start = end = None
     try:
         if source_url == "simulator":

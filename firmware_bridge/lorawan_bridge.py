@@ -1,0 +1,404 @@
+"""LoRaWAN network server -> Namazu (``namazu bridge --source chirpstack|tts``).
+
+Pipeline: ``NetworkServerLink`` (the network server's MQTT events, QoS 1, acknowledged by
+hand) -> ``parse_event`` -> for ``up`` events on fPort 1: the device registry names the
+farm, animal and species of the DevEUI, ``uplink_of`` decodes the payload (Namazu's
+codec on ``data`` / ``frm_payload``, or the server's ``object`` / ``decoded_payload``)
+-> one sample per minute -> ``GatewayPublisher`` of the farm (disk spool first, then
+QoS 1, freed on ingest receipts) -> only then the network server's event is
+acknowledged.
+
+- Other event types (join, status, ack, txack, log, location, down/*) are recorded:
+  counted by type and logged with their details; ``ack`` events also mark a downlink
+  as received by the collar's radio.
+- Malformed events, unknown devices and unknown ports are dead-lettered: one JSON line
+  with the reason, the detail, the topic and the payload (base64) in the dead-letter
+  file, fsynced before the event is acknowledged.
+- The same uplink delivered twice (the network server publishing it again, or a
+  redelivery after a reconnect) is spooled once: uplinks are remembered by DevEUI,
+  frame counter and payload. Receptions by several radio gateways arrive in one event
+  (the network server deduplicates them) and yield one uplink; its best reception and
+  the number of gateways are kept.
+- Frame counters: per collar, the distinct counters seen give the uplinks received and
+  missing (``frame_counter_loss``); ``summary()`` reports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from namazu.firmware_bridge.lorawan import (
+    Device,
+    LorawanError,
+    NetworkEvent,
+    downlink_request,
+    encode_interval_downlink,
+    frame_counter_loss,
+    parse_event,
+    read_registry,
+    uplink_of,
+)
+from namazu.firmware_bridge.lorawan_mqtt import InboundEvent, NetworkServerLink
+from namazu.firmware_bridge.payload import batches_from_frame
+from namazu.firmware_bridge.publisher import GatewayPublisher
+from namazu.firmware_bridge.spool import Spool, SpoolFull
+
+log = logging.getLogger(__name__)
+
+SERVERS = ("chirpstack", "tts")
+#: Uplinks remembered to recognise a repeated delivery.
+RECENT_UPLINKS = 200_000
+
+
+@dataclass
+class IntervalRequest:
+    """A reporting-interval change sent to a collar and how far it got.
+
+    requested_at / radio_ack_at / confirmed_at : UTC epoch [ms] of the request, of the
+    network server's ack event (the collar's radio received it) and of the first uplink
+    that reports the new configuration id with the new interval (the collar applied it).
+    """
+
+    dev_eui: str
+    interval_min: int
+    config_id: int
+    requested_at: int
+    radio_ack_at: int | None = None
+    confirmed_at: int | None = None
+
+
+class LorawanBridge:
+    """Network-server events -> spooled Namazu activity.
+
+    link : a started ``NetworkServerLink`` (or anything with ``read``/``ack``/``publish``).
+    registry : DevEUI -> Device.
+    publisher_for : farm -> started ``GatewayPublisher`` (called once per farm).
+    deadletter_path : JSON-lines file of refused events.
+    application : the network server's application (for downlink topics).
+    batch_samples : samples per published message.
+    """
+
+    def __init__(
+        self,
+        link: Any,
+        registry: dict[str, Device],
+        publisher_for: Any,
+        deadletter_path: str | Path,
+        application: str = "+",
+        batch_samples: int = 100,
+    ) -> None:
+        self.link = link
+        self.server = link.server
+        self.registry = registry
+        self._publisher_for = publisher_for
+        self.publishers: dict[str, GatewayPublisher] = {}
+        self.deadletter_path = Path(deadletter_path)
+        self.application = application
+        self.batch_samples = batch_samples
+        self.events: collections.Counter[str] = collections.Counter()
+        self.deadlettered: collections.Counter[str] = collections.Counter()
+        self.uplinks_spooled = 0
+        self.uplinks_repeated = 0
+        self.samples_spooled = 0
+        self.dropped_spool_full = 0
+        self.f_cnts: dict[str, list[int]] = collections.defaultdict(list)
+        self.radio: dict[str, dict[str, Any]] = {}
+        self.requests: dict[str, IntervalRequest] = {}
+        self._recent: collections.OrderedDict[tuple, None] = collections.OrderedDict()
+        self._devices_by_name = {d.animal: d for d in registry.values()}
+
+    # --- events -----------------------------------------------------------------------
+    def handle(self, inbound: list[InboundEvent]) -> None:
+        """Spool the uplinks of these events, record or dead-letter the rest, then
+        acknowledge all of them to the network server's broker."""
+        rows: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        keys: dict[str, list[tuple]] = collections.defaultdict(list)
+        held: dict[str, list[InboundEvent]] = collections.defaultdict(list)
+        refused: list[dict[str, Any]] = []
+        taken: list[InboundEvent] = []
+        batch_keys: set[tuple] = set()
+        for item in inbound:
+            try:
+                event = parse_event(self.server, item.topic, item.payload)
+                self.events[event.kind] += 1
+                if event.kind != "up":
+                    self._record(event)
+                    taken.append(item)
+                    continue
+                device = self._device(event)
+                uplink = uplink_of(event)
+            except LorawanError as exc:
+                refused.append(_dead_letter(item, exc.reason, exc.detail))
+                self.deadlettered[exc.reason] += 1
+                taken.append(item)
+                continue
+            key = (device.dev_eui, event.f_cnt, event.data or json.dumps(event.decoded))
+            if key in self._recent or key in batch_keys:
+                self.uplinks_repeated += 1
+                taken.append(item)
+                continue
+            batch_keys.add(key)
+            keys[device.farm].append(key)
+            self._note_radio(device, event, uplink.config_id, uplink.interval_min)
+            for t_ms, odba, vedba in zip(uplink.times_ms(), uplink.odba, uplink.vedba, strict=True):
+                row = {
+                    "animal": device.animal,
+                    "species": device.species,
+                    "t_ms": t_ms,
+                    "odba": odba,
+                    "vedba": vedba,
+                    "battery_v": float("nan") if uplink.battery_v is None else uplink.battery_v,
+                }
+                rows[device.farm].append(row)
+            held[device.farm].append(item)
+        if refused:
+            self._write_dead_letters(refused)
+        for farm, farm_rows in rows.items():
+            try:
+                self._spool(farm, farm_rows)
+            except SpoolFull as exc:
+                # Not acknowledged: the network server's broker keeps the events.
+                self.dropped_spool_full += len(keys[farm])
+                log.error("spool of farm %s full; events stay with the broker: %s", farm, exc)
+                continue
+            taken += held[farm]
+            for key in keys[farm]:
+                self._recent[key] = None
+                self.f_cnts[key[0]].append(int(key[1]))
+                self.uplinks_spooled += 1
+            self.samples_spooled += len(farm_rows)
+        while len(self._recent) > RECENT_UPLINKS:
+            self._recent.popitem(last=False)
+        self.link.ack(taken)
+
+    def _device(self, event: NetworkEvent) -> Device:
+        device = self.registry.get(event.dev_eui or "")
+        if device is None:
+            raise LorawanError(
+                "unknown_device", f"DevEUI {event.dev_eui} is not in the device registry"
+            )
+        return device
+
+    def _spool(self, farm: str, rows: list[dict[str, Any]]) -> None:
+        publisher = self.publishers.get(farm)
+        if publisher is None:
+            publisher = self.publishers[farm] = self._publisher_for(farm)
+        frame = pd.DataFrame(rows)
+        publisher.publish_batches(
+            batches_from_frame(frame, farm, publisher.gateway, max_samples=self.batch_samples)
+        )
+
+    def _note_radio(self, device: Device, event: NetworkEvent, config_id: int, interval: int):
+        best = event.best
+        self.radio[device.dev_eui] = {
+            "f_cnt": event.f_cnt,
+            "gateway": best.gateway if best else None,
+            "rssi_dbm": best.rssi_dbm if best else None,
+            "snr_db": best.snr_db if best else None,
+            "gateways": len(event.receptions),
+        }
+        request = self.requests.get(device.dev_eui)
+        if (
+            request is not None
+            and request.confirmed_at is None
+            and config_id == request.config_id
+            and interval == request.interval_min
+        ):
+            request.confirmed_at = _now_ms()
+            log.info(
+                "collar confirmed its new reporting interval",
+                extra={"dev_eui": device.dev_eui, "interval_min": interval},
+            )
+
+    def _record(self, event: NetworkEvent) -> None:
+        if event.kind in ("ack", "down_ack") and event.dev_eui in self.requests:
+            request = self.requests[event.dev_eui]
+            if event.acknowledged and request.radio_ack_at is None:
+                request.radio_ack_at = _now_ms()
+        log.info(
+            "network-server event",
+            extra={"kind": event.kind, "dev_eui": event.dev_eui, "detail": event.detail},
+        )
+
+    def _write_dead_letters(self, refused: list[dict[str, Any]]) -> None:
+        self.deadletter_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.deadletter_path, "a", encoding="utf-8") as out:
+            for entry in refused:
+                out.write(json.dumps(entry) + "\n")
+                log.warning(
+                    "network-server event dead-lettered",
+                    extra={"reason": entry["reason"], "detail": entry["detail"]},
+                )
+            out.flush()
+            os.fsync(out.fileno())
+
+    # --- downlink ---------------------------------------------------------------------
+    def request_interval(self, dev_eui: str, interval_min: int) -> IntervalRequest:
+        """Enqueue a confirmed interval downlink for a collar at its network server."""
+        device = self.registry.get(dev_eui.upper())
+        if device is None:
+            raise LorawanError("unknown_device", f"DevEUI {dev_eui} is not in the device registry")
+        previous = self.requests.get(device.dev_eui)
+        config_id = 1 if previous is None else previous.config_id % 255 + 1
+        data = encode_interval_downlink(interval_min, config_id)
+        topic, payload = downlink_request(
+            self.server, self.application, device.dev_eui, device.animal, data
+        )
+        self.link.publish(topic, payload)
+        request = IntervalRequest(device.dev_eui, interval_min, config_id, _now_ms())
+        self.requests[device.dev_eui] = request
+        return request
+
+    # --- reporting --------------------------------------------------------------------
+    def loss(self) -> dict[str, dict[str, int]]:
+        """Per collar (DevEUI): uplinks received and missing by their frame counters."""
+        out = {}
+        for dev_eui, counters in self.f_cnts.items():
+            received, missing = frame_counter_loss(counters)
+            out[dev_eui] = {"received": received, "missing": missing}
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Counters: events by type, dead letters by reason, uplinks spooled and
+        repeated, samples spooled, uplinks missing by frame counter."""
+        loss = self.loss()
+        return {
+            "events": dict(self.events),
+            "deadlettered": dict(self.deadlettered),
+            "uplinks_spooled": self.uplinks_spooled,
+            "uplinks_repeated": self.uplinks_repeated,
+            "samples_spooled": self.samples_spooled,
+            "uplinks_missing": sum(v["missing"] for v in loss.values()),
+            "collars_with_loss": sum(1 for v in loss.values() if v["missing"]),
+            "dropped_spool_full": self.dropped_spool_full,
+        }
+
+    def run(self, stop: threading.Event, poll_s: float = 0.2) -> None:
+        """Handle events until ``stop`` is set."""
+        while not stop.is_set():
+            items = self.link.read(poll_s)
+            if items:
+                self.handle(items)
+
+
+def _dead_letter(item: InboundEvent, reason: str, detail: str) -> dict[str, Any]:
+    return {
+        "reason": reason,
+        "detail": detail,
+        "topic": item.topic[:300],
+        "payload_b64": base64.b64encode(item.payload[:65_536]).decode("ascii"),
+        "received_ms": _now_ms(),
+    }
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def spool_path_for(base: str | Path, farm: str) -> Path:
+    """The spool file of one farm: ``base``'s name with ``-{farm}`` before the suffix."""
+    base = Path(base)
+    return base.with_name(f"{base.stem}-{farm}{base.suffix or '.sqlite'}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The LoRaWAN options of ``namazu bridge``."""
+    g = p.add_argument_group("LoRaWAN network server (--source chirpstack|tts)")
+    g.add_argument("--ns-host", default="127.0.0.1", help="network server's MQTT broker")
+    g.add_argument("--ns-port", type=int, default=1883)
+    g.add_argument("--ns-username")
+    g.add_argument("--ns-password-env", help="environment variable holding the password")
+    g.add_argument("--ns-ca", help="CA file: connect with TLS (e.g. port 8883)")
+    g.add_argument(
+        "--ns-application",
+        default="+",
+        help="ChirpStack application id or TTS app@tenant (default: all)",
+    )
+    g.add_argument("--registry", help="device registry (TOML, [[device]] tables)")
+    g.add_argument("--deadletter", help="dead-letter file (JSON lines)")
+    g.add_argument("--run-s", type=float, help="stop after this long [s] (tests)")
+
+
+def run_from_args(args: argparse.Namespace, config: Any) -> int:
+    """``namazu bridge --source chirpstack|tts``: run until SIGTERM/SIGINT (or --run-s)."""
+    bc, mc = config.bridge, config.mqtt
+    gateway = args.gateway or bc.gateway
+    try:
+        registry = read_registry(args.registry or "lorawan-devices.toml")
+    except LorawanError as exc:
+        print(f"namazu bridge: {exc}", file=sys.stderr)
+        return 2
+    spool_base = Path(args.spool or bc.spool_path)
+    spools: list[Spool] = []
+
+    def publisher_for(farm: str) -> GatewayPublisher:
+        spool = Spool(spool_path_for(spool_base, farm))
+        spools.append(spool)
+        return GatewayPublisher(
+            farm,
+            gateway,
+            spool,
+            args.mqtt_host or mc.host,
+            args.mqtt_port or mc.port,
+            client_id=f"namazu-gw-{farm}-{gateway}",
+            username=mc.username,
+            password=mc.password,
+            tls_ca=str(mc.ca_file) if mc.tls and mc.ca_file else None,
+            max_inflight=args.max_inflight or bc.max_inflight,
+            wait_for_ingest=bc.wait_for_ingest and not args.no_wait_for_ingest,
+            confirm=args.confirm or bc.confirm,
+            receipt_timeout_s=bc.receipt_timeout_s,
+        ).start()
+
+    link = NetworkServerLink(
+        args.source,
+        args.ns_host,
+        args.ns_port,
+        application=args.ns_application,
+        client_id=f"namazu-lorawan-{gateway}",
+        username=args.ns_username,
+        password=os.environ.get(args.ns_password_env) if args.ns_password_env else None,
+        tls_ca=args.ns_ca,
+    ).start()
+    bridge = LorawanBridge(
+        link,
+        registry,
+        publisher_for,
+        args.deadletter or spool_base.with_name("lorawan-deadletter.jsonl"),
+        application=args.ns_application,
+        batch_samples=args.batch_samples or bc.batch_samples,
+    )
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    if args.run_s:
+        threading.Timer(args.run_s, stop.set).start()
+    log.info("LoRaWAN bridge running", extra={"server": args.source, "devices": len(registry)})
+    try:
+        bridge.run(stop)
+        drained = all(p.wait_drained(args.drain_timeout_s) for p in bridge.publishers.values())
+    finally:
+        link.stop()
+        for publisher in bridge.publishers.values():
+            publisher.stop()
+        for spool in spools:
+            spool.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(json.dumps(bridge.summary() | {"all_confirmed": drained}), flush=True)
+    return 0 if drained else 3

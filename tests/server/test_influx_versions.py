@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -139,6 +140,11 @@ def test_a_wrong_token_is_a_plain_credentials_error(fake_server):
 
 
 def test_ingest_starts_against_influxdb2_and_says_what_it_found(stack, tmp_path):
+    """Also: under systemd it reports readiness and pings the watchdog while its writer
+    thread runs (a real unix datagram socket stands in for systemd's)."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(60)
     handler = type("Handler", (FakeInflux,), {"generation": 2, "requests": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -148,6 +154,8 @@ def test_ingest_starts_against_influxdb2_and_says_what_it_found(stack, tmp_path)
         "NAMAZU_INFLUX__TOKEN": TOKEN,
         "NAMAZU_MQTT__PORT": str(stack.mqtt_port),
         "NAMAZU_INGEST__CLIENT_ID": "ingest-influx2-test",
+        "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+        "WATCHDOG_USEC": "1000000",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "namazu.server.cli", "ingest", "--stats-every", "3600"],
@@ -155,7 +163,10 @@ def test_ingest_starts_against_influxdb2_and_says_what_it_found(stack, tmp_path)
     )  # fmt: skip
     try:
         first = json.loads(proc.stderr.readline())
+        assert notify.recv(4096).decode() == "READY=1\nSTATUS=ingest ingest-influx2-test running"
+        assert notify.recv(4096).decode() == "WATCHDOG=1"
     finally:
+        notify.close()
         proc.terminate()
         _, rest = proc.communicate(timeout=60)
         server.shutdown()

@@ -4,7 +4,10 @@ interval, an ERROR after a while, and one line when it answers again."""
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 
 import paho.mqtt.client as paho
@@ -142,3 +145,28 @@ def test_a_scheduler_job_reports_an_unreachable_store_in_one_line(lines):
         ("INFO", "reached InfluxDB http://10.0.0.9:8086 again after 261 s"),
     ]  # fmt: skip
     assert all(r.exc_info is None for r in handler.records)
+
+
+@pytest.mark.services
+def test_namazu_ingest_says_at_once_that_the_broker_is_unreachable(stack, tmp_path):
+    port = free_port()  # no broker there
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NAMAZU_", "NOTIFY_"))}
+    env |= {"NAMAZU_MQTT__PORT": str(port), "NAMAZU_INFLUX__URL": stack.influx_url,
+            "NAMAZU_INFLUX__DATABASE": "reach_test"}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "namazu.server.cli", "ingest", "--log-format", "text"],
+        env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen = []
+    try:
+        for line in proc.stderr:
+            seen.append(line.rstrip())
+            if "cannot reach broker" in line or len(seen) > 20:
+                break
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    (line,) = [s for s in seen if "cannot reach broker" in s]
+    assert f"WARNING namazu.server.ingest.mqtt: cannot reach broker 127.0.0.1:{port} " in line
+    assert "(connection refused); retrying in 1 s" in line and "reason=" in line
+    assert not any(s.startswith("{") for s in seen)  # text format, every field kept

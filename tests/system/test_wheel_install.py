@@ -86,7 +86,6 @@ def test_gateway_then_server_install_from_the_wheel(wheel, tmp_path, stack):
            "-c", PROJECT_ROOT / "constraints.txt"]  # fmt: skip
     namazu = venv / "bin" / "namazu"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NAMAZU_", "PYTHON"))}
-    env["HOME"] = str(tmp_path)
 
     # --- gateway: the core dependencies only
     _sh(*pip, wheel, cwd=tmp_path, env=env)

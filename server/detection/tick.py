@@ -503,7 +503,9 @@ class DetectionJob:
         session.flush()  # one flush for the tick: ids of new alarms
         for token, alarm in closed_now.items():
             calm_closed[token] = [alarm.id, _ms(alarm.end)]
-        horizon = last_ms + m * self.res_ms - self.min_duration_ms - self.res_ms
+        # a run still short of min_duration at the last sample T began after
+        # T - min_duration + Δ, so it can rejoin only alarms that ended after T - 2 min_duration
+        horizon = last_ms + m * self.res_ms - 2 * self.min_duration_ms
         for token in [k for k, v in calm_closed.items() if v[1] < horizon]:
             del calm_closed[token]
         result.opened = [a.id for a in opened]

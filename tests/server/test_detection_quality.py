@@ -94,3 +94,35 @@ def test_alarms_record_declaration_grid_and_only_the_animals_that_surged(tmp_pat
 def test_unknown_aggregate_is_refused_with_its_name(tmp_path):
     with pytest.raises(DetectionError, match="aggregate='max'"):
         DetectionJob(None, None, None, [], aggregate="max")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("calm_min", "alarms"), [(30, 1), (90, 2)])
+def test_a_short_calm_inside_a_surge_keeps_one_alarm(tmp_path, calm_min, alarms):
+    """Two surges of the same cows: 30 min apart they stay one alarm (the second episode
+    rejoins the first alarm across hourly ticks, no second opening), 90 min apart they
+    are two."""
+    first = quality.T0 + timedelta(days=8, hours=9, minutes=30)
+    second = first + timedelta(minutes=60 + calm_min)
+    episodes = (UnrestEpisode(first, 60, 6.0), UnrestEpisode(second, 60, 6.0))
+    herd = Herd("farm-r", "gw-1", {"cow": 4}, seed=8, episodes=episodes)
+    raw = herd.activity(quality.T0, quality.T0 + timedelta(days=9))
+    job = quality.MemoryTick(
+        {herd.farm: quality.grid_table(raw, 900, "median")},
+        engine=init_db(f"sqlite:///{tmp_path}/state.sqlite"),
+        alarm_log=AlarmLog(tmp_path / "log.jsonl"),
+        settle_s=0,
+        initial_lookback_s=3600,
+        max_catchup_s=3600,
+    )
+    opened = []
+    now = quality.T0 + timedelta(days=8, hours=1)
+    while now <= quality.T0 + timedelta(days=9):
+        opened += [i for tick in job.tick(now) for i in tick.opened]
+        now += timedelta(hours=1)
+    with session_scope(job.engine) as session:
+        herd_alarms = session.scalars(select(Alarm).where(Alarm.kind == "herd")).all()
+        assert len(herd_alarms) == alarms
+        assert len([i for i in opened if session.get(Alarm, i).kind == "herd"]) == alarms
+        last = max(herd_alarms, key=lambda a: a.start)
+        assert last.end >= second + timedelta(minutes=30)  # the second surge is covered
+        assert all(a.state == "closed" and a.close_reason == "calm" for a in herd_alarms)

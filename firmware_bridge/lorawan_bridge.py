@@ -39,9 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from namazu.firmware_bridge.lorawan import (
+    ActivityUplink,
     Device,
     LorawanError,
     NetworkEvent,
@@ -53,7 +52,6 @@ from namazu.firmware_bridge.lorawan import (
     uplink_of,
 )
 from namazu.firmware_bridge.lorawan_mqtt import InboundEvent, NetworkServerLink
-from namazu.firmware_bridge.payload import batches_from_frame
 from namazu.firmware_bridge.publisher import GatewayPublisher
 from namazu.firmware_bridge.spool import Spool, SpoolFull
 
@@ -154,16 +152,7 @@ class LorawanBridge:
             batch_keys.add(key)
             keys[device.farm].append(key)
             self._note_radio(device, event, uplink.config_id, uplink.interval_min)
-            for t_ms, odba, vedba in zip(uplink.times_ms(), uplink.odba, uplink.vedba, strict=True):
-                row = {
-                    "animal": device.animal,
-                    "species": device.species,
-                    "t_ms": t_ms,
-                    "odba": odba,
-                    "vedba": vedba,
-                    "battery_v": float("nan") if uplink.battery_v is None else uplink.battery_v,
-                }
-                rows[device.farm].append(row)
+            rows[device.farm].append(_uplink_entry(device, event, uplink))
             held[device.farm].append(item)
         if refused:
             self._write_dead_letters(refused)
@@ -180,7 +169,7 @@ class LorawanBridge:
                 self._recent[key] = None
                 self.f_cnts[key[0]].append(int(key[1]))
                 self.uplinks_spooled += 1
-            self.samples_spooled += len(farm_rows)
+            self.samples_spooled += sum(len(e["t_ms"]) for e in farm_rows)
         while len(self._recent) > RECENT_UPLINKS:
             self._recent.popitem(last=False)
         self.link.ack(taken)
@@ -193,14 +182,11 @@ class LorawanBridge:
             )
         return device
 
-    def _spool(self, farm: str, rows: list[dict[str, Any]]) -> None:
+    def _spool(self, farm: str, entries: list[dict[str, Any]]) -> None:
         publisher = self.publishers.get(farm)
         if publisher is None:
             publisher = self.publishers[farm] = self._publisher_for(farm)
-        frame = pd.DataFrame(rows)
-        publisher.publish_batches(
-            batches_from_frame(frame, farm, publisher.gateway, max_samples=self.batch_samples)
-        )
+        publisher.publish_batches(group_uplinks(entries, self.batch_samples))
 
     def _note_radio(self, device: Device, event: NetworkEvent, config_id: int, interval: int):
         best = event.best
@@ -293,6 +279,58 @@ class LorawanBridge:
             items = self.link.read(poll_s)
             if items:
                 self.handle(items)
+
+
+def _uplink_entry(device: Device, event: NetworkEvent, uplink: ActivityUplink) -> dict[str, Any]:
+    """One uplink as an animal entry of the activity payload, with its radio metadata."""
+    radio: dict[str, Any] = {"t_ms": uplink.base_s * 1000, "f_cnt": event.f_cnt or 0}
+    best = event.best
+    if best is not None:
+        radio["radio_gateway"] = best.gateway
+        if best.rssi_dbm is not None and -200 <= best.rssi_dbm <= 50:
+            radio["rssi_dbm"] = best.rssi_dbm
+        if best.snr_db is not None and -50 <= best.snr_db <= 50:
+            radio["snr_db"] = best.snr_db
+    radio["gateways"] = len(event.receptions)
+    entry: dict[str, Any] = {
+        "animal": device.animal,
+        "species": device.species,
+        "t_ms": uplink.times_ms(),
+        "odba": list(uplink.odba),
+        "vedba": list(uplink.vedba),
+        "uplinks": [radio],
+    }
+    if uplink.battery_v is not None:
+        entry["battery_v"] = uplink.battery_v
+    return entry
+
+
+def group_uplinks(entries: list[dict[str, Any]], max_samples: int) -> list[list[dict[str, Any]]]:
+    """Uplink entries (see ``_uplink_entry``) merged per animal into messages of at most
+    ``max_samples`` samples (an uplink is never split; one larger than the limit goes
+    alone)."""
+    messages: list[list[dict[str, Any]]] = []
+    current: dict[str, dict[str, Any]] = {}
+    count = 0
+    for entry in entries:
+        n = len(entry["t_ms"])
+        if current and count + n > max_samples:
+            messages.append(list(current.values()))
+            current, count = {}, 0
+        merged = current.get(entry["animal"])
+        if merged is None:
+            current[entry["animal"]] = {
+                k: list(v) if isinstance(v, list) else v for k, v in entry.items()
+            }
+        else:
+            for key in ("t_ms", "odba", "vedba", "uplinks"):
+                merged[key] += entry[key]
+            if "battery_v" in entry:
+                merged["battery_v"] = entry["battery_v"]
+        count += n
+    if current:
+        messages.append(list(current.values()))
+    return messages
 
 
 def _dead_letter(item: InboundEvent, reason: str, detail: str) -> dict[str, Any]:

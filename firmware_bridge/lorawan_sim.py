@@ -4,8 +4,9 @@ Each collar sends one compact activity uplink every ``interval_min`` minutes, ca
 that many per-minute summaries of the simulated herd; the uplink becomes the network
 server's ``up`` event in its documented JSON (ChirpStack v4 or The Things Stack v3),
 with one to three radio gateways' receptions. Radio loss drops an uplink after its
-frame counter was used (so the gap is visible); a repeat publishes an event twice (as
-after a network-server retry). Everything is decided by a seeded generator, so a test
+frame counter was used (so the gap is visible); a repeat publishes the uplink in a second
+event (other gateways, another event id, as when a reception arrives after the network
+server's deduplication window). Everything is decided by a seeded generator, so a test
 knows exactly what was lost and what was sent.
 """
 
@@ -123,10 +124,11 @@ class LorawanFleet:
                 )
                 if lost:
                     continue
-                event = self.event(device, counter, data, window + step)
-                yield event
+                yield self.event(device, counter, data, window + step)
                 if self._rng.random() < self.repeat:
-                    yield event
+                    # Heard again after the network server's deduplication window: a
+                    # second event, other gateways, another event id, the same uplink.
+                    yield self.event(device, counter, data, window + step + 250)
 
     def event(self, device: Device, f_cnt: int, data: bytes, at_ms: int) -> tuple[str, bytes]:
         """The network server's ``up`` event of one uplink."""

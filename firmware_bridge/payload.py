@@ -68,7 +68,8 @@ def encode_activity(
     sent_ms : gateway clock when the batch is first sent, UTC epoch [ms].
     animals : dicts with ``animal``, ``species``, ``t_ms`` (UTC epoch [ms]),
         ``odba`` and ``vedba`` ([g], same length as ``t_ms``) and optionally
-        ``battery_v`` [V]; lists or numpy arrays.
+        ``battery_v`` [V] and ``uplinks`` (radio uplinks, see the schema); lists or
+        numpy arrays.
     boot_id : the gateway's numbering epoch (random per spool creation; see the schema),
         or None to leave the field out.
     Returns the payload bytes. Raises PayloadEncodeError on non-finite activity,
@@ -104,6 +105,8 @@ def encode_activity(
         battery = entry.get("battery_v")
         if battery is not None and np.isfinite(battery):
             item["battery_v"] = round(float(battery), 3)
+        if entry.get("uplinks"):
+            item["uplinks"] = list(entry["uplinks"])
         out.append(item)
     if total > MAX_SAMPLES_PER_MESSAGE:
         raise PayloadEncodeError(f"{total} samples in one batch; at most {MAX_SAMPLES_PER_MESSAGE}")

@@ -14,9 +14,14 @@ The same findings go to InfluxDB as ``health`` points (tags ``farm``, ``subject`
 - ``kind`` = ``gateway`` or ``animal``: one point whenever a subject's status changes
   (and when it is first seen), fields ``status`` ("ok", "silent", "offline"),
   ``healthy`` (bool) and ``silent_s`` (time since its last data [s]);
+- ``kind`` = ``radio`` (``subject`` = an animal with a LoRaWAN collar): one point per
+  run, fields ``uplinks_received``, ``uplinks_missing`` [count] and ``loss_pct`` [%]:
+  packet loss counted from the gaps in the collar's frame counters (the ``uplink``
+  points ingest stores) within ``lookback``;
 - ``kind`` = ``farm`` (``subject`` = the farm id): one point per run, fields
   ``animals_total``, ``animals_ok``, ``animals_silent``, ``animals_offline`` and
-  ``gateways_offline`` [count].
+  ``gateways_offline`` [count], and ``uplinks_missing`` [count] when the farm has
+  LoRaWAN collars.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select
 
+from namazu.firmware_bridge.lorawan import frame_counter_loss
 from namazu.server.core.metrics import FARM_ANIMALS, GATEWAY_UP
 from namazu.server.store.influx import InfluxClient, point_line
 from namazu.server.store.state import DataHealth, session_scope
@@ -42,6 +48,8 @@ class HealthReport:
     flagged: list[tuple[str, str, str, str]] = field(default_factory=list)
     recovered: list[tuple[str, str, str]] = field(default_factory=list)
     points: int = 0
+    #: (farm, animal) -> (uplinks received, uplinks missing by frame counter) [count]
+    loss: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
 
 def _ms(value: datetime) -> int:
@@ -98,6 +106,10 @@ class HealthJob:
             'GROUP BY "gateway"',
             params={"farm": farm},
         )
+        uplinks = self.influx.query(
+            f'SELECT "f_cnt" FROM "uplink" WHERE "farm" = $farm AND {window} GROUP BY "animal"',
+            params={"farm": farm},
+        )
         offline = set()
         observed: dict[tuple[str, str], tuple[datetime | None, str, str | None, str | None]] = {}
         for item in gateways:
@@ -127,6 +139,22 @@ class HealthJob:
                 gateway,
             )
         lines: list[str] = []
+        for item in uplinks:
+            animal = (item.get("tags") or {}).get("animal", "")
+            received, missing = frame_counter_loss([int(v[1]) for v in item["values"]])
+            report.loss[(farm, animal)] = (received, missing)
+            lines.append(
+                point_line(
+                    "health",
+                    {"farm": farm, "subject": animal, "kind": "radio"},
+                    {
+                        "uplinks_received": received,
+                        "uplinks_missing": missing,
+                        "loss_pct": 100.0 * missing / max(1, received + missing),
+                    },
+                    hi,
+                )
+            )
         with session_scope(self.engine) as session:
             rows = {
                 (r.kind, r.name): r
@@ -182,7 +210,16 @@ class HealthJob:
                         "animals_silent": statuses.count("silent"),
                         "animals_offline": statuses.count("offline"),
                         "gateways_offline": len(offline),
-                    },
+                    }
+                    | (
+                        {
+                            "uplinks_missing": sum(
+                                m for (f, _), (_, m) in report.loss.items() if f == farm
+                            )
+                        }
+                        if uplinks
+                        else {}
+                    ),
                     hi,
                 )
             )

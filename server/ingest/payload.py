@@ -67,7 +67,11 @@ _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _TOP_KEYS = frozenset({"schema", "farm", "gateway", "seq", "sent_ms", "animals"})
 _TOP_OPTIONAL = frozenset({"boot_id"})
 _ANIMAL_REQUIRED = frozenset({"animal", "species", "t_ms", "odba", "vedba"})
-_ANIMAL_KEYS = _ANIMAL_REQUIRED | {"battery_v"}
+_ANIMAL_KEYS = _ANIMAL_REQUIRED | {"battery_v", "uplinks"}
+#: Radio uplinks (LoRaWAN) one animal entry may name, and the keys of one.
+MAX_UPLINKS = 1000
+_UPLINK_KEYS = frozenset({"t_ms", "f_cnt", "rssi_dbm", "snr_db", "radio_gateway", "gateways"})
+_UPLINK_NUMBERS = {"rssi_dbm": (-200.0, 50.0), "snr_db": (-50.0, 50.0)}
 _NUMBER_TYPES = frozenset({int, float})
 #: The five required fields of an animal entry, fetched in one call.
 _ANIMAL_FIELDS = itemgetter("animal", "species", "t_ms", "odba", "vedba")
@@ -93,6 +97,9 @@ class AnimalSamples:
     t_ms : sample times, UTC epoch milliseconds (int64).
     odba, vedba : activity of each sample's burst [g] (float64, finite, >= 0).
     battery_v : collar battery voltage [V], or None when not reported.
+    uplinks : the radio uplinks that carried the samples (LoRaWAN), each a dict with
+        ``t_ms`` [UTC ms], ``f_cnt`` and optionally ``rssi_dbm`` [dBm], ``snr_db`` [dB],
+        ``radio_gateway`` and ``gateways`` [count]; empty when not reported.
     """
 
     animal: str
@@ -101,6 +108,7 @@ class AnimalSamples:
     odba: np.ndarray
     vedba: np.ndarray
     battery_v: float | None = None
+    uplinks: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -549,7 +557,47 @@ def _animal(item: Any, index: int) -> AnimalSamples:
                 "schema", f"{where}.battery_v = {battery} V is outside [0, {MAX_BATTERY_V}]"
             )
         battery = float(battery)
-    return AnimalSamples(animal, species, t_ms, odba, vedba, battery)
+    uplinks = _uplinks(item["uplinks"], f"{where}.uplinks") if "uplinks" in item else ()
+    return AnimalSamples(animal, species, t_ms, odba, vedba, battery, uplinks)
+
+
+def _uplinks(value: Any, where: str) -> tuple[dict[str, Any], ...]:
+    """The checked radio uplinks of one animal entry (see ``activity-v1.schema.json``)."""
+    out = []
+    for i, item in enumerate(_array(value, where, 1, MAX_UPLINKS)):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise PayloadError("schema", f"{at} must be an object, got {_kind(item)}")
+        if not {"t_ms", "f_cnt"} <= item.keys():
+            raise PayloadError("schema", f"{at} lacks {_names({'t_ms', 'f_cnt'} - item.keys())}")
+        if item.keys() - _UPLINK_KEYS:
+            raise PayloadError(
+                "schema", f"{at} has unknown keys {_names(item.keys() - _UPLINK_KEYS)}"
+            )
+        entry: dict[str, Any] = {
+            "t_ms": _integer_field(
+                item["t_ms"], f"{at}.t_ms", 0, MAX_EPOCH_MS, "time_out_of_range"
+            ),
+            "f_cnt": _integer_field(item["f_cnt"], f"{at}.f_cnt", 0, 2**32 - 1, "schema"),
+        }
+        for key, (low, high) in _UPLINK_NUMBERS.items():
+            if key in item:
+                number = item[key]
+                _check_finite_scalar(number, f"{at}.{key}")
+                if type(number) not in _NUMBER_TYPES or not low <= number <= high:
+                    raise PayloadError(
+                        "schema", f"{at}.{key} = {show(number)} is outside [{low}, {high}]"
+                    )
+                entry[key] = float(number)
+        if "radio_gateway" in item:
+            gateway = item["radio_gateway"]
+            if not isinstance(gateway, str) or not 1 <= len(gateway) <= 64:
+                raise PayloadError("schema", f"{at}.radio_gateway must be text of 1..64 characters")
+            entry["radio_gateway"] = gateway
+        if "gateways" in item:
+            entry["gateways"] = _integer_field(item["gateways"], f"{at}.gateways", 0, 64, "schema")
+        out.append(entry)
+    return tuple(out)
 
 
 def _animals_fast(items: list) -> list[AnimalSamples] | None:

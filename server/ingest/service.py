@@ -207,7 +207,22 @@ def activity_lines(batch: ActivityBatch) -> list[str]:
         )  # fmt: skip
         heads = ((a.animal, a.species, a.battery_v) for a in animals)
         times = [a.t_ms for a in animals]
+        return _with_collar_points(samples, farm, gateway, heads, times) + uplink_lines(batch)
     return _with_collar_points(samples, farm, gateway, heads, times)
+
+
+def uplink_lines(batch: ActivityBatch) -> list[str]:
+    """``uplink`` points of the radio uplinks a batch names (LoRaWAN): one per uplink at
+    its first sample's time [UTC ms], tags farm, gateway, animal; fields f_cnt, and
+    rssi_dbm [dBm], snr_db [dB], radio_gateway, gateways [count] when reported. The same
+    uplink received again lands on the same point."""
+    lines = []
+    for a in batch.animals:
+        tags = {"farm": batch.farm, "gateway": batch.gateway, "animal": a.animal}
+        for uplink in a.uplinks:
+            fields = {k: v for k, v in uplink.items() if k != "t_ms"}
+            lines.append(point_line("uplink", tags, fields, uplink["t_ms"]))
+    return lines
 
 
 def _with_collar_points(

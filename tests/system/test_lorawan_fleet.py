@@ -21,7 +21,9 @@ from namazu.firmware_bridge.lorawan_mqtt import NetworkServerLink
 from namazu.firmware_bridge.lorawan_sim import LorawanFleet
 from namazu.firmware_bridge.publisher import GatewayPublisher
 from namazu.firmware_bridge.spool import Spool
+from namazu.server.detection.health import HealthJob
 from namazu.server.ingest.service import IngestService
+from namazu.server.store.state import init_db
 from tests.server.ingest_support import make_config, wait_for
 
 pytestmark = pytest.mark.services
@@ -179,6 +181,23 @@ def test_200_collars_every_sample_once_and_gaps_counted(stack, influx, tmp_path,
         loss = bridge.loss()
         assert {k: v["missing"] for k, v in loss.items() if v["missing"]} == dict(inner)
         assert sum(inner.values()) > 0
+        # Radio metadata stored once per uplink; data health shows the gaps as loss.
+        by_animal = {d.dev_eui: d.animal for d in fleet.devices}
+        radio = influx.query(
+            f"SELECT count(f_cnt), min(rssi_dbm), max(gateways) FROM uplink "
+            f"WHERE farm = '{farm}' GROUP BY animal"
+        )
+        per_collar = Counter(u.animal for u in received)
+        assert {s["tags"]["animal"]: s["values"][0][1] for s in radio} == dict(per_collar)
+        assert all(-200 < s["values"][0][2] < 0 and 1 <= s["values"][0][3] <= 3 for s in radio)
+        engine = init_db(f"sqlite:///{tmp_path}/health.sqlite")
+        report = HealthJob(influx, engine, [farm]).run(datetime.now(UTC))
+        shown = {a: m for (_, a), (_, m) in report.loss.items() if m}
+        assert shown == {by_animal[k]: n for k, n in inner.items()}
+        farm_point = influx.query(
+            f"SELECT last(uplinks_missing) FROM health WHERE kind = 'farm' AND subject = '{farm}'"
+        )
+        assert farm_point[0]["values"][0][1] == sum(inner.values())
         # Other event types recorded, malformed ones dead-lettered with their reason.
         kinds = {k for k in bridge.events if k != "up"}
         assert len(kinds) == len(OTHER_EVENTS[server])

@@ -1,0 +1,142 @@
+"""Network-server events (ChirpStack v4, The Things Stack v3), the registry, the
+frame-counter loss count and the grouping of uplinks into messages: pure functions."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from namazu.firmware_bridge.lorawan import (
+    Device,
+    LorawanError,
+    decode_interval_downlink,
+    downlink_request,
+    format_registry,
+    frame_counter_loss,
+    parse_chirpstack,
+    parse_registry,
+    parse_tts,
+    uplink_of,
+)
+from namazu.firmware_bridge.lorawan_bridge import group_uplinks
+from namazu.firmware_bridge.lorawan_sim import LorawanFleet
+
+CS_TOPIC = "application/app-1/device/0102030405060708/event/up"
+CS_UP = {
+    "deduplicationId": "3ac7e3c4-4401-4b8d-9386-a5c902f9202d",
+    "time": "2026-01-01T00:10:00.123456789Z",
+    "deviceInfo": {"applicationId": "app-1", "deviceName": "cow-1", "devEui": "0102030405060708"},
+    "fCnt": 10, "fPort": 1, "data": "AQAAAAAAAQABAAEAAg==",
+    "rxInfo": [{"gatewayId": "aa", "rssi": -120, "snr": -7.5},
+               {"gatewayId": "bb", "rssi": -90, "snr": 6.0},
+               {"gatewayId": "bb", "rssi": -99, "snr": 1.0}],
+}  # fmt: skip
+
+
+def test_chirpstack_uplink_best_reception_first_each_gateway_once():
+    event = parse_chirpstack(CS_TOPIC, orjson.dumps(CS_UP))
+    assert (event.kind, event.dev_eui, event.f_cnt, event.f_port) == (
+        "up",
+        "0102030405060708",
+        10,
+        1,
+    )
+    assert [(r.gateway, r.rssi_dbm) for r in event.receptions] == [("bb", -90.0), ("aa", -120.0)]
+    uplink = uplink_of(event)
+    assert uplink.seq == 1 and uplink.odba == (0.0001,) and uplink.vedba == (0.0002,)
+
+
+@pytest.mark.parametrize(
+    ("topic", "doc", "reason"),
+    [
+        ("application/app-1/device/0102/event/up", CS_UP, "bad_topic"),
+        (CS_TOPIC, {"fCnt": 1}, "bad_event"),
+        (CS_TOPIC.replace("0102030405060708", "0102030405060709"), CS_UP, "bad_event"),
+        (CS_TOPIC, CS_UP | {"fCnt": -3}, "bad_event"),
+        (CS_TOPIC, CS_UP | {"data": "***"}, "bad_payload"),
+    ],
+)
+def test_chirpstack_faults_are_named(topic, doc, reason):
+    with pytest.raises(LorawanError) as info:
+        parse_chirpstack(topic, orjson.dumps(doc))
+    assert info.value.reason == reason
+
+
+def test_uplink_on_another_port_or_without_payload_is_refused():
+    for doc, reason in [
+        (CS_UP | {"fPort": 5}, "unknown_port"),
+        ({**CS_UP, "data": ""}, "no_payload"),
+    ]:
+        with pytest.raises(LorawanError) as info:
+            uplink_of(parse_chirpstack(CS_TOPIC, orjson.dumps(doc)))
+        assert info.value.reason == reason
+
+
+def test_tts_uplink_with_zero_values_left_out_and_other_events():
+    fleet = LorawanFleet("farm-t", 3, server="tts", application="herd@farm", seed=1)
+    device = fleet.devices[0]
+    topic, payload = fleet.event(device, 0, bytes.fromhex("01" + "00" * 8 + "00010002"), 0)
+    assert b'"f_cnt"' not in payload  # The Things Stack omits zero values
+    event = parse_tts(topic, payload)
+    assert (event.kind, event.f_cnt, event.dev_eui) == ("up", 0, device.dev_eui)
+    ack = parse_tts(f"v3/herd@farm/devices/{device.animal}/down/ack",
+                    orjson.dumps({"end_device_ids": {"device_id": device.animal}}))  # fmt: skip
+    assert (ack.kind, ack.acknowledged) == ("down_ack", True)
+    with pytest.raises(LorawanError) as info:
+        parse_tts(topic.replace(device.animal, "someone-else"), payload)
+    assert info.value.reason == "bad_event"
+
+
+def test_frame_counter_loss_counts_gaps_repeats_and_resets():
+    assert frame_counter_loss([]) == (0, 0)
+    assert frame_counter_loss([0, 1, 2, 3]) == (4, 0)
+    assert frame_counter_loss([0, 1, 4, 4, 5]) == (4, 2)  # 2 and 3 lost; 4 heard twice
+    assert frame_counter_loss([7, 9, 0, 2]) == (4, 2)  # a rejoin resets the counter
+
+
+def test_registry_round_trip_and_faults():
+    devices = [Device("70B3D5F000000001", "farm-a", "cow-1", "cow")]
+    assert list(parse_registry(format_registry(devices)).values()) == devices
+    twice = format_registry(devices) + format_registry(devices).split("\n", 2)[2]
+    for text, fault in [
+        (twice, "listed twice"),
+        ('[[device]]\ndev_eui = "xyz"', "EUI"),
+        (
+            '[[device]]\ndev_eui = "70B3D5F000000001"\nfarm = "a"\nanimal = "b"\nspecies = "cat"',
+            "species",
+        ),
+        ("[[device", "TOML"),
+    ]:
+        with pytest.raises(LorawanError, match=fault):
+            parse_registry(text)
+
+
+def test_downlink_requests_follow_each_servers_topic_and_json():
+    topic, body = downlink_request(
+        "chirpstack", "app-1", "0102030405060708", "cow-1", b"\x01\x05\x02"
+    )
+    assert topic == "application/app-1/device/0102030405060708/command/down"
+    assert orjson.loads(body) == {
+        "devEui": "0102030405060708",
+        "confirmed": True,
+        "fPort": 10,
+        "data": "AQUC",
+    }
+    topic, body = downlink_request("tts", "herd@farm", "0102030405060708", "cow-1", b"\x01\x05\x02")
+    assert topic == "v3/herd@farm/devices/cow-1/down/push"
+    item = orjson.loads(body)["downlinks"][0]
+    assert (item["f_port"], item["frm_payload"], item["confirmed"]) == (10, "AQUC", True)
+    assert decode_interval_downlink(b"\x01\x05\x02") == (5, 2)
+
+
+def test_group_uplinks_merges_per_animal_and_never_splits_an_uplink():
+    def entry(animal, n, f_cnt):
+        return {"animal": animal, "species": "cow", "t_ms": list(range(n)), "odba": [0.1] * n,
+                "vedba": [0.1] * n, "uplinks": [{"t_ms": 0, "f_cnt": f_cnt}]}  # fmt: skip
+
+    messages = group_uplinks([entry("a", 10, 1), entry("b", 10, 1), entry("a", 10, 2),
+                              entry("c", 10, 1)], max_samples=30)  # fmt: skip
+    assert [[(e["animal"], len(e["t_ms"]), len(e["uplinks"])) for e in m] for m in messages] == [
+        [("a", 20, 2), ("b", 10, 1)],
+        [("c", 10, 1)],
+    ]

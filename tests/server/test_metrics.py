@@ -95,3 +95,18 @@ def test_metrics_response_is_a_flask_tuple_with_prometheus_content_type():
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=")
     assert b"namazu_build_info" in body
+
+
+def test_every_metric_belongs_to_a_process_group():
+    """A new metric must be created with ``registry=None`` and listed in FAMILIES, or
+    every process would export it."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    grouped = {id(family) for families in metrics.FAMILIES.values() for family in families}
+    objects = {
+        name: value
+        for name, value in vars(metrics).items()
+        if isinstance(value, MetricWrapperBase) and value is not metrics.BUILD_INFO
+    }
+    assert objects
+    assert [name for name, value in objects.items() if id(value) not in grouped] == []

@@ -132,6 +132,7 @@ def test_stack_start_restarts_only_the_service_that_is_down(tmp_path, capsys):
     port and leaves the running InfluxDB alone (same pid, not restarted)."""
     import os
     import signal
+    import time
 
     from namazu.server.launch import stack as stack_cli
 
@@ -141,6 +142,9 @@ def test_stack_start_restarts_only_the_service_that_is_down(tmp_path, capsys):
     try:
         first = stack_cli.read_state(data_dir)
         os.kill(first["pids"]["mosquitto"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while port_open(first["mqtt_port"]) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the kernel closes the killed broker's socket
         report = stack_cli.status(data_dir)
         assert stack_cli.healthy_services(report) == {"influxd"}
         capsys.readouterr()

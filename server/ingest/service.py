@@ -112,6 +112,7 @@ from namazu.server.ingest.payload import (
     read_envelope,
 )
 from namazu.server.store.influx import (
+    InfluxAuthError,
     InfluxClient,
     InfluxError,
     InfluxUnavailable,
@@ -927,9 +928,12 @@ class IngestService:
                     self._store_ok()
                     return exc
                 if exc.status == 404 and "database not found" in exc.body:
-                    created = True  # unknown while InfluxDB is away: try the write again
-                    with contextlib.suppress(InfluxError):
+                    try:
                         created = self.influx.create_database()
+                    except InfluxAuthError:
+                        created = False  # this user may not create it: a store error
+                    except InfluxError:
+                        created = True  # unknown while InfluxDB is away: write again
                     if created:
                         continue
                 self._store_failing(exc, delay_s, len(lines))

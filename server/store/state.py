@@ -384,14 +384,16 @@ class Checkpoint(Base):
 
 class DataHealth(Base):
     """Health of one gateway or animal: ``ok``, ``silent`` (no data for longer than
-    stale_after_s) or ``offline`` (a gateway whose Last Will fired)."""
+    stale_after_s) or ``offline`` (a gateway whose Last Will fired). Ingest adds one row
+    per worker for its store path (farm ``_ingest``, kind ``store``): ``ok`` or the cause
+    of refused writes (``credentials``, ``permission``, ``no_database``, ...)."""
 
     __tablename__ = "data_health"
     __table_args__ = (UniqueConstraint("farm", "kind", "name", name="uq_data_health"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     farm: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(16))  # "gateway" | "animal"
+    kind: Mapped[str] = mapped_column(String(16))  # "gateway" | "animal" | "store"
     name: Mapped[str] = mapped_column(String(128))
     species: Mapped[str | None] = mapped_column(String(16), nullable=True)
     gateway: Mapped[str | None] = mapped_column(String(64), nullable=True)

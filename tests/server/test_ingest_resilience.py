@@ -271,6 +271,32 @@ def test_refused_credentials_hold_messages_until_fixed_without_restart(auth_stac
         writer.close()
 
 
+def test_a_missing_database_the_user_cannot_create_is_held_not_dead_lettered(auth_stack, farm):
+    stack, admin = auth_stack
+    cfg = make_config(stack.mqtt_port, stack.influx_url, "namazu_later")
+    writer = InfluxClient(stack.influx_url, "namazu_later", "ingest", "good-pw")
+    service = IngestService(cfg, writer).start()
+    try:
+        assert service.wait_ready(10)
+        pub = Publisher(stack.mqtt_port)
+        pub.publish(
+            f"namazu/v1/{farm}/gw-m/activity", doc_bytes(farm, "gw-m", 1, now_ms() - 60_000)
+        )
+        wait_for(lambda: service.stats["store_blocked"] == "no_database", what="404 seen")
+        wait_for(lambda: service.stats["write_retries"] >= 3, what="retries with back-off")
+        assert service.stats["acked"] == 0 and service.stats["rejected"] == 0
+        later = InfluxClient(stack.influx_url, "namazu_later", "root", "root-pw")
+        later.create_database()
+        later.query('GRANT WRITE ON "namazu_later" TO ingest')
+        wait_for(lambda: service.stats["acked"] == 1, timeout_s=20, what="stored once created")
+        assert stored(later, farm) == 2 * 3
+        later.close()
+        pub.close()
+    finally:
+        service.stop(end_session=True)
+        writer.close()
+
+
 def test_refused_points_are_found_one_by_one(stack, influx, farm):
     """A field type conflict in one shard: of a message with animals in two shards only
     the conflicting points are dead-lettered (store_refused); the rest is stored."""

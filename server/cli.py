@@ -63,6 +63,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "namazu.server.research.reproduce",
         "a study's own analysis on its data (wikelski2020), then honest tests of it",
     ),
+    "db": ("namazu.server.store.migrate", "upgrade|current|revision the state store's schema"),
     "rollup": (
         "namazu.server.store.rollups",
         "create, backfill and extend the panel's downsampled rollups once",
@@ -110,7 +111,7 @@ _LOG_FORMATS = ("json", "text")
 SERVER_EXTRA_MODULES = frozenset(
     {"scipy", "flask", "gunicorn", "apscheduler", "requests", "sqlalchemy", "argon2",
      "matplotlib", "tqdm", "werkzeug", "jinja2", "cryptography", "statsmodels", "patsy",
-     "threadpoolctl"}
+     "threadpoolctl", "alembic", "psycopg"}
 )  # fmt: skip
 
 #: Commands that run as long-lived services: they log JSON lines unless told otherwise.

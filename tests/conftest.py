@@ -84,3 +84,50 @@ def influx(stack, request):
     yield client
     client.drop_database()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the whole test session (free port, temp dir, fsync
+    off), started by the project's launcher."""
+    from namazu.server.launch.postgres import PostgresServer
+
+    server = PostgresServer.temporary(durable=False).start()
+    yield server
+    server.stop(remove=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_database(postgres, request):
+    """Name of a fresh database on the session's PostgreSQL for one test module."""
+    import re
+    import uuid
+
+    module = request.module.__name__.rpartition(".")[2]
+    name = "t_" + re.sub(r"[^A-Za-z0-9_]", "_", module)[:40] + "_" + uuid.uuid4().hex[:6]
+    postgres.create_database(name)
+    yield name
+    postgres.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request, tmp_path):
+    """URL of an empty state store, once on SQLite (a file of the test's own) and once
+    on PostgreSQL (a schema of the test's own in the module's database)."""
+    import uuid
+
+    from namazu.server.store.state import dispose_engine
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/state.sqlite"
+        yield url
+        dispose_engine(url)
+        return
+    postgres = request.getfixturevalue("postgres")
+    database = request.getfixturevalue("postgres_database")
+    schema = "s_" + uuid.uuid4().hex[:12]
+    postgres.psql(f'CREATE SCHEMA "{schema}"', database=database)
+    url = f"{postgres.url(database)}?options=-csearch_path%3D{schema}"
+    yield url
+    dispose_engine(url)
+    postgres.psql(f'DROP SCHEMA "{schema}" CASCADE', database=database)

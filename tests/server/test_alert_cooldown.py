@@ -35,8 +35,8 @@ def _mails(engine) -> list[tuple[str, datetime, list[int]]]:
         ]
 
 
-def test_a_restless_night_gives_one_mail_then_one_digest(tmp_path):
-    engine = init_db(f"sqlite:///{tmp_path / 'state.sqlite'}")
+def test_a_restless_night_gives_one_mail_then_one_digest(state_url):
+    engine = init_db(state_url)
     with session_scope(engine) as session:
         session.add(Subscription(recipient="vet@example.org", farm="*", species="*",
                                  min_severity="info"))  # fmt: skip

@@ -38,8 +38,8 @@ def _mail(i: int, **changes) -> OutboxMail:
     return OutboxMail(**fields)
 
 
-def test_init_db_is_idempotent_and_keeps_data(tmp_path):
-    url = f"sqlite:///{tmp_path}/state.sqlite"
+def test_init_db_is_idempotent_and_keeps_data(state_url):
+    url = state_url
     engine = init_db(url)
     with session_scope(engine) as db:
         db.add(Checkpoint(name="detection:farm-a", time=T, value={"runs": {"herd|herd": [1, 2]}}))
@@ -75,15 +75,15 @@ def test_init_db_adds_new_nullable_columns_to_an_older_outbox(tmp_path):
         assert mail.created == T
 
 
-def test_alarm_identity_is_unique_on_farm_series_kind_start(tmp_path):
-    engine = init_db(f"sqlite:///{tmp_path}/state.sqlite")
+def test_alarm_identity_is_unique_on_farm_series_kind_start(state_url):
+    engine = init_db(state_url)
     with session_scope(engine) as db:
         db.add(_alarm())
         db.add(_alarm(start=T + timedelta(minutes=1)))  # another start: another alarm
         db.add(_alarm(kind="quorum", series="quorum"))  # another series: another alarm
         db.add(_alarm(farm="farm-b"))
     with (
-        pytest.raises(IntegrityError, match="UNIQUE constraint failed"),
+        pytest.raises(IntegrityError, match="UNIQUE constraint failed|uq_alarm_identity"),
         session_scope(engine) as db,
     ):
         db.add(_alarm(peak_ratio=9.0))
@@ -92,8 +92,8 @@ def test_alarm_identity_is_unique_on_farm_series_kind_start(tmp_path):
         assert len(db.scalars(select(Alarm)).all()) == 4
 
 
-def test_times_are_utc_both_ways_and_naive_times_are_refused(tmp_path):
-    engine = init_db(f"sqlite:///{tmp_path}/state.sqlite")
+def test_times_are_utc_both_ways_and_naive_times_are_refused(state_url):
+    engine = init_db(state_url)
     local = datetime(2026, 3, 1, 6, 0, tzinfo=timezone(timedelta(hours=2)))  # 04:00 UTC
     with session_scope(engine) as db:
         db.add(_alarm(start=local))
@@ -122,8 +122,8 @@ class _RecordingSender:
         self.sent.append(str(message["Subject"]))
 
 
-def test_outbox_is_delivered_oldest_first_and_skips_sent_failed_and_waiting(tmp_path):
-    engine = init_db(f"sqlite:///{tmp_path}/state.sqlite")
+def test_outbox_is_delivered_oldest_first_and_skips_sent_failed_and_waiting(state_url):
+    engine = init_db(state_url)
     with session_scope(engine) as db:
         db.add_all(
             [
@@ -145,8 +145,8 @@ def test_outbox_is_delivered_oldest_first_and_skips_sent_failed_and_waiting(tmp_
     assert statuses == ["sent", "sent", "failed", "sent", "sent", "sent"]
 
 
-def test_refused_mail_is_failed_after_the_configured_attempts(tmp_path):
-    engine = init_db(f"sqlite:///{tmp_path}/state.sqlite")
+def test_refused_mail_is_failed_after_the_configured_attempts(state_url):
+    engine = init_db(state_url)
     with session_scope(engine) as db:
         db.add_all([_mail(1), _mail(2)])
     sender = _RecordingSender(refuse="r1@example.org")

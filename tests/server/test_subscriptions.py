@@ -30,15 +30,15 @@ T = datetime(2026, 3, 1, 4, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def engine(tmp_path):
-    return init_db(f"sqlite:///{tmp_path}/state.sqlite")
+def engine(state_url):
+    return init_db(state_url)
 
 
 @pytest.fixture
-def config_file(tmp_path):
+def config_file(tmp_path, state_url):
     path = tmp_path / "namazu.toml"
     path.write_text(
-        f'[state]\nurl = "sqlite:///{tmp_path}/cli-state.sqlite"\n'
+        f'[state]\nurl = "{state_url}"\n'
         '[[farms]]\nid = "farm-a"\nlatitude = 43.0\nlongitude = 13.0\n'
         '[[farms]]\nid = "farm-b"\nlatitude = 44.0\nlongitude = 12.0\n',
         encoding="utf-8",
@@ -166,8 +166,8 @@ def test_cli_add_list_remove_and_errors(config_file, capsys):
     assert len(out) == 1 and out[0].startswith("2\toffice@example.org\t*\t*\tinfo")
 
 
-def test_cli_outbox_shows_failed_mails_with_their_reason(config_file, tmp_path, capsys):
-    engine = init_db(f"sqlite:///{tmp_path}/cli-state.sqlite")
+def test_cli_outbox_shows_failed_mails_with_their_reason(config_file, state_url, capsys):
+    engine = init_db(state_url)
     with session_scope(engine) as db:
         for i, (sent, failed) in enumerate([(T, None), (None, T), (None, None)]):
             db.add(

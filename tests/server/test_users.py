@@ -19,8 +19,8 @@ def run(monkeypatch, capsys, argv, stdin=""):
     return code, out.out, out.err
 
 
-def test_add_list_token(monkeypatch, capsys, tmp_path):
-    url = f"sqlite:///{tmp_path}/state.sqlite"
+def test_add_list_token(monkeypatch, capsys, state_url):
+    url = state_url
     monkeypatch.setenv("NAMAZU_STATE__URL", f'"{url}"')
     code, out, _ = run(
         monkeypatch, capsys, ["add", "alice", "--role", "admin", "--password-stdin"],
@@ -37,8 +37,8 @@ def test_add_list_token(monkeypatch, capsys, tmp_path):
         assert stored.startswith("$argon2id$")
 
 
-def test_errors_are_one_line(monkeypatch, capsys, tmp_path):
-    monkeypatch.setenv("NAMAZU_STATE__URL", f'"sqlite:///{tmp_path}/state.sqlite"')
+def test_errors_are_one_line(monkeypatch, capsys, state_url):
+    monkeypatch.setenv("NAMAZU_STATE__URL", f'"{state_url}"')
     cases = [
         (["add", "bob", "--role", "root", "--password-stdin"], "pw long enough\n", "role"),
         (["add", "bob", "--role", "viewer", "--password-stdin"], "short\n", "too short"),

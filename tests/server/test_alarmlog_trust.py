@@ -360,3 +360,32 @@ def test_analyze_alarm_log_needs_keys_and_tsa_ca(capsys):
         analysis.main(["--activity", "a.csv", "--catalog", "c.csv", "--farm", "43,13",
                        "--alarm-log", "log.jsonl"])  # fmt: skip
     assert "--log-keys, --tsa-ca" in capsys.readouterr().err
+
+
+def test_scheduler_signs_and_stamps_from_its_configuration(tmp_path, keys, tsa):
+    from namazu.server.core.config import ConfigError, NamazuConfig
+    from namazu.server.detection.scheduler import build_services, make_scheduler
+
+    log_path = tmp_path / "log" / "alarm-log.jsonl"
+    scheduler = {"alarm_log_path": str(log_path), "alarm_log_signing_key": str(keys[0]),
+                 "tsa_url": tsa.url, "tsa_ca_file": str(tsa.ca_file)}  # fmt: skip
+    config = NamazuConfig.model_validate(
+        {
+            "influx": {"url": "http://127.0.0.1:9"},
+            "state": {"url": f"sqlite:///{tmp_path / 'state.sqlite'}"},
+            "scheduler": scheduler,
+        }
+    )
+    services = build_services(config)
+    jobs = {job.id for job in make_scheduler(services, blocking=False).get_jobs()}
+    assert "timestamp" in jobs
+    services.alarm_log.append(_alarm(0), "v", {}, DATA)  # as the tick does at an opening
+    assert [index for index, _ in timestamping.stored_tokens(log_path)] == [0]
+    assert services.stamper.stamp_head(services.alarm_log) is None
+    result = verify(log_path, keyring=Keyring.from_file(keys[1]), tsa_ca=tsa.ca_file)
+    assert result.ok and result.proven_by(0) is not None
+    without_ca = config.model_copy(
+        update={"scheduler": config.scheduler.model_copy(update={"tsa_ca_file": None})}
+    )
+    with pytest.raises(ConfigError, match="tsa_ca_file"):
+        build_services(without_ca)

@@ -24,6 +24,7 @@ from namazu.server.detection.alarmlog import (
     verify,
 )
 from namazu.server.detection.logkeys import Keyring, LogKeyError, Signer
+from namazu.server.store.state import init_db
 from tests.server.tsa_fixtures import TsaServer
 
 DATA = {"series": ["cow-001"], "sample_count": 10, "values_sha256": "ab" * 32}
@@ -131,8 +132,12 @@ def test_forged_append_with_valid_chain_is_caught(tmp_path, keys, capsys):
     _write(log.path, [*records, copied])
     result = verify(log.path, keyring=keyring)
     assert result.first_bad_index == 3 and "does not verify" in result.reason
-    assert alarmlog.main([str(log.path), "--keys", str(keys[1]), "--no-state"]) == 1
-    assert "BROKEN at record 3: signature does not verify" in capsys.readouterr().out
+    # refused in every mode of verify-log: alone, against a known head, with a state store
+    state = f"sqlite:///{tmp_path / 'state.sqlite'}"
+    init_db(state)
+    for mode in (["--no-state"], ["--expect-head", records[-1]["hash"]], ["--state", state]):
+        assert alarmlog.main([str(log.path), "--keys", str(keys[1]), *mode]) == 1
+        assert "BROKEN at record 3: signature does not verify" in capsys.readouterr().out
 
 
 def test_edited_record_with_whole_chain_recomputed_is_caught(tmp_path, keys):

@@ -121,13 +121,14 @@ def _run_load(
     panel = subprocess.Popen(
         [sys.executable, "-m", "namazu.server.cli", "web", "--config", str(config),
          "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=(directory / "panel.log").open("ab"),
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not port_open(port):
             if panel.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("namazu web did not start")
+                log = (directory / "panel.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"namazu web did not start:\n{log}")
             time.sleep(0.1)
         _get(port, tokens[0], "/api/v1/farms")  # warm: imports, first connection
         rss = PeakRss([panel.pid], interval_s=0.05)

@@ -49,7 +49,7 @@ from flask import (
     url_for,
 )
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from namazu.server.store.models import ROLES, ApiToken, LoginFailure, LoginSession, User
@@ -248,6 +248,7 @@ def begin_attempt(
     client must wait first (nothing is charged then).
     """
     account = account.lower()
+    _serialise_account(db, account)
     horizon = now - timedelta(seconds=max(policy.window_s, policy.address_window_s))
     db.execute(delete(LoginFailure).where(LoginFailure.at < horizon))
     since = now - timedelta(seconds=policy.window_s)
@@ -285,6 +286,17 @@ def begin_attempt(
     db.add(attempt)
     db.flush()
     return attempt.id, 0.0
+
+
+def _serialise_account(db: Session, account: str) -> None:
+    """Make concurrent attempts on one account check and charge one after the other.
+
+    SQLite: the transaction's first write (the pruning ``DELETE``) takes the database's
+    write lock until commit. PostgreSQL: a transaction-scoped advisory lock per account.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(account.encode()).digest()[:8], "big", signed=True)
+        db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def _wait(latest: datetime | None, delay_s: float, now: datetime) -> float:

@@ -164,14 +164,23 @@ def test_next_after_login_keeps_a_local_path(panel):
 # ---------------------------------------------------------------- rate limit, cookies
 
 
-def test_failed_logins_are_delayed_per_account_but_a_known_browser_gets_in(panel):
+@pytest.fixture
+def slow_panel(stack, tmp_path):
+    """A panel whose first log-in delay (60 s) outlasts any test's round trips."""
+    built = build_panel(stack, tmp_path, login_base_delay_s=60.0, login_max_delay_s=600.0)
+    yield built
+    built.app.extensions["namazu"].influx.drop_database()
+
+
+def test_failed_logins_are_delayed_per_account_but_a_known_browser_gets_in(slow_panel):
+    panel = slow_panel
     owner = panel.app.test_client()
     assert login(owner, "admin").status_code == 302  # this browser now knows the account
     attacker = panel.app.test_client()
     statuses = [login(attacker, "admin", password="wrong password!") for _ in range(6)]
     assert [r.status_code for r in statuses[:5]] == [401] * 5
     assert statuses[5].status_code == 429
-    assert 1 <= int(statuses[5].headers["Retry-After"]) <= 60
+    assert 1 <= int(statuses[5].headers["Retry-After"]) <= 60  # base delay after 5 failures
     # even the right password is refused to an unknown client during the delay ...
     assert login(attacker, "admin").status_code == 429
     # ... but not to the browser that logged in to this account before,

@@ -598,6 +598,11 @@ def format_registry(devices: Iterable[Device]) -> str:
     return "\n".join(lines)
 
 
+def write_registry(path: str | Path, devices: Iterable[Device]) -> None:
+    """Write a registry file atomically."""
+    write_atomically(path, format_registry(devices).encode("utf-8"))
+
+
 def read_registry(path: str | Path) -> dict[str, Device]:
     """The registry file at ``path`` (an absent file is an empty registry)."""
     path = Path(path)
@@ -615,3 +620,84 @@ def iso_ms(text: str | None) -> int | None:
         return int(datetime.fromisoformat(cut).timestamp() * 1000)
     except ValueError:
         return None
+
+
+# --- files shared by the panel and the bridge -------------------------------------------
+
+#: Beside the registry: interval changes asked for in the panel, and what became of them.
+REQUESTS_FILE = "interval-requests.json"
+STATUS_FILE = "interval-status.json"
+
+
+@dataclass(frozen=True)
+class IntervalRequest:
+    """A reporting-interval change asked for a collar.
+
+    interval_min : the new interval [min] (1..10); config_id : its id (1..255), which
+    the collar reports back once applied; requested_at : UTC epoch [ms]; by : who asked.
+    """
+
+    dev_eui: str
+    interval_min: int
+    config_id: int
+    requested_at: int
+    by: str = ""
+
+
+def parse_interval_requests(text: str) -> dict[str, IntervalRequest]:
+    """The requests file (``{"requests": {DevEUI: {...}}}``); raises LorawanError."""
+    try:
+        document = orjson.loads(text or "{}")
+    except orjson.JSONDecodeError as exc:
+        raise LorawanError("bad_requests", f"interval requests are not JSON: {exc}") from None
+    items = document.get("requests", {}) if isinstance(document, dict) else None
+    if not isinstance(items, dict):
+        raise LorawanError("bad_requests", "interval requests: 'requests' must be an object")
+    out = {}
+    for key, item in items.items():
+        dev_eui = _eui(key, "request DevEUI")
+        if not isinstance(item, dict):
+            raise LorawanError("bad_requests", f"request of {dev_eui} is not an object")
+        interval, config_id, at = (
+            item.get(k) for k in ("interval_min", "config_id", "requested_at")
+        )
+        if type(interval) is not int or not 1 <= interval <= MAX_SUMMARIES:
+            raise LorawanError("bad_requests", f"request of {dev_eui}: interval_min {interval!r}")
+        if type(config_id) is not int or not 1 <= config_id <= 255 or type(at) is not int:
+            raise LorawanError("bad_requests", f"request of {dev_eui}: config_id / requested_at")
+        out[dev_eui] = IntervalRequest(
+            dev_eui, interval, config_id, at, str(item.get("by", ""))[:64]
+        )
+    return out
+
+
+def format_interval_requests(requests: Iterable[IntervalRequest]) -> bytes:
+    """JSON text of the requests file."""
+    return orjson.dumps(
+        {
+            "requests": {
+                r.dev_eui: {
+                    "interval_min": r.interval_min,
+                    "config_id": r.config_id,
+                    "requested_at": r.requested_at,
+                    "by": r.by,
+                }
+                for r in requests
+            }
+        },
+        option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
+    )
+
+
+def next_config_id(previous: IntervalRequest | None) -> int:
+    """The configuration id of the next request for a collar (1..255, then 1 again)."""
+    return 1 if previous is None else previous.config_id % 255 + 1
+
+
+def write_atomically(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` in one step (a reader sees the old or the new file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)

@@ -35,21 +35,26 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from namazu.firmware_bridge.lorawan import (
+    REQUESTS_FILE,
+    STATUS_FILE,
     ActivityUplink,
     Device,
+    IntervalRequest,
     LorawanError,
     NetworkEvent,
     downlink_request,
     encode_interval_downlink,
     frame_counter_loss,
+    next_config_id,
     parse_event,
+    parse_interval_requests,
     read_registry,
     uplink_of,
+    write_atomically,
 )
 from namazu.firmware_bridge.lorawan_mqtt import InboundEvent, NetworkServerLink
 from namazu.firmware_bridge.publisher import GatewayPublisher
@@ -62,23 +67,6 @@ SERVERS = ("chirpstack", "tts")
 RECENT_UPLINKS = 200_000
 
 
-@dataclass
-class IntervalRequest:
-    """A reporting-interval change sent to a collar and how far it got.
-
-    requested_at / radio_ack_at / confirmed_at : UTC epoch [ms] of the request, of the
-    network server's ack event (the collar's radio received it) and of the first uplink
-    that reports the new configuration id with the new interval (the collar applied it).
-    """
-
-    dev_eui: str
-    interval_min: int
-    config_id: int
-    requested_at: int
-    radio_ack_at: int | None = None
-    confirmed_at: int | None = None
-
-
 class LorawanBridge:
     """Network-server events -> spooled Namazu activity.
 
@@ -88,6 +76,10 @@ class LorawanBridge:
     deadletter_path : JSON-lines file of refused events.
     application : the network server's application (for downlink topics).
     batch_samples : samples per published message.
+    registry_path : the registry file, when there is one: it is read again when it
+        changes (the panel's admin page edits it), and beside it the bridge reads the
+        interval requests (``interval-requests.json``, written by the panel) and writes
+        what became of them (``interval-status.json``: sent, radio ack, confirmed).
     """
 
     def __init__(
@@ -98,6 +90,7 @@ class LorawanBridge:
         deadletter_path: str | Path,
         application: str = "+",
         batch_samples: int = 100,
+        registry_path: str | Path | None = None,
     ) -> None:
         self.link = link
         self.server = link.server
@@ -116,8 +109,12 @@ class LorawanBridge:
         self.f_cnts: dict[str, list[int]] = collections.defaultdict(list)
         self.radio: dict[str, dict[str, Any]] = {}
         self.requests: dict[str, IntervalRequest] = {}
+        #: DevEUI -> what became of its last interval request (all times UTC epoch [ms]).
+        self.downlinks: dict[str, dict[str, Any]] = {}
         self._recent: collections.OrderedDict[tuple, None] = collections.OrderedDict()
-        self._devices_by_name = {d.animal: d for d in registry.values()}
+        self.registry_path = Path(registry_path) if registry_path else None
+        self._mtimes: dict[str, float] = {}
+        self._next_poll = 0.0
 
     # --- events -----------------------------------------------------------------------
     def handle(self, inbound: list[InboundEvent]) -> None:
@@ -197,24 +194,27 @@ class LorawanBridge:
             "snr_db": best.snr_db if best else None,
             "gateways": len(event.receptions),
         }
-        request = self.requests.get(device.dev_eui)
+        state = self.downlinks.get(device.dev_eui)
         if (
-            request is not None
-            and request.confirmed_at is None
-            and config_id == request.config_id
-            and interval == request.interval_min
+            state is not None
+            and state["confirmed_at"] is None
+            and config_id == state["config_id"]
+            and interval == state["interval_min"]
         ):
-            request.confirmed_at = _now_ms()
+            state["confirmed_at"] = _now_ms()
+            self._write_status()
             log.info(
                 "collar confirmed its new reporting interval",
                 extra={"dev_eui": device.dev_eui, "interval_min": interval},
             )
 
     def _record(self, event: NetworkEvent) -> None:
-        if event.kind in ("ack", "down_ack") and event.dev_eui in self.requests:
-            request = self.requests[event.dev_eui]
-            if event.acknowledged and request.radio_ack_at is None:
-                request.radio_ack_at = _now_ms()
+        dev_eui = event.dev_eui or self._dev_eui_of(event.device)
+        state = self.downlinks.get(dev_eui or "")
+        acked = event.kind in ("ack", "down_ack") and event.acknowledged
+        if acked and state is not None and state["radio_ack_at"] is None:
+            state["radio_ack_at"] = _now_ms()
+            self._write_status()
         log.info(
             "network-server event",
             extra={"kind": event.kind, "dev_eui": event.dev_eui, "detail": event.detail},
@@ -233,21 +233,85 @@ class LorawanBridge:
             os.fsync(out.fileno())
 
     # --- downlink ---------------------------------------------------------------------
-    def request_interval(self, dev_eui: str, interval_min: int) -> IntervalRequest:
+    def request_interval(
+        self, dev_eui: str, interval_min: int, config_id: int | None = None, by: str = ""
+    ) -> IntervalRequest:
         """Enqueue a confirmed interval downlink for a collar at its network server."""
         device = self.registry.get(dev_eui.upper())
         if device is None:
             raise LorawanError("unknown_device", f"DevEUI {dev_eui} is not in the device registry")
-        previous = self.requests.get(device.dev_eui)
-        config_id = 1 if previous is None else previous.config_id % 255 + 1
-        data = encode_interval_downlink(interval_min, config_id)
+        if config_id is None:
+            config_id = next_config_id(self.requests.get(device.dev_eui))
+        request = IntervalRequest(device.dev_eui, interval_min, config_id, _now_ms(), by)
+        self._send(request)
+        return request
+
+    def _send(self, request: IntervalRequest) -> None:
+        device = self.registry[request.dev_eui]
+        data = encode_interval_downlink(request.interval_min, request.config_id)
         topic, payload = downlink_request(
             self.server, self.application, device.dev_eui, device.animal, data
         )
         self.link.publish(topic, payload)
-        request = IntervalRequest(device.dev_eui, interval_min, config_id, _now_ms())
         self.requests[device.dev_eui] = request
-        return request
+        self.downlinks[device.dev_eui] = {
+            "interval_min": request.interval_min,
+            "config_id": request.config_id,
+            "requested_at": request.requested_at,
+            "sent_at": _now_ms(),
+            "radio_ack_at": None,
+            "confirmed_at": None,
+        }
+        self._write_status()
+        log.info(
+            "interval downlink enqueued",
+            extra={"dev_eui": device.dev_eui, "interval_min": request.interval_min},
+        )
+
+    def _dev_eui_of(self, device_name: str | None) -> str | None:
+        for device in self.registry.values():
+            if device.animal == device_name:
+                return device.dev_eui
+        return None
+
+    # --- files shared with the panel --------------------------------------------------
+    def _changed(self, path: Path) -> bool:
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return False
+        if self._mtimes.get(path.name) == mtime:
+            return False
+        self._mtimes[path.name] = mtime
+        return True
+
+    def poll_files(self) -> None:
+        """Read the registry again when it changed, and send the interval requests the
+        panel added since the last look (a bad file is logged and skipped)."""
+        if self.registry_path is None:
+            return
+        try:
+            if self._changed(self.registry_path):
+                self.registry = read_registry(self.registry_path)
+                log.info("device registry read", extra={"devices": len(self.registry)})
+            requests_path = self.registry_path.with_name(REQUESTS_FILE)
+            if self._changed(requests_path):
+                wanted = parse_interval_requests(requests_path.read_text("utf-8"))
+                for dev_eui, request in wanted.items():
+                    sent = self.requests.get(dev_eui)
+                    if dev_eui in self.registry and (
+                        sent is None or sent.config_id != request.config_id
+                    ):
+                        self._send(request)
+        except (LorawanError, OSError) as exc:
+            log.error("LoRaWAN files not taken: %s", exc)
+
+    def _write_status(self) -> None:
+        if self.registry_path is not None:
+            write_atomically(
+                self.registry_path.with_name(STATUS_FILE),
+                json.dumps({"collars": self.downlinks}, indent=2, sort_keys=True).encode(),
+            )
 
     # --- reporting --------------------------------------------------------------------
     def loss(self) -> dict[str, dict[str, int]]:
@@ -276,6 +340,9 @@ class LorawanBridge:
     def run(self, stop: threading.Event, poll_s: float = 0.2) -> None:
         """Handle events until ``stop`` is set."""
         while not stop.is_set():
+            if time.monotonic() >= self._next_poll:
+                self.poll_files()
+                self._next_poll = time.monotonic() + 1.0
             items = self.link.read(poll_s)
             if items:
                 self.handle(items)
@@ -375,8 +442,9 @@ def run_from_args(args: argparse.Namespace, config: Any) -> int:
     """``namazu bridge --source chirpstack|tts``: run until SIGTERM/SIGINT (or --run-s)."""
     bc, mc = config.bridge, config.mqtt
     gateway = args.gateway or bc.gateway
+    registry_path = Path(args.registry or "lorawan-devices.toml")
     try:
-        registry = read_registry(args.registry or "lorawan-devices.toml")
+        registry = read_registry(registry_path)
     except LorawanError as exc:
         print(f"namazu bridge: {exc}", file=sys.stderr)
         return 2
@@ -419,6 +487,7 @@ def run_from_args(args: argparse.Namespace, config: Any) -> int:
         args.deadletter or spool_base.with_name("lorawan-deadletter.jsonl"),
         application=args.ns_application,
         batch_samples=args.batch_samples or bc.batch_samples,
+        registry_path=registry_path,
     )
     stop = threading.Event()
     previous = {

@@ -250,6 +250,10 @@ class WebConfig(_Section):
     port: int = Field(8000, ge=0, le=65535, description="listen port")
     secret_key: str | None = Field(None, description="session key; NAMAZU_WEB__SECRET_KEY")
     secure_cookies: bool = Field(True, description="mark session cookies Secure")
+    lorawan_registry: Path = Field(
+        Path("var/lorawan/devices.toml"),
+        description="LoRaWAN device registry the admin page edits (the bridge's --registry)",
+    )
     trusted_proxy_hops: int = Field(
         0,
         ge=0,

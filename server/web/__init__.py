@@ -76,7 +76,7 @@ def create_app(config: NamazuConfig | dict[str, Any] | None = None) -> Flask:
         configuration from ``$NAMAZU_CONFIG`` and the environment).
     Returns the Flask app with its handles in ``app.extensions["namazu"]``.
     """
-    from namazu.server.web import api, auth, pages
+    from namazu.server.web import api, auth, lorawan, pages
     from namazu.server.web.limits import HeavyGate
     from namazu.server.web.proofs import ProofCache
 
@@ -125,6 +125,7 @@ def create_app(config: NamazuConfig | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(lorawan.bp)
     pages.register_error_handlers(app)
     return app
 

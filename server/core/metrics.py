@@ -20,11 +20,13 @@ conventions ask.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -36,6 +38,7 @@ from prometheus_client import (
     Histogram,
     Info,
     generate_latest,
+    multiprocess,
     start_http_server,
 )
 
@@ -343,7 +346,8 @@ FAMILIES: dict[str, tuple] = {
     "web": (WEB_REQUESTS, WEB_REQUEST_SECONDS),
 }
 
-_exported: weakref.WeakKeyDictionary[CollectorRegistry, set[int]] = weakref.WeakKeyDictionary()
+#: Names of the families each registry exports (by ``export_families``).
+_exported: weakref.WeakKeyDictionary[CollectorRegistry, set[str]] = weakref.WeakKeyDictionary()
 _export_lock = threading.Lock()
 
 
@@ -362,9 +366,9 @@ def export_families(*groups: str, registry: CollectorRegistry = REGISTRY) -> Non
         done = _exported.setdefault(registry, set())
         for group in groups:
             for family in FAMILIES[group]:
-                if id(family) not in done:
+                if family._name not in done:  # noqa: SLF001 - prometheus_client's family name
                     registry.register(family)
-                    done.add(id(family))
+                    done.add(family._name)  # noqa: SLF001
 
 
 class MetricsServerError(Exception):
@@ -415,8 +419,29 @@ def start_metrics_server(
 
 
 def metrics_text(registry: CollectorRegistry = REGISTRY) -> bytes:
-    """The current metrics in the Prometheus text exposition format (UTF-8 bytes)."""
+    """The current metrics in the Prometheus text exposition format (UTF-8 bytes).
+
+    In multiprocess mode (``$PROMETHEUS_MULTIPROC_DIR``, the panel with several gunicorn
+    workers) the default registry's text adds up what every process recorded there.
+    """
+    if registry is REGISTRY and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shared = CollectorRegistry()
+        shared.register(_SharedFamilies(_exported.get(REGISTRY, set())))
+        return generate_latest(shared)
     return generate_latest(registry)
+
+
+class _SharedFamilies:
+    """The exported families as every process of the multiprocess directory recorded
+    them (the directory also holds the unused families' zeros, which stay out)."""
+
+    def __init__(self, names: set[str]):
+        self.names = set(names)
+
+    def collect(self) -> Any:
+        for family in multiprocess.MultiProcessCollector(None).collect():
+            if family.name in self.names:
+                yield family
 
 
 def metrics_response(

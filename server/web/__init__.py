@@ -178,18 +178,21 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"namazu web: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    from namazu.server.web.serve import serve, share_metrics_between_workers
+
+    workers = args.workers or cfg.web.workers
+    if workers > 1:
+        share_metrics_between_workers()
     try:
         create_app(cfg).extensions["namazu"].engine.dispose()  # fail here, in one line
     except Exception as exc:  # noqa: BLE001 - report any start-up failure in one line
         print(f"namazu web: cannot start: {exc}", file=sys.stderr)
         return 1
-    from namazu.server.web.serve import serve
-
     return serve(
         cfg,
         host=args.host or cfg.web.host,
         port=cfg.web.port if args.port is None else args.port,
-        workers=args.workers or cfg.web.workers,
+        workers=workers,
         threads=args.threads or cfg.web.threads,
         timeout_s=cfg.web.timeout_s,
     )

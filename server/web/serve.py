@@ -6,14 +6,19 @@ readiness itself. Its own log lines go through the same JSON (or text) handler a
 rest of Namazu. Put nginx in front for TLS (``deploy/nginx``). Werkzeug's development
 server is only for the demo and the tests.
 
-With more than one worker, each scrape of ``/metrics`` answers for the one worker that
-serves it (Prometheus' client keeps counters per process); keep ``web.workers = 1`` (the
-default, with threads) when the panel's request counters matter.
+With more than one worker the workers share their counters through a directory of
+Prometheus' multiprocess mode (``share_metrics_between_workers``), so every scrape of
+``/metrics`` counts the requests of all of them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -53,7 +58,7 @@ class PanelServer(BaseApplication):
         timeout_s: float,
     ):
         self.config = config
-        self.options = {
+        self.options: dict[str, Any] = {
             "bind": bind,
             "workers": workers,
             "threads": threads,
@@ -67,6 +72,8 @@ class PanelServer(BaseApplication):
             "proc_name": "namazu-web",
             "forwarded_allow_ips": "127.0.0.1,::1",
         }
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            self.options["child_exit"] = _forget_worker_metrics
         super().__init__()
 
     def load_config(self) -> None:
@@ -81,6 +88,24 @@ class PanelServer(BaseApplication):
         return create_app(self.config)
 
 
+def share_metrics_between_workers() -> Path:
+    """A fresh directory in ``$PROMETHEUS_MULTIPROC_DIR`` where the worker processes keep
+    their counters, so ``/metrics`` adds them up. Must run before ``prometheus_client``
+    is first imported (it picks its mode then). Returns the directory."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before the metrics were shared")
+    path = Path(tempfile.mkdtemp(prefix="namazu-web-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path
+
+
+def _forget_worker_metrics(server: Any, worker: Any) -> None:
+    """gunicorn's child_exit hook: drop the gauges of a worker that has gone."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
 def serve(
     config: NamazuConfig, host: str, port: int, workers: int, threads: int, timeout_s: float
 ) -> int:
@@ -93,4 +118,8 @@ def serve(
         PanelServer(config, f"{host}:{port}", workers, threads, timeout_s).run()
     except SystemExit as exc:
         return int(exc.code or 0)
+    finally:
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if shared and Path(shared).name.startswith("namazu-web-metrics-"):
+            shutil.rmtree(shared, ignore_errors=True)
     return 0

@@ -12,8 +12,22 @@ import subprocess
 import sys
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from namazu.server.launch.stack import free_port
+
+
+def _viewer_token(env: dict, cwd) -> str:
+    """An API token of a new viewer account, through ``namazu users``."""
+    namazu = [sys.executable, "-m", "namazu.server.cli", "users"]
+    added = subprocess.run([*namazu, "add", "watcher", "--role", "viewer", "--password-stdin"],
+                           input="a long enough password\n", env=env, cwd=cwd,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    issued = subprocess.run([*namazu, "token", "watcher"], env=env, cwd=cwd,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
+    return issued.stdout.strip()
 
 
 def test_namazu_web_runs_on_gunicorn(tmp_path):
@@ -41,6 +55,24 @@ def test_namazu_web_runs_on_gunicorn(tmp_path):
         script = requests.get(f"{base}/static/plotly.min.js", timeout=10)
         assert script.status_code == 200 and script.text.startswith("/**\n* plotly.js v")
         assert "Server" not in script.headers or "Werkzeug" not in script.headers["Server"]
+        # Two workers, one count: every scrape adds up the requests of both.
+        token = _viewer_token(env, tmp_path)
+        for _ in range(8):
+            assert requests.get(f"{base}/login", timeout=10).status_code == 200
+        for _ in range(4):
+            scraped = requests.get(
+                f"{base}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10
+            )
+            assert scraped.status_code == 200
+            logins = sum(
+                sample.value
+                for family in text_string_to_metric_families(scraped.text)
+                for sample in family.samples
+                if sample.name == "namazu_web_requests_total"
+                and sample.labels["endpoint"].endswith("login")
+            )
+            assert logins >= 8
+            assert "namazu_ingest_" not in scraped.text
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)

@@ -39,7 +39,14 @@ from namazu.server.store.influx import InfluxError
 from namazu.server.store.models import EVENT_KINDS, ROLES, VERDICTS, User
 from namazu.server.store.state import ALARM_KINDS, SEVERITIES, DataHealth, session_scope
 from namazu.server.web import data
-from namazu.server.web.auth import AuthError, create_user, issue_token, role_required
+from namazu.server.web.auth import (
+    AuthError,
+    create_user,
+    issue_token,
+    role_required,
+    unlock,
+    validate_user_name,
+)
 from namazu.server.web.limits import heavy_when
 from namazu.server.web.quake import quake_view
 
@@ -266,7 +273,8 @@ def export() -> Any:
 @bp.route("/admin/users", methods=["GET", "POST"])
 @role_required("admin")
 def users() -> Any:
-    """Admins: list users, add a user, issue an API token."""
+    """Admins: list users, add a user, issue an API token, unlock an account (forget its
+    failed log-ins)."""
     handles = _handles()
     token = None
     error = None
@@ -287,6 +295,9 @@ def users() -> Any:
                     if user is None:
                         raise AuthError("no such user")
                     token = issue_token(db, user, "panel")
+                elif action == "unlock":
+                    forgotten = unlock(db, validate_user_name(request.form.get("name", "")))
+                    flash(f"{forgotten} failed log-in(s) of {request.form.get('name')} forgotten")
                 else:
                     raise AuthError("unknown action")
         except AuthError as exc:

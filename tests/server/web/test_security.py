@@ -187,6 +187,14 @@ def test_failed_logins_are_delayed_per_account_but_a_known_browser_gets_in(slow_
     assert login(owner, "admin").status_code == 302
     # nor to another user from the same address
     assert login(panel.app.test_client(), "viewer").status_code == 302
+    # an admin unlocks the account on the users page: the attacker's client may try again
+    page = owner.get("/admin/users").get_data(as_text=True)
+    response = owner.post(
+        "/admin/users", data={"action": "unlock", "name": "admin", "csrf_token": csrf_from(page)}
+    )
+    assert response.status_code == 200
+    assert "failed log-in(s) of admin forgotten" in response.get_data(as_text=True)
+    assert login(attacker, "admin").status_code == 302
 
 
 def test_session_cookie_flags(stack, tmp_path):

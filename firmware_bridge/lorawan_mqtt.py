@@ -14,6 +14,7 @@ import logging
 import queue
 import ssl
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -130,3 +131,22 @@ class NetworkServerLink:
         """Disconnect; the broker keeps the session and every unacknowledged event."""
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def publish_events(
+    host: str, port: int, events: Iterable[tuple[str, bytes]], client_id: str = "namazu-sim-ns"
+) -> int:
+    """Publish (topic, payload) events with QoS 1 as a network server would (the
+    simulator's stand-in); waits for every PUBACK and returns how many were sent."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.max_inflight_messages_set(1000)
+    client.connect(host, int(port))
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in events]
+        for info in infos:
+            info.wait_for_publish(60)
+        return len(infos)
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -799,6 +799,9 @@ def build_parser() -> argparse.ArgumentParser:
         "source; the collars keep each frame until it is acknowledged and resend it",
     )
     p.add_argument("--frame-rate", type=float, default=0.0, help="frames per second (0 = at once)")
+    from namazu.firmware_bridge.lorawan_sim import add_arguments as add_lorawan_arguments
+
+    add_lorawan_arguments(p)
     p.add_argument(
         "--wait-for-ingest",
         action="store_true",
@@ -836,6 +839,10 @@ def main(argv: list[str]) -> int:
         )
         if args.frames_to:
             return send_frames(herd, start, start + span, args.frames_to, args.frame_rate)
+        if args.lorawan:
+            from namazu.firmware_bridge.lorawan_sim import publish_fleet
+
+            return publish_fleet(args, start, span)
         spool = Spool(args.spool)
     except (ValueError, SpoolError) as exc:
         print(f"namazu simulate: {exc}", file=sys.stderr)

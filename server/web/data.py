@@ -8,6 +8,7 @@ Bad user input raises ``InputError`` (answered with 400); unknown objects raise
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from datetime import UTC, datetime
@@ -22,9 +23,12 @@ from namazu.analytics.episodes import group_episodes
 from namazu.analytics.geo import dobrovolsky_radius_km, great_circle_km
 from namazu.server.core.config import FarmConfig
 from namazu.server.store import queries
+from namazu.server.store.influx import InfluxQueryError
 from namazu.server.store.models import EVENT_KINDS, FarmEvent, Review
 from namazu.server.store.rollups import ROLLUP_STEPS_MS
 from namazu.server.store.state import Alarm, get_by_id, session_scope
+
+log = logging.getLogger(__name__)
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SPECIES = ("cow", "sheep", "dog")
@@ -650,6 +654,13 @@ def _read_activity(
     influx = handles.influx
 
     def rollup(step: int, bucket: int) -> tuple[Any, ...] | None:
+        try:
+            return _rollup(step, bucket)
+        except InfluxQueryError as exc:  # e.g. the configured policy does not exist
+            log.warning("rollups unreadable; reading raw data", extra={"error": str(exc)})
+            return None
+
+    def _rollup(step: int, bucket: int) -> tuple[Any, ...] | None:
         bucket = max(step, -(-bucket // step) * step)
         base_q, params = queries.baseline_rollup_buckets(
             farm.id, series, start_ms, end_ms, bucket, step, policy

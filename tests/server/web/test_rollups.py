@@ -79,3 +79,15 @@ def test_ranges_beyond_the_raw_retention_still_show(rolled, client_for):
     recent = {**zoom, "start": (cut + pd.Timedelta(hours=6)).isoformat(),
               "end": (cut + pd.Timedelta(hours=8)).isoformat()}  # fmt: skip
     assert client.get("/api/v1/timeline", query_string=recent).json["source"] == "raw"
+
+
+def test_a_missing_rollup_policy_falls_back_to_raw_data(panel, client_for, monkeypatch):
+    handles = panel.app.extensions["namazu"]
+    influx = handles.config.influx.model_copy(update={"rollup_retention_policy": "no_such"})
+    monkeypatch.setattr(handles, "config", handles.config.model_copy(update={"influx": influx}))
+    recent = START + pd.Timedelta(days=9)
+    args = {"farm": FARM, "series": "cow-1", "start": recent.isoformat(),
+            "end": END.isoformat(), "max_points": 50}  # fmt: skip
+    response = client_for("viewer").get("/api/v1/timeline", query_string=args)
+    assert response.status_code == 200 and response.json["source"] == "raw"
+    assert response.json["activity"]["t"]

@@ -301,3 +301,14 @@ def activity_means(
         f'GROUP BY time({_width(width_ms)}ms), "animal", "species" fill(none)'
     )
     return statement, params
+
+
+def radio_loss() -> Query:
+    """The latest radio packet loss of each LoRaWAN collar (``health`` points of kind
+    ``radio``, written by the data-health job): ``time``, ``uplinks_received``,
+    ``uplinks_missing`` [count], ``loss_pct`` [%], ``farm`` and ``subject`` (tags)."""
+    statement = (
+        'SELECT "uplinks_received", "uplinks_missing", "loss_pct" FROM "health" '
+        'WHERE "kind" = \'radio\' GROUP BY "farm", "subject" ORDER BY time DESC LIMIT 1'
+    )
+    return statement, {}

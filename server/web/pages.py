@@ -35,6 +35,7 @@ from namazu.server.alerts.subscriptions import (
     outbox_mails,
     remove_subscription,
 )
+from namazu.server.store import queries
 from namazu.server.store.influx import InfluxError
 from namazu.server.store.models import EVENT_KINDS, ROLES, VERDICTS, User
 from namazu.server.store.state import ALARM_KINDS, SEVERITIES, DataHealth, session_scope
@@ -260,7 +261,15 @@ def health() -> Any:
             for r in db.scalars(select(DataHealth))
         ]
     rows.sort(key=lambda r: (order.get(r["status"], 3), r["farm"], r["kind"], r["name"]))
-    return render_template("health.html", rows=rows)
+    statement, params = queries.radio_loss()
+    radio = []
+    for item in _handles().influx.query(statement, params=params):
+        tags = item.get("tags") or {}
+        _, received, missing, loss_pct = item["values"][0]
+        radio.append({"farm": tags.get("farm", ""), "animal": tags.get("subject", ""),
+                      "received": received, "missing": missing, "loss_pct": loss_pct})  # fmt: skip
+    radio.sort(key=lambda r: (-(r["loss_pct"] or 0), r["farm"], r["animal"]))
+    return render_template("health.html", rows=rows, radio=radio)
 
 
 @bp.get("/export")

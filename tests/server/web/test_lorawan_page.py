@@ -7,6 +7,7 @@ import base64
 import re
 import threading
 import time
+from datetime import UTC, datetime
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -24,6 +25,8 @@ from namazu.firmware_bridge.lorawan_mqtt import NetworkServerLink
 from namazu.firmware_bridge.lorawan_sim import LorawanFleet
 from namazu.firmware_bridge.publisher import GatewayPublisher
 from namazu.firmware_bridge.spool import Spool
+from namazu.server.detection.health import HealthJob
+from namazu.server.store.influx import point_line
 from tests.server.web.conftest import build_panel, csrf_from, login
 
 URL = "/admin/lorawan"
@@ -51,8 +54,8 @@ def post(c, **form):
     return c.post(URL, data=form | {"csrf_token": token})
 
 
-def rows(html: str) -> list[list[str]]:
-    body = re.search(r'<table id="collars">.*?<tbody>(.*?)</tbody>', html, re.S).group(1)
+def rows(html: str, table: str = "collars") -> list[list[str]]:
+    body = re.search(rf'<table id="{table}">.*?<tbody>(.*?)</tbody>', html, re.S).group(1)
     return [
         [
             re.sub(r"<[^>]+>", "", cell).strip()
@@ -172,3 +175,23 @@ def test_interval_change_is_sent_acknowledged_and_confirmed(lora_panel, stack, t
         spool.close()
         network_server.disconnect()
         network_server.loop_stop()
+
+
+def test_data_health_page_shows_radio_loss_per_collar(lora_panel):
+    """Frame-counter gaps found by the health job appear on the data-health page."""
+    handles = lora_panel.app.extensions["namazu"]
+    now = datetime.now(UTC).replace(microsecond=0)
+    t0 = int(now.timestamp() * 1000) - 3_600_000
+    tags = {"farm": "farm-h", "gateway": "lora"}
+    lines = [point_line("uplink", tags | {"animal": "cow-1"}, {"f_cnt": f}, t0 + 600_000 * f)
+             for f in (0, 1, 2, 5)]  # fmt: skip
+    lines += [point_line("uplink", tags | {"animal": "cow-2"}, {"f_cnt": f}, t0 + 600_000 * f)
+              for f in (0, 1, 2)]  # fmt: skip
+    handles.influx.write_lines(lines)
+    report = HealthJob(handles.influx, handles.engine, ["farm-h"]).run(now)
+    assert report.loss == {("farm-h", "cow-1"): (4, 2), ("farm-h", "cow-2"): (3, 0)}
+    html = client(lora_panel, "viewer").get("/health").get_data(as_text=True)
+    assert rows(html, "radio-loss") == [
+        ["farm-h", "cow-1", "4", "2", "33.3"],
+        ["farm-h", "cow-2", "3", "0", "0.0"],
+    ]

@@ -224,6 +224,20 @@ class SchedulerConfig(_Section):
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics port of the scheduler (0 = disabled)"
     )
+    replica_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="this scheduler's name when several share the farms through leases in "
+        "the state store (PostgreSQL); its alarm log is alarm_log_path with the name added",
+    )
+    lease_ttl_s: float | None = Field(
+        None,
+        gt=0,
+        description="how long a replica's farm leases last unrenewed [s]; default 1.25 "
+        "tick_s, so the farms of a replica that died move within 2.25 ticks",
+    )
 
 
 class MailConfig(_Section):

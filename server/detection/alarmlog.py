@@ -530,10 +530,20 @@ def _record_label(record: Mapping[str, Any]) -> str:
         return "?"
 
 
-def state_records(url: str) -> list[ExpectedRecord]:
+def replica_log_path(path: str | Path, replica_id: str | None) -> Path:
+    """The alarm log of scheduler replica ``replica_id``: ``alarm-log.jsonl`` becomes
+    ``alarm-log.<replica_id>.jsonl`` (each replica keeps its own chain); ``path`` itself
+    without replicas."""
+    path = Path(path)
+    return path if replica_id is None else path.with_name(f"{path.stem}.{replica_id}{path.suffix}")
+
+
+def state_records(url: str, log_id: str | None = None) -> list[ExpectedRecord]:
     """The log records the state store at ``url`` knows of: (log_index, log_hash) of
-    every logged alarm. Raises FileNotFoundError for a missing SQLite file (it is not
-    created) and namazu.server.store.state.StateError when the store cannot be read."""
+    every alarm logged in the log ``log_id`` (a scheduler replica's id; None: the one
+    log of a single scheduler). Raises FileNotFoundError for a missing SQLite file (it
+    is not created) and namazu.server.store.state.StateError when the store cannot be
+    read."""
     from sqlalchemy import inspect, select
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -561,7 +571,11 @@ def state_records(url: str) -> list[ExpectedRecord]:
                     Alarm.series,
                     Alarm.kind,
                     Alarm.start,
-                ).where(Alarm.log_index.is_not(None), Alarm.log_hash.is_not(None))
+                ).where(
+                    Alarm.log_index.is_not(None),
+                    Alarm.log_hash.is_not(None),
+                    Alarm.log_id.is_(None) if log_id is None else Alarm.log_id == log_id,
+                )
             ).all()
     except SQLAlchemyError as exc:
         raise StateError(f"state store {url}: cannot read the alarms: {exc}") from exc
@@ -650,8 +664,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--no-state", action="store_true", help="check the chain without the state store"
     )
+    parser.add_argument(
+        "--replica", help="the log of this scheduler replica (default scheduler.replica_id)"
+    )
     args = parser.parse_args(argv)
     path, state_url, keys, tsa_ca = args.path, args.state, args.keys, args.tsa_ca
+    replica = args.replica
     from_config = args.config or os.environ.get("NAMAZU_CONFIG")
     if path is None or from_config:
         from namazu.server.core.config import ConfigError, load_config
@@ -661,7 +679,8 @@ def main(argv: list[str]) -> int:
         except ConfigError as exc:
             print(f"namazu verify-log: invalid configuration: {exc}", file=sys.stderr)
             return 2
-        path = path or str(config.scheduler.alarm_log_path)
+        replica = replica or config.scheduler.replica_id
+        path = path or str(replica_log_path(config.scheduler.alarm_log_path, replica))
         state_url = state_url or config.state.url
         keys = keys or config.scheduler.alarm_log_keyring
         tsa_ca = tsa_ca or config.scheduler.tsa_ca_file
@@ -687,7 +706,7 @@ def main(argv: list[str]) -> int:
         from namazu.server.store.state import StateError
 
         try:
-            expected = state_records(state_url)
+            expected = state_records(state_url, log_id=replica)
         except FileNotFoundError:
             print(f"namazu verify-log: state store {state_url}: no such file", file=sys.stderr)
             return 2

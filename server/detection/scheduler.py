@@ -9,6 +9,13 @@ Jobs (cadences from ``[scheduler]``):
   downsampled rollups, created and backfilled on the first run);
 - ``catalog`` every ``catalog_refresh_s`` when ``catalog_sources`` is set.
 
+Replicas: with ``scheduler.replica_id`` set, several schedulers share one state store
+(PostgreSQL) and the farms through leases (``namazu.server.store.leases``): each tick a
+replica renews its heartbeat and its share of the farms and ticks only those, each
+farm's transaction fenced by its lease; mail, rollups and the catalogue run on whichever
+replica holds that job's lease, so once. Each replica writes its own alarm log
+(``alarm-log.<replica_id>.jsonl``) and checks it against the alarms it logged.
+
 Every job runs with ``coalesce=True`` and ``max_instances=1`` (runs never overlap; a
 backlog of missed runs collapses into one), and inside ``GuardedJob``: an exception is
 logged and counted, and the job then sits out an exponentially growing backoff
@@ -60,12 +67,14 @@ from namazu.server.detection.alarmlog import (
     HeadStamper,
     Keyring,
     load_signer,
+    replica_log_path,
     state_records,
     verify,
 )
-from namazu.server.detection.health import HealthJob
-from namazu.server.detection.tick import DetectionJob
+from namazu.server.detection.health import HealthJob, HealthReport
+from namazu.server.detection.tick import DetectionJob, FarmTick
 from namazu.server.store.influx import InfluxClient, InfluxError, InfluxUnavailable
+from namazu.server.store.leases import LeaseLost, Leases
 from namazu.server.store.rollups import RollupJob
 from namazu.server.store.state import Alarm, init_db
 
@@ -91,6 +100,7 @@ class Services:
     sender: SmtpSender | None
     cooldown: timedelta
     farm_names: dict[str, str] = field(default_factory=dict)
+    leases: Leases | None = None
 
 
 def build_services(
@@ -118,8 +128,18 @@ def build_services(
     signer = load_signer(sched.alarm_log_signing_key, sched.alarm_log_path)
     if signer is None:
         log.warning("scheduler.alarm_log_signing_key is not set: alarm records are unsigned")
-    alarm_log = AlarmLog(sched.alarm_log_path, signer=signer, on_append=stamper)
+    log_path = replica_log_path(sched.alarm_log_path, sched.replica_id)
+    alarm_log = AlarmLog(log_path, signer=signer, on_append=stamper)
     farms = [farm.id for farm in config.farms]
+    leases = None
+    if sched.replica_id is not None:
+        leases = Leases(engine, sched.replica_id, sched.lease_ttl_s or LEASE_TICKS * sched.tick_s)
+
+    def opened(session: Session, alarms: list[Alarm]) -> None:
+        for alarm in alarms:
+            alarm.log_id = sched.replica_id
+        enqueue_notifications(session, alarms)
+
     detection = DetectionJob(
         influx,
         engine,
@@ -128,7 +148,8 @@ def build_services(
         params=config.rule_params(),
         resolution_s=sched.resolution_s,
         aggregate=sched.aggregate,
-        on_open=lambda session, alarms: enqueue_notifications(session, alarms),
+        on_open=opened,
+        fence=None if leases is None else leases.fence,
         **detection_options,
     )
     health = HealthJob(influx, engine, farms, stale_after_s=sched.stale_after_s)
@@ -161,7 +182,41 @@ def build_services(
         sender=sender,
         cooldown=timedelta(minutes=config.mail.cooldown_min),
         farm_names={f.id: f.name or f.id for f in config.farms},
+        leases=leases,
     )
+
+
+#: Default lease time of a replica's farms [ticks]: a renewal may come a little late
+#: without losing the farm, and a dead replica's farms move at most 2.25 ticks after it
+#: died (the lease runs out, then the next tick of a survivor takes the farm).
+LEASE_TICKS = 1.25
+
+
+def detect(services: Services, now: datetime) -> tuple[list[FarmTick], HealthReport]:
+    """The detection tick and the data health at ``now`` [UTC]: every configured farm,
+    or, for a replica, the farms whose leases it holds (taken or renewed first)."""
+    leases = services.leases
+    if leases is None:
+        ticks = services.detection.tick(now)
+        return ticks, services.health.run(now)
+    owned = leases.balance(list(services.farm_names), now)
+    services.detection.farms = services.health.farms = owned
+    ticks = []
+    for farm in owned:
+        try:
+            ticks.append(services.detection.tick_farm(farm, now))
+        except LeaseLost as exc:
+            log.warning(str(exc), extra={"farm": farm, "replica": leases.holder})
+    return ticks, services.health.run(now)
+
+
+def once(services: Services, name: str, body: Callable[[], Any], interval_s: float) -> Any:
+    """Run a job that must run once across replicas: on the replica holding the job's
+    lease (taken for three intervals, renewed at each run); always without replicas."""
+    leases = services.leases
+    if leases is not None and leases.take(f"job:{name}", datetime.now(UTC), 3 * interval_s) is None:
+        return None
+    return body()
 
 
 def mail_cycle(services: Services, now: datetime) -> tuple[int, int]:
@@ -206,7 +261,7 @@ def verify_alarm_log(services: Services) -> bool:
     (``namazu_alarm_log_verified``) and log one ERROR naming the first broken record."""
     sched = services.config.scheduler
     path = services.alarm_log.path
-    expected = state_records(services.config.state.url)
+    expected = state_records(services.config.state.url, log_id=sched.replica_id)
     keyring = Keyring.from_file(sched.alarm_log_keyring) if sched.alarm_log_keyring else None
     try:
         result = verify(path, expected=expected, keyring=keyring, tsa_ca=sched.tsa_ca_file)
@@ -222,8 +277,7 @@ def verify_alarm_log(services: Services) -> bool:
 
 def run_once(services: Services, now: datetime, catalog: bool = False) -> dict[str, Any]:
     """One full cycle at ``now`` [UTC]: detection, health, mail (and the catalogue)."""
-    ticks = services.detection.tick(now)
-    health = services.health.run(now)
+    ticks, health = detect(services, now)
     publish_open_alarms(services)
     sent, failed = mail_cycle(services, now)
     refreshed = services.catalog.run(now) if catalog and services.catalog else []
@@ -312,21 +366,30 @@ def make_scheduler(services: Services, blocking: bool = True) -> Any:
     )
 
     def detection() -> None:
-        now = datetime.now(UTC)
-        services.detection.tick(now)
-        services.health.run(now)
+        detect(services, datetime.now(UTC))
         publish_open_alarms(services)
+
+    def mail() -> None:
+        once(services, "mail", lambda: mail_cycle(services, datetime.now(UTC)), MAIL_INTERVAL_S)
 
     jobs: list[tuple[str, Callable[[], Any], float]] = [
         ("detection", detection, sched.tick_s),
-        ("mail", lambda: mail_cycle(services, datetime.now(UTC)), MAIL_INTERVAL_S),
+        ("mail", mail, MAIL_INTERVAL_S),
         ("alarm-log", lambda: verify_alarm_log(services), sched.verify_log_s),
     ]
     rollups = RollupJob(services.influx, services.config.influx.rollup_retention_policy)
-    jobs.append(("rollup", lambda: rollups.run(int(time.time() * 1000)), ROLLUP_INTERVAL_S))
+
+    def rollup() -> None:
+        once(services, "rollup", lambda: rollups.run(int(time.time() * 1000)), ROLLUP_INTERVAL_S)
+
+    jobs.append(("rollup", rollup, ROLLUP_INTERVAL_S))
     if services.catalog is not None:
-        catalog = services.catalog
-        jobs.append(("catalog", lambda: catalog.run(datetime.now(UTC)), sched.catalog_refresh_s))
+        catalog, refresh_s = services.catalog, sched.catalog_refresh_s
+
+        def refresh() -> None:
+            once(services, "catalog", lambda: catalog.run(datetime.now(UTC)), refresh_s)
+
+        jobs.append(("catalog", refresh, refresh_s))
     if services.stamper is not None:
         stamper, alarm_log = services.stamper, services.alarm_log
         jobs.append(("timestamp", lambda: stamper.stamp_head(alarm_log), sched.tsa_interval_s))
@@ -435,5 +498,7 @@ def main(argv: list[str]) -> int:
     log.info("scheduler started", extra={"farms": list(services.farm_names)})
     with contextlib.suppress(KeyboardInterrupt):
         scheduler.start()
+    if services.leases is not None:  # stopped in order: the others take over at once
+        services.leases.release_all()
     watchdog.stop()
     return 0

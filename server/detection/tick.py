@@ -140,6 +140,8 @@ class DetectionJob:
     initial_lookback_s : new time processed by the very first tick of a farm [s].
     min_reporting_fraction : collective series need this share of animals reporting [-].
     on_open : called with (session, opened alarms) inside the tick's transaction.
+    fence : called with (session, farm) first in each farm's transaction; raises to
+        stop a replica that no longer owns the farm (``namazu.server.store.leases``).
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class DetectionJob:
         min_reporting_fraction: float = 0.5,
         on_open: Callable[[Session, list[Alarm]], None] | None = None,
         aggregate: str = "median",
+        fence: Callable[[Session, str], None] | None = None,
     ):
         if MS_PER_DAY % (resolution_s * 1000):
             raise DetectionError(f"resolution_s={resolution_s} does not divide 24 h")
@@ -176,6 +179,7 @@ class DetectionJob:
         )
         self.min_reporting_fraction = min_reporting_fraction
         self.on_open = on_open
+        self.fence = fence
         self.aggregate = aggregate
         self.min_duration_ms = int(round(params.min_duration_min * 60_000))
 
@@ -229,6 +233,8 @@ class DetectionJob:
         # the newest sample whose whole step [t, t + Δ) lies before now - settle
         end_ms = (_ms(now) - self.settle_ms) // self.res_ms * self.res_ms - self.res_ms
         with session_scope(self.engine) as session:
+            if self.fence is not None:
+                self.fence(session, farm)
             name = f"detection:{farm}"
             ckpt = session.get(Checkpoint, name)
             if ckpt is None or ckpt.time is None:

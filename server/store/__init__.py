@@ -4,4 +4,5 @@ Importing the package registers every table on the state store's one ``Base``: t
 tables (``models``) build on ``state``, and ``state`` imports nothing above it.
 """
 
+from namazu.server.store import leases as leases
 from namazu.server.store import models as models

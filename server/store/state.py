@@ -167,6 +167,8 @@ class Alarm(Base):
     close_reason : "calm" (a sample below threshold), "gap" (a missing sample: never
         read as calm) or "no_baseline" (a sample whose baseline is undefined).
     peak_ratio : maximum of value / baseline over the episode [-].
+    log_index, log_hash : the alarm's record in the alarm log; log_id : which log, the
+        scheduler replica's id when several share the farms (None: the one log).
     animals_reporting : animals of the farm with data at ``opened_at`` [count].
     """
 
@@ -200,6 +202,7 @@ class Alarm(Base):
     rule_version: Mapped[str] = mapped_column(String(64))
     log_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     log_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    log_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def to_dict(self) -> dict[str, Any]:

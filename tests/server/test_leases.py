@@ -1,0 +1,92 @@
+"""Leases in the state store (SQLite and PostgreSQL): each farm owned by exactly one
+replica, the share follows the live replicas, a dead replica's farms move within two
+ticks, a replica that lost a lease is fenced out of the farm's transaction, and a
+job lease lets one replica run a job."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from namazu.server.detection.alarmlog import AlarmLog
+from namazu.server.detection.tick import DetectionJob
+from namazu.server.store.leases import Lease, LeaseLost, Leases
+from namazu.server.store.state import Checkpoint, init_db, session_scope
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+TICK = timedelta(seconds=60)
+FARMS = [f"farm-{i:02d}" for i in range(10)]
+
+
+def _round(replicas: dict[str, Leases], now: datetime) -> dict[str, list[str]]:
+    return {name: leases.balance(FARMS, now) for name, leases in replicas.items()}
+
+
+def _assert_partition(owned: dict[str, list[str]]) -> None:
+    every = [farm for farms in owned.values() for farm in farms]
+    assert sorted(every) == FARMS, owned  # each farm exactly once
+
+
+def test_farms_are_partitioned_and_follow_the_live_replicas(state_url):
+    engine = init_db(state_url)
+    ttl_s = 1.25 * TICK.total_seconds()  # the scheduler's default
+    replicas = {name: Leases(engine, name, ttl_s) for name in ("a", "b", "c")}
+    first = replicas["a"].balance(FARMS, T0)
+    assert first == FARMS  # alone: every farm
+    now = T0
+    for _ in range(3):  # b and c join; a gives back its excess, they take it
+        now += TICK
+        owned = _round(replicas, now)
+    _assert_partition(owned)
+    assert max(len(farms) for farms in owned.values()) == 4  # ceil(10 / 3)
+    del replicas["b"]  # killed: stops renewing, releases nothing
+    taken_over = None
+    for tick in (1, 2):
+        now += TICK
+        owned = _round(replicas, now)
+        if sorted(f for farms in owned.values() for f in farms) == FARMS:
+            taken_over = taken_over or tick
+    assert taken_over is not None and taken_over <= 2
+    for _ in range(2):  # once b's heartbeat ran out too, the shares even out
+        now += TICK
+        owned = _round(replicas, now)
+        _assert_partition(owned)
+    assert sorted(len(farms) for farms in owned.values()) == [5, 5]
+    with session_scope(engine) as db:
+        holders = {lease.holder for lease in db.scalars(select(Lease)) if lease.name[:5] == "farm:"}
+    assert holders == {"a", "c"}
+
+
+def test_a_replica_that_lost_its_lease_is_fenced_out(state_url, tmp_path):
+    engine = init_db(state_url)
+    stalled, other = Leases(engine, "a", 60), Leases(engine, "b", 60)
+    assert stalled.balance(["farm-a"], T0) == ["farm-a"]
+    first_token = stalled.tokens["farm:farm-a"]
+    assert other.balance(["farm-a"], T0 + timedelta(seconds=30)) == []  # still a's
+    later = T0 + timedelta(seconds=61)  # a stalled past its lease; b takes the farm over
+    assert other.balance(["farm-a"], later) == ["farm-a"]
+    assert other.tokens["farm:farm-a"] == first_token + 1
+    job = DetectionJob(None, engine, AlarmLog(tmp_path / "log.jsonl"), ["farm-a"],
+                       fence=stalled.fence)  # fmt: skip
+    with pytest.raises(LeaseLost, match="replica a lost the lease of farm farm-a"):
+        job.tick_farm("farm-a", later)  # stopped before it reads or writes anything
+    with session_scope(engine) as db:
+        assert db.get(Checkpoint, "detection:farm-a") is None
+    with session_scope(engine) as db:
+        other.fence(db, "farm-a")  # the holder passes
+    with pytest.raises(LeaseLost), session_scope(engine) as db:
+        stalled.fence(db, "farm-a")
+
+
+def test_a_job_lease_lets_one_replica_run_the_job(state_url):
+    engine = init_db(state_url)
+    a, b = Leases(engine, "a", 60), Leases(engine, "b", 60)
+    assert a.take("job:mail", T0, 90) is not None
+    assert b.take("job:mail", T0 + timedelta(seconds=89), 90) is None
+    assert a.take("job:mail", T0 + timedelta(seconds=60), 90) is not None  # renewed
+    a.release_all()  # stopped in order: b takes it at once
+    assert b.take("job:mail", T0 + timedelta(seconds=61), 90) is not None
+    with pytest.raises(ValueError, match="1 to 64 characters"):
+        Leases(engine, "", 60)

@@ -694,6 +694,18 @@ def next_config_id(previous: IntervalRequest | None) -> int:
     return 1 if previous is None else previous.config_id % 255 + 1
 
 
+def read_interval_status(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The bridge's interval-status file: DevEUI -> interval_min, config_id and the
+    times [UTC ms] requested_at, sent_at, radio_ack_at, confirmed_at ({} when absent or
+    unreadable)."""
+    try:
+        document = orjson.loads(Path(path).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    collars = document.get("collars") if isinstance(document, dict) else None
+    return collars if isinstance(collars, dict) else {}
+
+
 def write_atomically(path: str | Path, data: bytes) -> None:
     """Replace ``path`` by ``data`` in one step (a reader sees the old or the new file)."""
     path = Path(path)

@@ -49,9 +49,9 @@ from namazu.firmware_bridge.lorawan import (
     downlink_request,
     encode_interval_downlink,
     frame_counter_loss,
-    next_config_id,
     parse_event,
     parse_interval_requests,
+    read_interval_status,
     read_registry,
     uplink_of,
     write_atomically,
@@ -109,10 +109,15 @@ class LorawanBridge:
         self.f_cnts: dict[str, list[int]] = collections.defaultdict(list)
         self.radio: dict[str, dict[str, Any]] = {}
         self.requests: dict[str, IntervalRequest] = {}
+        #: DevEUI -> the network server's device id, learnt from its events (The Things
+        #: Stack addresses downlinks by device id; the animal id is the fallback).
+        self.device_ids: dict[str, str] = {}
         #: DevEUI -> what became of its last interval request (all times UTC epoch [ms]).
         self.downlinks: dict[str, dict[str, Any]] = {}
         self._recent: collections.OrderedDict[tuple, None] = collections.OrderedDict()
         self.registry_path = Path(registry_path) if registry_path else None
+        if self.registry_path is not None:  # what earlier runs sent is not sent again
+            self.downlinks = read_interval_status(self.registry_path.with_name(STATUS_FILE))
         self._mtimes: dict[str, float] = {}
         self._next_poll = 0.0
 
@@ -210,6 +215,8 @@ class LorawanBridge:
 
     def _record(self, event: NetworkEvent) -> None:
         dev_eui = event.dev_eui or self._dev_eui_of(event.device)
+        if event.dev_eui and event.device:
+            self.device_ids[event.dev_eui] = event.device
         state = self.downlinks.get(dev_eui or "")
         acked = event.kind in ("ack", "down_ack") and event.acknowledged
         if acked and state is not None and state["radio_ack_at"] is None:
@@ -241,7 +248,8 @@ class LorawanBridge:
         if device is None:
             raise LorawanError("unknown_device", f"DevEUI {dev_eui} is not in the device registry")
         if config_id is None:
-            config_id = next_config_id(self.requests.get(device.dev_eui))
+            last = self.downlinks.get(device.dev_eui, {}).get("config_id")
+            config_id = 1 if not isinstance(last, int) else last % 255 + 1
         request = IntervalRequest(device.dev_eui, interval_min, config_id, _now_ms(), by)
         self._send(request)
         return request
@@ -250,7 +258,11 @@ class LorawanBridge:
         device = self.registry[request.dev_eui]
         data = encode_interval_downlink(request.interval_min, request.config_id)
         topic, payload = downlink_request(
-            self.server, self.application, device.dev_eui, device.animal, data
+            self.server,
+            self.application,
+            device.dev_eui,
+            self.device_ids.get(device.dev_eui, device.animal),
+            data,
         )
         self.link.publish(topic, payload)
         self.requests[device.dev_eui] = request
@@ -269,6 +281,9 @@ class LorawanBridge:
         )
 
     def _dev_eui_of(self, device_name: str | None) -> str | None:
+        for dev_eui, name in self.device_ids.items():
+            if name == device_name:
+                return dev_eui
         for device in self.registry.values():
             if device.animal == device_name:
                 return device.dev_eui
@@ -298,10 +313,8 @@ class LorawanBridge:
             if self._changed(requests_path):
                 wanted = parse_interval_requests(requests_path.read_text("utf-8"))
                 for dev_eui, request in wanted.items():
-                    sent = self.requests.get(dev_eui)
-                    if dev_eui in self.registry and (
-                        sent is None or sent.config_id != request.config_id
-                    ):
+                    sent = self.downlinks.get(dev_eui, {}).get("config_id")
+                    if dev_eui in self.registry and sent != request.config_id:
                         self._send(request)
         except (LorawanError, OSError) as exc:
             log.error("LoRaWAN files not taken: %s", exc)
@@ -433,7 +446,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="+",
         help="ChirpStack application id or TTS app@tenant (default: all)",
     )
-    g.add_argument("--registry", help="device registry (TOML, [[device]] tables)")
+    g.add_argument(
+        "--registry",
+        help="device registry (TOML, [[device]] tables; default web.lorawan_registry, the "
+        "file the panel's admin page edits)",
+    )
     g.add_argument("--deadletter", help="dead-letter file (JSON lines)")
     g.add_argument("--run-s", type=float, help="stop after this long [s] (tests)")
 
@@ -442,7 +459,7 @@ def run_from_args(args: argparse.Namespace, config: Any) -> int:
     """``namazu bridge --source chirpstack|tts``: run until SIGTERM/SIGINT (or --run-s)."""
     bc, mc = config.bridge, config.mqtt
     gateway = args.gateway or bc.gateway
-    registry_path = Path(args.registry or "lorawan-devices.toml")
+    registry_path = Path(args.registry or config.web.lorawan_registry)
     try:
         registry = read_registry(registry_path)
     except LorawanError as exc:

@@ -12,7 +12,6 @@ panel must share that folder (one host, or a shared volume).
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ from namazu.firmware_bridge.lorawan import (
     next_config_id,
     parse_device,
     parse_interval_requests,
+    read_interval_status,
     read_registry,
     write_atomically,
     write_registry,
@@ -47,15 +47,6 @@ def _when(ms: Any) -> str:
     if not isinstance(ms, int):
         return ""
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _read_status(path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        document = json.loads(path.read_text("utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    collars = document.get("collars") if isinstance(document, dict) else None
-    return collars if isinstance(collars, dict) else {}
 
 
 def _read_requests(path: Path) -> dict[str, IntervalRequest]:
@@ -124,7 +115,7 @@ def collars() -> Any:
         requests = _read_requests(path)
     except LorawanError as exc:
         error = error or exc.detail
-    status = _read_status(path.with_name(STATUS_FILE))
+    status = read_interval_status(path.with_name(STATUS_FILE))
     rows = []
     for device in sorted(devices.values(), key=lambda d: (d.farm, d.animal)):
         asked = requests.get(device.dev_eui)

@@ -140,3 +140,49 @@ def test_group_uplinks_merges_per_animal_and_never_splits_an_uplink():
         [("a", 20, 2), ("b", 10, 1)],
         [("c", 10, 1)],
     ]
+
+
+class FakeLink:
+    """What the bridge needs of a network-server link, recording what it publishes."""
+
+    server = "tts"
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+        self.acked: list = []
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.published.append((topic, payload))
+
+    def ack(self, events) -> None:
+        self.acked += events
+
+
+def test_interval_requests_are_sent_once_across_restarts_to_the_learnt_device_id(tmp_path):
+    from namazu.firmware_bridge.lorawan import (
+        IntervalRequest,
+        format_interval_requests,
+        write_registry,
+    )
+    from namazu.firmware_bridge.lorawan_bridge import LorawanBridge
+    from namazu.firmware_bridge.lorawan_mqtt import InboundEvent
+
+    device = Device("70B3D5F000000B01", "farm-a", "cow-1", "cow")
+    registry = tmp_path / "devices.toml"
+    write_registry(registry, [device])
+    (tmp_path / "interval-requests.json").write_bytes(
+        format_interval_requests([IntervalRequest(device.dev_eui, 4, 7, 1)])
+    )
+    link = FakeLink()
+    bridge = LorawanBridge(
+        link, {}, None, tmp_path / "dead.jsonl", "herd@farm", registry_path=registry
+    )
+    join = {"end_device_ids": {"device_id": "tts-dev-7", "dev_eui": device.dev_eui}}
+    bridge.handle([InboundEvent(1, "v3/herd@farm/devices/tts-dev-7/join", orjson.dumps(join))])
+    assert link.acked and bridge.events["join"] == 1
+    bridge.poll_files()
+    assert [t for t, _ in link.published] == ["v3/herd@farm/devices/tts-dev-7/down/push"]
+    bridge.poll_files()  # nothing changed: nothing sent again
+    restarted = LorawanBridge(FakeLink(), {}, None, tmp_path / "d.jsonl", registry_path=registry)
+    restarted.poll_files()
+    assert restarted.link.published == [] and restarted.downlinks[device.dev_eui]["config_id"] == 7

@@ -14,8 +14,15 @@
 //   then 1..10 x (ODBA, VeDBA) uint16 in 0.1 mg, one pair per minute.
 // Interval downlink, fPort 10, 3 bytes: version (1) | interval [min] 1..10 | id 1..255.
 
+// Plain ES5 (no let/const, arrow functions or Number.isInteger): The Things Stack's
+// and ChirpStack's JavaScript engines both run it.
+
 var UPLINK_FPORT = 1;
 var DOWNLINK_FPORT = 10;
+
+function isWhole(x, lo, hi) {
+  return typeof x === "number" && Math.floor(x) === x && x >= lo && x <= hi;
+}
 
 function u16(bytes, i) {
   return (bytes[i] << 8) | bytes[i + 1];
@@ -63,10 +70,10 @@ function encodeDownlink(input) {
   var d = input.data || {};
   var interval = d.interval_min;
   var id = d.config_id;
-  if (!(Number.isInteger(interval) && interval >= 1 && interval <= 10)) {
+  if (!isWhole(interval, 1, 10)) {
     return { errors: ["interval_min must be an integer 1..10"] };
   }
-  if (!(Number.isInteger(id) && id >= 1 && id <= 255)) {
+  if (!isWhole(id, 1, 255)) {
     return { errors: ["config_id must be an integer 1..255"] };
   }
   return { bytes: [1, interval, id], fPort: DOWNLINK_FPORT };
@@ -110,5 +117,10 @@ function encodeUplink(obj) {
 }
 
 if (typeof module !== "undefined") {
-  module.exports = { decodeUplink, encodeDownlink, decodeDownlink, encodeUplink };
+  module.exports = {
+    decodeUplink: decodeUplink,
+    encodeDownlink: encodeDownlink,
+    decodeDownlink: decodeDownlink,
+    encodeUplink: encodeUplink
+  };
 }

@@ -236,6 +236,7 @@ class GatewayPublisher:
             "ingest_heartbeats": 0,
             "resend_dropped": 0,
             "unconfirmed_at_reconnect": 0,
+            "unconfirmed_at_start": spool.depth(),
         }
 
         if self._v5:

@@ -461,8 +461,13 @@ def fuzz_live_ingest(stack: Any, database: str, n: int, seed: int = 16) -> dict[
 
     from namazu.firmware_bridge.payload import activity_topic, encode_activity
     from namazu.server.core.config import load_config
-    from namazu.server.ingest.payload import PayloadError, decode_activity
-    from namazu.server.ingest.service import IngestService
+    from namazu.server.ingest.payload import PayloadError, decode_activity_message, parse_json
+    from namazu.server.ingest.service import (
+        SEQ_CONFLICT,
+        IngestService,
+        SequenceBook,
+        activity_digest,
+    )
     from namazu.server.store.influx import InfluxClient
 
     now = int(time.time() * 1000)
@@ -479,11 +484,21 @@ def fuzz_live_ingest(stack: Any, database: str, n: int, seed: int = 16) -> dict[
             break
         generated += n // 10 + 10
     expected: Counter[tuple[bytes, str]] = Counter()
+    sequences = SequenceBook()  # a seq seen before with other values is a conflict
     for topic, body in cases:
         try:
-            decode_activity(topic, body, now, MAX_FUTURE_MS, MAX_AGE_MS)
+            document = parse_json(body)
+            message = decode_activity_message(topic, document, now, MAX_FUTURE_MS, MAX_AGE_MS)
         except PayloadError as exc:
             expected[(body, exc.reason)] += 1
+            continue
+        digest = activity_digest(document)
+        if sequences.check(message.farm, message.gateway, message.boot_id, message.seq, digest) == (
+            "conflict"
+        ):
+            expected[(body, SEQ_CONFLICT)] += 1
+        elif message.rejected:  # the invalid animals' dead letter names the first reason
+            expected[(body, message.rejected[0].reason)] += 1
     tag = uuid.uuid4().hex[:8]
     config = load_config(
         environ={

@@ -42,7 +42,7 @@ from tests.chaos.harness import (
 )
 from tests.conftest import shared_data_dir
 
-PARTS = ("chaos", "faults", "scaleout", "fuzz")
+PARTS = ("chaos", "scaleout", "fuzz", "faults")
 #: Largest resident memory an ingest worker may reach while InfluxDB is down [MiB]: its
 #: in-memory budget of unacknowledged messages is small, so it must not grow with the
 #: outage (about 90 MiB are the interpreter and libraries).
@@ -251,7 +251,11 @@ def faults_part(quick: bool, workdir: Path) -> tuple[list[str], bool]:
             also = f"{got} of {sent} poison payloads dead-lettered"
             ok &= got == sent
         if plan.gateway_kill_at is not None:
-            also = f"gw-00 connections {report.gateway_stats.get('gw-00', {}).get('connects')}"
+            restarted = report.gateway_stats.get("gw-00", {})
+            also = (
+                f"gw-00 restarted with {restarted.get('unconfirmed_at_start', 0)} "
+                "unconfirmed messages in its spool, sent again"
+            )
         stats = report.gateway_stats.values()
         again = sum(s.get("unconfirmed_at_reconnect", 0) for s in stats)
         timed_out = sum(s.get("resent", 0) for s in stats)

@@ -248,7 +248,8 @@ def faults_part(quick: bool, workdir: Path) -> tuple[list[str], bool]:
         if plan.poison_at is not None:
             sent = len(poison_payloads())
             got = report.dead_letters.get("gw-poison", 0)
-            also = f"{got} of {sent} poison payloads dead-lettered"
+            letters = report.dead_letters.get("gw-poison messages", 0)
+            also = f"{got} of {sent} poison payloads dead-lettered ({letters} dead letters)"
             ok &= got == sent
         if plan.gateway_kill_at is not None:
             restarted = report.gateway_stats.get("gw-00", {})

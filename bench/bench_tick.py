@@ -12,7 +12,10 @@ so the episode reaches the rule's 45 min in the first timed tick and every anima
 alarm (and every species, herd and quorum alarm) opens in it: the tick that logs every
 alarm and queues its mail. The limit then applies to the slowest tick.
 
-    .venv/bin/python -m bench.bench_tick [--animals 1000 5000] [--ticks 5] [--opening]
+With ``--window``, the past days come from ``SliceWindow`` (read once per hour of ticks,
+in the first timed tick here) and each tick reads only its new minute from InfluxDB.
+
+    .venv/bin/python -m bench.bench_tick [--animals 1000 5000] [--ticks 5] [--opening] [--window]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 from namazu.firmware_bridge.simulator import Herd, UnrestEpisode
 from namazu.server.detection.alarmlog import AlarmLog
 from namazu.server.detection.tick import DetectionJob
+from namazu.server.detection.window import SliceWindow
 from namazu.server.launch.stack import Stack
 from namazu.server.store.influx import InfluxClient, float_series_lines
 from namazu.server.store.state import init_db
@@ -89,6 +93,7 @@ def run(
     history_days: int | None = None,
     opening: bool = False,
     opened: list[int] | None = None,
+    window: bool = False,
 ) -> list[float]:
     """Durations of ``ticks`` consecutive 1-min ticks for a herd of ``n_animals`` [s].
 
@@ -98,6 +103,7 @@ def run(
     opening : inject a herd-wide episode so that every alarm opens in the first timed
         tick (an untimed tick processes the episode's first ``EPISODE_LEAD_MIN`` minutes).
     opened : when given, receives the number of alarms opened by each timed tick [count].
+    window : keep the past days in a ``SliceWindow`` (the scheduler's way).
     """
     suffix = "" if history_days is None else f"_h{history_days}"
     suffix += "_open" if opening else ""
@@ -127,6 +133,8 @@ def run(
         settle_s=0,
         initial_lookback_s=EPISODE_LEAD_MIN * 60 if opening else 60,
     )
+    if window:
+        job.window = SliceWindow()
     # a tick at T judges the samples whose whole minute ended by T
     if opening:  # the episode's first minutes, up to one sample short of an alarm
         [warm] = job.tick(NOW)
@@ -158,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--opening", action="store_true", help="every alarm opens in the first timed tick"
     )
+    parser.add_argument("--window", action="store_true", help="past days from memory (SliceWindow)")
     args = parser.parse_args(argv)
     failed = False
     with tempfile.TemporaryDirectory(prefix="namazu-bench-") as tmp:
@@ -166,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for n in args.animals:
                 print(f"{n} animals:")
-                durations = run(n, args.ticks, workdir, stack, opening=args.opening)
+                durations = run(
+                    n, args.ticks, workdir, stack, opening=args.opening, window=args.window
+                )
                 limit = LIMITS_S.get(n, 2.0 * n / 1000)
                 median = statistics.median(durations)
                 judged = max(durations) if args.opening else median

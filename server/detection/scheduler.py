@@ -73,6 +73,7 @@ from namazu.server.detection.alarmlog import (
 )
 from namazu.server.detection.health import HealthJob, HealthReport
 from namazu.server.detection.tick import DetectionJob, FarmTick
+from namazu.server.detection.window import SliceWindow
 from namazu.server.store.influx import InfluxClient, InfluxError, InfluxUnavailable
 from namazu.server.store.leases import LeaseLost, Leases
 from namazu.server.store.rollups import RollupJob
@@ -152,6 +153,7 @@ def build_services(
         fence=None if leases is None else leases.fence,
         **detection_options,
     )
+    detection.window = SliceWindow()  # the past days read once an hour, not every tick
     health = HealthJob(influx, engine, farms, stale_after_s=sched.stale_after_s)
     catalog = None
     if sched.catalog_sources:
@@ -201,6 +203,8 @@ def detect(services: Services, now: datetime) -> tuple[list[FarmTick], HealthRep
         return ticks, services.health.run(now)
     owned = leases.balance(list(services.farm_names), now)
     services.detection.farms = services.health.farms = owned
+    if services.detection.window is not None:
+        services.detection.window.forget(set(owned))
     ticks = []
     for farm in owned:
         try:

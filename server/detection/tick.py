@@ -180,6 +180,9 @@ class DetectionJob:
         self.min_reporting_fraction = min_reporting_fraction
         self.on_open = on_open
         self.fence = fence
+        #: past days' slices kept in memory (``namazu.server.detection.window``); None
+        #: reads every slice from InfluxDB at every tick
+        self.window: Any = None
         self.aggregate = aggregate
         self.min_duration_ms = int(round(params.min_duration_min * 60_000))
 
@@ -187,12 +190,20 @@ class DetectionJob:
 
     def read_slices(self, farm: str, last_ckpt_ms: int, end_ms: int) -> pd.DataFrame:
         """Activity of the new span (last_ckpt_ms, end_ms] and the same span on each of
-        the previous ``baseline_days`` days, one request. Columns: t_ms, animal,
-        species, odba [g] (mean per grid step)."""
+        the previous ``baseline_days`` days, one request (or, with a ``window``, the new
+        span alone and the past days from memory). Columns: t_ms, animal, species,
+        odba [g] (mean per grid step)."""
+        if self.window is not None:
+            return self.window.read(self, farm, last_ckpt_ms, end_ms)
+        lo, hi = last_ckpt_ms + self.res_ms, end_ms + self.res_ms
+        days = range(self.params.baseline_days + 1)
+        return self.read_spans(farm, [(lo - k * MS_PER_DAY, hi - k * MS_PER_DAY) for k in days])
+
+    def read_spans(self, farm: str, spans: Sequence[tuple[int, int]]) -> pd.DataFrame:
+        """Activity of ``farm`` per grid step in each [lo, hi) of ``spans`` [ms], one
+        request. Columns: t_ms, animal, species, odba [g]."""
         statements = []
-        for k in range(self.params.baseline_days + 1):
-            lo = last_ckpt_ms + self.res_ms - k * MS_PER_DAY
-            hi = end_ms + self.res_ms - k * MS_PER_DAY
+        for lo, hi in spans:
             statements.append(
                 f'SELECT {self.aggregate}("odba") AS "odba" FROM "activity" '
                 f'WHERE "farm" = $farm AND time >= {lo}ms AND time < {hi}ms '

@@ -1,0 +1,72 @@
+"""The past days in memory (SliceWindow) on real InfluxDB: a tick sees exactly the rows
+it would read from InfluxDB, gives the same alarms, and asks InfluxDB for the past days
+once per chunk instead of at every tick."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from namazu.firmware_bridge.simulator import Herd, UnrestEpisode
+from namazu.server.detection.alarmlog import AlarmLog
+from namazu.server.detection.tick import DetectionJob
+from namazu.server.detection.window import SliceWindow
+from namazu.server.store.influx import float_series_lines
+from namazu.server.store.state import Alarm, init_db, session_scope
+
+NOW = datetime(2024, 5, 8, 12, 0, tzinfo=UTC)
+EPISODE = UnrestEpisode(NOW + timedelta(minutes=20), duration_min=60, intensity=6.0)
+
+
+def _write(influx) -> None:
+    herd = Herd("farm-w", "gw-1", {"cow": 3, "sheep": 2}, seed=3, episodes=(EPISODE,))
+    lines: list[str] = []
+    for k in range(8):  # the tick hours on each of the previous 7 days and today
+        day = NOW - timedelta(days=k)
+        frame = herd.activity(day - timedelta(minutes=30), day + timedelta(hours=3))
+        for (animal, species), group in frame.groupby(["animal", "species"]):
+            tags = {"farm": "farm-w", "gateway": "gw-1", "animal": animal, "species": species}
+            lines += float_series_lines(
+                "activity", tags, {"odba": group["odba"].to_numpy()}, group["t_ms"].to_numpy()
+            )
+    influx.write_lines(lines)
+
+
+def _job(influx, tmp_path, name: str) -> DetectionJob:
+    return DetectionJob(influx, init_db(f"sqlite:///{tmp_path}/{name}.sqlite"),
+                        AlarmLog(tmp_path / f"{name}.jsonl"), ["farm-w"], resolution_s=60,
+                        settle_s=0, initial_lookback_s=600)  # fmt: skip
+
+
+def _sorted(frame):
+    return frame.sort_values(["animal", "t_ms"]).reset_index(drop=True)
+
+
+def test_the_window_reads_what_influxdb_holds_and_gives_the_same_alarms(influx, tmp_path):
+    _write(influx)
+    plain, windowed = _job(influx, tmp_path, "plain"), _job(influx, tmp_path, "window")
+    windowed.window = window = SliceWindow(ahead_s=3600)
+    start = int(NOW.timestamp() * 1000)
+    for last, end in [(0, 1), (1, 8), (8, 9), (9, 70), (70, 75)]:  # minutes after NOW
+        lo, hi = start + last * 60_000, start + end * 60_000
+        expected = _sorted(plain.read_slices("farm-w", lo, hi))
+        got = _sorted(windowed.read_slices("farm-w", lo, hi))
+        assert len(expected) == 8 * 5 * (end - last)  # 5 animals, today and 7 days back
+        assert got.to_dict("list") == expected.to_dict("list")
+    assert window.chunk_reads == 3  # minutes 1-60 in one chunk; 10-70 and 71-75 go past it
+    ticks = [NOW + timedelta(minutes=m) for m in range(5, 150, 5)]
+    reads_before = window.chunk_reads
+    for now in ticks:
+        plain.tick(now)
+        windowed.tick(now)
+
+    def alarms(job):
+        with session_scope(job.engine) as db:
+            return sorted((a.kind, a.series, a.start, a.end, a.state)
+                          for a in db.scalars(select(Alarm)))  # fmt: skip
+
+    assert any(kind == "herd" for kind, *_ in alarms(plain))
+    assert alarms(windowed) == alarms(plain)
+    # 29 ticks over 145 min: the past days read once per hour of ticks (3), not 29 times
+    assert window.chunk_reads - reads_before == 3

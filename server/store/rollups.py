@@ -13,7 +13,8 @@ e.g. ``forever``; empty = the default policy).
 the first raw point (in ``BACKFILL_CHUNK_DAYS`` chunks); afterwards each run rebuilds
 from ``REBUILD_LOOKBACK_MS`` before the last bucket up to ``now`` (the last, partial
 bucket and late data from gateway spools are rewritten; a bucket written again is
-overwritten). Idempotent and restart-safe: the rollups themselves are the checkpoint.
+overwritten); ``run(now, since_ms=...)`` (``namazu rollup --since``) rebuilds from a given
+time. Idempotent and restart-safe: the rollups themselves are the checkpoint.
 """
 
 from __future__ import annotations
@@ -60,7 +61,11 @@ class RollupJob:
         self.influx = influx
         self.retention_policy = retention_policy
 
-    def _range_for(self, source: str, step_ms: int, finer_ms: int | None, now_ms: int):
+    def _range_for(
+        self, source: str, step_ms: int, finer_ms: int | None, now_ms: int, since_ms: int | None
+    ):
+        if since_ms is not None:
+            return since_ms - since_ms % step_ms, now_ms
         last = _edge_ms(
             self.influx,
             queries.rollup_edge(source, step_ms, self.retention_policy, "last"),
@@ -78,13 +83,17 @@ class RollupJob:
             return None
         return first - first % step_ms, now_ms
 
-    def run(self, now_ms: int) -> RollupRun:
-        """Bring every level up to ``now_ms`` [UTC ms]; returns what was rebuilt."""
+    def run(self, now_ms: int, since_ms: int | None = None) -> RollupRun:
+        """Bring every level up to ``now_ms`` [UTC ms]; returns what was rebuilt.
+
+        since_ms : rebuild from this time instead [UTC ms] (e.g. after data arrived
+        later than ``REBUILD_LOOKBACK_MS``).
+        """
         done = RollupRun()
         for source in queries.ROLLUP_SOURCES:
             finer: int | None = None
             for step_ms in ROLLUP_STEPS_MS:
-                span = self._range_for(source, step_ms, finer, now_ms)
+                span = self._range_for(source, step_ms, finer, now_ms, since_ms)
                 if span is not None:
                     lo, hi = span
                     hi = hi - hi % step_ms + step_ms  # include the current, partial bucket
@@ -117,13 +126,26 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
     import time
+    from datetime import UTC, datetime
 
     from namazu.server.core.config import ConfigError, load_config
     from namazu.server.store.influx import InfluxClient, InfluxError
 
     parser = argparse.ArgumentParser(prog="namazu rollup", description=main.__doc__)
     parser.add_argument("--config", help="TOML configuration (default $NAMAZU_CONFIG)")
+    parser.add_argument(
+        "--since", help="rebuild from this UTC time (ISO 8601), e.g. after late data arrived"
+    )
     args = parser.parse_args(argv)
+    since_ms = None
+    if args.since:
+        try:
+            stamp = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+        except ValueError:
+            print(f"namazu rollup: --since {args.since!r} is not an ISO 8601 time", file=sys.stderr)
+            return 2
+        stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+        since_ms = int(stamp.timestamp() * 1000)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -131,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     influx = InfluxClient.from_config(config.influx)
     try:
-        done = RollupJob(influx, config.influx.rollup_retention_policy).run(int(time.time() * 1000))
+        job = RollupJob(influx, config.influx.rollup_retention_policy)
+        done = job.run(int(time.time() * 1000), since_ms)
     except InfluxError as exc:
         print(f"namazu rollup: {exc}", file=sys.stderr)
         return 1

@@ -43,6 +43,9 @@ def test_the_job_backfills_every_level_then_only_extends(rolled):
     assert _points(influx, r3h, "\"animal\" = 'cow-1'") == DAYS * 8
     again = RollupJob(influx).run(END_MS)
     assert again.statements == 2 * len(ROLLUP_STEPS_MS)  # one lookback window per level
+    since = int((START + pd.Timedelta(days=2, minutes=7)).value // 10**6)
+    rebuilt = RollupJob(influx).run(END_MS, since_ms=since)
+    assert rebuilt.ranges[("activity", ROLLUP_STEPS_MS[0])][0] == since - 7 * 60_000
     assert _points(influx, r15, "\"animal\" = 'cow-1'") == DAYS * 96 - 12  # overwritten
 
 

@@ -146,7 +146,17 @@ class LorawanBridge:
                 self.deadlettered[exc.reason] += 1
                 taken.append(item)
                 continue
-            key = (device.dev_eui, event.f_cnt, event.data or json.dumps(event.decoded))
+            except Exception as exc:  # a poison event is one bad row, never a stopped bridge
+                log.exception("network-server event could not be read")
+                refused.append(
+                    _dead_letter(item, "unreadable", f"{type(exc).__name__}: {exc}"[:300])
+                )
+                self.deadlettered["unreadable"] += 1
+                taken.append(item)
+                continue
+            # The same uplink: same collar, frame counter and content (decoded, so that a
+            # repeat with and without the server's decoded object is recognised too).
+            key = (device.dev_eui, event.f_cnt, uplink)
             if key in self._recent or key in batch_keys:
                 self.uplinks_repeated += 1
                 taken.append(item)

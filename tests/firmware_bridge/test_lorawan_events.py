@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from namazu.firmware_bridge.lorawan import (
     Device,
@@ -20,6 +22,7 @@ from namazu.firmware_bridge.lorawan import (
 )
 from namazu.firmware_bridge.lorawan_bridge import group_uplinks
 from namazu.firmware_bridge.lorawan_sim import LorawanFleet
+from tests.budget import examples
 
 CS_TOPIC = "application/app-1/device/0102030405060708/event/up"
 CS_UP = {
@@ -186,3 +189,62 @@ def test_interval_requests_are_sent_once_across_restarts_to_the_learnt_device_id
     restarted = LorawanBridge(FakeLink(), {}, None, tmp_path / "d.jsonl", registry_path=registry)
     restarted.poll_files()
     assert restarted.link.published == [] and restarted.downlinks[device.dev_eui]["config_id"] == 7
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+    max_leaves=30,
+)  # fmt: skip
+
+
+def mutated(document: dict, draw) -> dict:
+    """The document with some keys (top level or one level down) replaced or removed."""
+    out = dict(document)
+    for key in draw(st.lists(st.sampled_from(sorted(out)), max_size=3)):
+        if draw(st.booleans()):
+            out.pop(key, None)
+        else:
+            out[key] = draw(JSON_VALUES)
+    return out
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_event_is_parsed_or_refused_with_a_reason_and_the_bridge_goes_on(data):
+    from namazu.firmware_bridge.lorawan_bridge import LorawanBridge
+    from namazu.firmware_bridge.lorawan_mqtt import InboundEvent
+
+    fleet = LorawanFleet("farm-z", 1, server=data.draw(st.sampled_from(["chirpstack", "tts"])),
+                         application="app-z", seed=2)  # fmt: skip
+    device = fleet.devices[0]
+    topic, payload = fleet.event(device, 3, bytes.fromhex("01" + "00" * 8 + "00010002"), 0)
+    document = orjson.loads(payload)
+    if data.draw(st.booleans()):
+        inner = "uplink_message" if fleet.server == "tts" else None
+        if inner:
+            document[inner] = mutated(document[inner], data.draw)
+        document = mutated(document, data.draw)
+        payload = orjson.dumps(document)
+    else:
+        payload = data.draw(st.binary(max_size=200))
+    link = FakeLink()
+    link.server = fleet.server
+    spooled: list = []
+
+    class Publisher:
+        gateway = "lora"
+
+        def publish_batches(self, batches):
+            spooled.extend(batches)
+
+    registry = {device.dev_eui: device}
+    bridge = LorawanBridge(link, registry, lambda farm: Publisher(), "/nonexistent/dead.jsonl")
+    bridge._write_dead_letters = lambda refused: None  # the file is tested elsewhere
+    bridge.handle([InboundEvent(1, topic, payload)])
+    assert len(link.acked) == 1  # every event is answered: spooled, recorded or refused
+    assert bridge.deadlettered["unreadable"] == 0  # refused by the parsers, with a reason
+    assert (bridge.uplinks_spooled + sum(bridge.events.values()) - bridge.events["up"]
+            + sum(bridge.deadlettered.values())) >= 1  # fmt: skip

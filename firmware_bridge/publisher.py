@@ -13,11 +13,13 @@ Flow of one activity batch::
   writes its persistence file every few seconds). The spool keeps every message until
   an ingest worker publishes a receipt covering its seq, after writing it to InfluxDB
   (or dead-lettering it). Receipts carry the spool's ``boot_id``; receipts for another
-  boot id, farm or gateway are ignored (counted). After every (re)connect every
-  unconfirmed message is sent again from the spool in seq order, and when no receipt
-  has confirmed anything for ``receipt_timeout_s`` while messages wait, the ones that
-  waited that long are sent again (the time-out doubles after each resend, up to
-  16 times, and returns to its base with the next receipt). Resends are byte-identical
+  boot id, farm or gateway are ignored (counted), and a receipt without a boot id
+  counts only for messages spooled before the spool had one (an upgraded spool).
+  After every (re)connect every unconfirmed message is sent again from the spool in
+  seq order, and when no receipt has confirmed anything for ``receipt_timeout_s``
+  while messages wait, the ones that waited that long are sent again (the time-out
+  doubles after each resend, up to 16 times, and returns to its base with the next
+  receipt). Resends are byte-identical
   copies (same seq, same payload), which the server's idempotent writes absorb.
   ``confirm="puback"`` deletes on PUBACK instead, for a broker without Namazu ingest.
 - Backpressure: the pump hands paho a spooled message only while fewer than
@@ -433,16 +435,17 @@ class GatewayPublisher:
             self.stats["receipts_ignored"] += 1
             log.warning("receipt ignored: %s", exc)
             return
-        if (receipt.farm, receipt.gateway, receipt.boot_id) != (
-            self.farm,
-            self.gateway,
-            self.spool.boot_id,
-        ):
+        ranges = list(receipt.seqs)
+        if receipt.boot_id is None:  # messages spooled before the spool had a boot id
+            below = self.spool.boot_id_from_seq
+            ranges = [(lo, min(hi, below - 1)) for lo, hi in ranges if lo < below]
+        mine = (receipt.farm, receipt.gateway) == (self.farm, self.gateway)
+        if not mine or not ranges or receipt.boot_id not in (self.spool.boot_id, None):
             self.stats["receipts_ignored"] += 1
             log.info("receipt for another gateway or boot id ignored")
             return
         self.stats["receipts"] += 1
-        self._receipts.append(list(receipt.seqs))
+        self._receipts.append(ranges)
         self._wake.set()
 
     def _measure_offset(self, client, payload: bytes) -> None:

@@ -89,13 +89,18 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('boot_id', ?)",
-                (uuid.uuid4().hex,),
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('boot_id', ?), "
+                "('boot_id_from_seq', ?)",
+                (uuid.uuid4().hex, str(self._next_seq_locked())),
             )
-            self.boot_id: str = self._db.execute(
-                "SELECT value FROM meta WHERE key = 'boot_id'"
-            ).fetchone()[0]
+            self._db.execute("COMMIT")
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            self.boot_id: str = meta["boot_id"]
+            #: Messages below this seq were spooled before the spool had a boot id (a
+            #: spool older than boot ids): their receipts carry none.
+            self.boot_id_from_seq = int(meta["boot_id_from_seq"])
             count, size = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM messages"
             ).fetchone()

@@ -7,6 +7,7 @@ through the real ingest service."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import orjson
@@ -149,6 +150,35 @@ def test_full_spool_refuses_new_data_keeps_the_old_and_says_so(
         assert wait_until(lambda: spool.depth() == 5 and not spool.full)
         assert status.wait_for(lambda s: s.statuses()[-1].get("spool_full") is False)
         assert publisher.publish_activity(animals(10)) == 11
+    finally:
+        publisher.stop()
+        spool.close()
+
+
+def test_receipt_without_boot_id_frees_only_what_was_spooled_before_boot_ids(
+    broker, receipts, tmp_path
+):
+    path = tmp_path / "spool.sqlite"
+    with Spool(path) as spool:  # pretend the first two messages predate boot ids
+        legacy = [lambda s: encode_activity("f1", "gw-1", s, 0, animals(s))] * 2  # no boot id
+        spool.append_built("namazu/v1/f1/gw-1/activity", legacy)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = '3' WHERE key = 'boot_id_from_seq'")
+    db.commit()
+    db.close()
+    receipts.hold = True
+    spool = Spool(path)
+    publisher = GatewayPublisher(
+        "f1", "gw-1", spool, port=broker.mqtt_port, receipt_timeout_s=3600, confirm="receipt"
+    ).start()
+    try:
+        publisher.publish_activity(animals(3))  # seq 3, with the boot id
+        assert wait_until(lambda: publisher.stats["acked"] == 3)
+        legacy = encode_receipt("f1", "gw-1", None, [(1, 10)], STORED_AT)
+        receipts.client.publish(receipt_topic("f1", "gw-1"), legacy, qos=1)
+        assert wait_until(lambda: spool.depth() == 1)
+        time.sleep(0.3)
+        assert [m.seq for m in spool.pending()] == [3]  # not freed by a receipt without id
     finally:
         publisher.stop()
         spool.close()

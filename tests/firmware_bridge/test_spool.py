@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -122,3 +123,23 @@ def test_budget_refuses_new_data_and_keeps_the_old(tmp_path):
         assert spool.bytes == 100
         with pytest.raises(SpoolFull):
             spool.append("t", b"e")
+
+
+def test_spool_older_than_boot_ids_gets_one_from_its_next_seq(tmp_path):
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)  # the schema before boot ids: messages only
+    old.execute(
+        "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "
+        "payload BLOB NOT NULL)"
+    )
+    old.executemany("INSERT INTO messages (topic, payload) VALUES ('t', ?)", [(b"a",), (b"b",)])
+    old.commit()
+    old.close()
+    with Spool(path) as spool:
+        assert spool.boot_id_from_seq == 3 and spool.depth() == 2 and spool.bytes == 2
+        first = spool.boot_id
+        assert spool.append("t", b"c") == 3
+    with Spool(path) as spool:
+        assert (spool.boot_id, spool.boot_id_from_seq) == (first, 3)
+    with Spool(tmp_path / "new.sqlite") as spool:
+        assert spool.boot_id_from_seq == 1

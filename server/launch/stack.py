@@ -307,13 +307,22 @@ def _terminate_with_parent() -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs: a killed child that nobody has reaped yet (a zombie)
+    still answers ``kill(pid, 0)`` but is dead, so it is reaped or read from /proc."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False  # our own child, just reaped
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def read_state(data_dir: Path) -> dict | None:

@@ -716,10 +716,8 @@ class DeadLetterWatch:
 
 
 def influx_with_accounts(stack: Stack, database: str) -> InfluxClient:
-    """On an InfluxDB with authentication on: create the admin and the ingest account;
-    returns an admin client of ``database``. The ingest account is an admin too:
-    ``namazu ingest`` creates its database at start (``CREATE DATABASE`` needs admin
-    rights on InfluxDB 1.x)."""
+    """On an InfluxDB with authentication on: create the admin, the database and the
+    ingest account (all privileges on ``database`` only); returns an admin client."""
     bootstrap = InfluxClient(stack.influx_url, database, timeout_s=60)
     user, password = INFLUX_ADMIN
     bootstrap.query(f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES")
@@ -727,7 +725,8 @@ def influx_with_accounts(stack: Stack, database: str) -> InfluxClient:
     admin = InfluxClient(stack.influx_url, database, user, password, timeout_s=60)
     admin.create_database()
     writer, secret = INFLUX_WRITER
-    admin.query(f"CREATE USER \"{writer}\" WITH PASSWORD '{secret}' WITH ALL PRIVILEGES")
+    admin.query(f"CREATE USER \"{writer}\" WITH PASSWORD '{secret}'")
+    admin.query(f'GRANT ALL ON "{database}" TO "{writer}"')
     return admin
 
 

@@ -453,10 +453,15 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--step", default="1h", help="replay step, e.g. 1min, 1h (default 1h)")
     parser.add_argument("--log-level", default="INFO", help="logging level")
+    parser.add_argument("--log-format", choices=["json", "text"], default="json")
     args = parser.parse_args(argv)
-    from namazu.server.core.logging_setup import configure_logging
+    from namazu.server.core.logging_setup import LoggingConfigError, configure_logging
 
-    configure_logging(args.log_level)
+    try:
+        configure_logging(args.log_level, json=args.log_format == "json")
+    except LoggingConfigError as exc:
+        print(f"namazu scheduler: {exc}", file=sys.stderr)
+        return 2
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -59,6 +59,7 @@ from namazu.firmware_bridge.lorawan import (
 from namazu.firmware_bridge.lorawan_mqtt import InboundEvent, NetworkServerLink
 from namazu.firmware_bridge.publisher import GatewayPublisher
 from namazu.firmware_bridge.spool import Spool, SpoolFull
+from namazu.server.core.systemd import watchdog
 
 log = logging.getLogger(__name__)
 
@@ -363,12 +364,14 @@ class LorawanBridge:
     def run(self, stop: threading.Event, poll_s: float = 0.2) -> None:
         """Handle events until ``stop`` is set."""
         while not stop.is_set():
+            watchdog.beat("lorawan-bridge")
             if time.monotonic() >= self._next_poll:
                 self.poll_files()
                 self._next_poll = time.monotonic() + 1.0
             items = self.link.read(poll_s)
             if items:
                 self.handle(items)
+        watchdog.forget("lorawan-bridge")
 
 
 def _uplink_entry(device: Device, event: NetworkEvent, uplink: ActivityUplink) -> dict[str, Any]:
@@ -462,11 +465,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "file the panel's admin page edits)",
     )
     g.add_argument("--deadletter", help="dead-letter file (JSON lines)")
-    g.add_argument("--run-s", type=float, help="stop after this long [s] (tests)")
 
 
 def run_from_args(args: argparse.Namespace, config: Any) -> int:
-    """``namazu bridge --source chirpstack|tts``: run until SIGTERM/SIGINT (or --run-s)."""
+    """``namazu bridge --source chirpstack|tts``: run until SIGTERM/SIGINT."""
     bc, mc = config.bridge, config.mqtt
     gateway = args.gateway or bc.gateway
     registry_path = Path(args.registry or config.web.lorawan_registry)
@@ -520,13 +522,13 @@ def run_from_args(args: argparse.Namespace, config: Any) -> int:
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
-    if args.run_s:
-        threading.Timer(args.run_s, stop.set).start()
     log.info("LoRaWAN bridge running", extra={"server": args.source, "devices": len(registry)})
+    watchdog.start_from_environment(f"LoRaWAN bridge ({args.source}) running")
     try:
         bridge.run(stop)
         drained = all(p.wait_drained(args.drain_timeout_s) for p in bridge.publishers.values())
     finally:
+        watchdog.stop()
         link.stop()
         for publisher in bridge.publishers.values():
             publisher.stop()

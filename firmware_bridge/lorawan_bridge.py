@@ -499,6 +499,15 @@ def run_from_args(args: argparse.Namespace, config: Any) -> int:
             receipt_timeout_s=bc.receipt_timeout_s,
         ).start()
 
+    metrics_server = None
+    if bc.metrics_port:  # the spool and publisher metrics of every farm's publisher
+        from namazu.server.core.metrics import MetricsServerError, start_metrics_server
+
+        try:
+            metrics_server = start_metrics_server(bc.metrics_port, families=("bridge",))
+        except MetricsServerError as exc:
+            print(f"namazu bridge: {exc}", file=sys.stderr)
+            return 1
     link = NetworkServerLink(
         args.source,
         args.ns_host,
@@ -534,6 +543,8 @@ def run_from_args(args: argparse.Namespace, config: Any) -> int:
             publisher.stop()
         for spool in spools:
             spool.close()
+        if metrics_server is not None:
+            metrics_server.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(json.dumps(bridge.summary() | {"all_confirmed": drained}), flush=True)

@@ -386,7 +386,7 @@ def parse_chirpstack(topic: str, payload: bytes) -> NetworkEvent:
             decoded=doc.get("object"),
             receptions=_receptions(doc.get("rxInfo"), lambda r: r.get("gatewayId")),
             received_at=doc.get("time") if isinstance(doc.get("time"), str) else None,
-            event_id=str(doc.get("deduplicationId"))[:64],
+            event_id=str(doc["deduplicationId"])[:64] if "deduplicationId" in doc else None,
         )
     if kind == "ack":
         return NetworkEvent(

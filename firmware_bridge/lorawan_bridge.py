@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 SERVERS = ("chirpstack", "tts")
 #: Uplinks remembered to recognise a repeated delivery.
 RECENT_UPLINKS = 200_000
+#: Frame counters kept per collar for the loss count of ``summary()`` (the last ones).
+COUNTERS_KEPT = 10_000
 
 
 class LorawanBridge:
@@ -107,7 +109,9 @@ class LorawanBridge:
         self.uplinks_repeated = 0
         self.samples_spooled = 0
         self.dropped_spool_full = 0
-        self.f_cnts: dict[str, list[int]] = collections.defaultdict(list)
+        self.f_cnts: dict[str, collections.deque[int]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=COUNTERS_KEPT)
+        )
         self.radio: dict[str, dict[str, Any]] = {}
         self.requests: dict[str, IntervalRequest] = {}
         #: DevEUI -> the network server's device id, learnt from its events (The Things
@@ -339,7 +343,8 @@ class LorawanBridge:
 
     # --- reporting --------------------------------------------------------------------
     def loss(self) -> dict[str, dict[str, int]]:
-        """Per collar (DevEUI): uplinks received and missing by their frame counters."""
+        """Per collar (DevEUI): uplinks received and missing by their frame counters,
+        over its last ``COUNTERS_KEPT`` uplinks (data health counts over its window)."""
         out = {}
         for dev_eui, counters in self.f_cnts.items():
             received, missing = frame_counter_loss(counters)

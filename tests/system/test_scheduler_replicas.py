@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from namazu.firmware_bridge.simulator import Herd, UnrestEpisode
 from namazu.server.core.config import NamazuConfig
+from namazu.server.detection.alarmlog import main as verify_log
 from namazu.server.detection.alarmlog import replica_log_path, state_records, verify
 from namazu.server.detection.scheduler import build_services, detect
 from namazu.server.store.influx import float_series_lines
@@ -117,4 +118,9 @@ def test_replicas_share_the_farms_and_a_kill_loses_and_doubles_no_alarm(
         result = verify(path, expected=records)
         assert result.ok, (name, result.reason)
         logged += result.records
+        argv = [str(path), "--chain-only", "--state", state_url, "--replica", name]
+        assert verify_log(argv) == 0
+        other = next(r for r in "abc" if r != name)  # another replica's alarms are not here
+        wrong = [str(path), "--chain-only", "--state", state_url, "--replica", other]
+        assert verify_log(wrong) == (1 if state_records(state_url, log_id=other) else 0)
     assert logged == len(expected)

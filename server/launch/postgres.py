@@ -65,12 +65,14 @@ class PostgresServer:
 
     Authentication is ``trust`` for the superuser ``postgres`` on loopback only: the
     server is the caller's own, reachable from this machine alone. ``durable=False``
-    turns fsync off (tests: a crash of the machine may lose the last commits).
+    turns fsync off (tests: a crash of the machine may lose the last commits);
+    ``detached`` keeps it running after the caller exits (``namazu stack start``).
     """
 
     data_dir: Path
     port: int = 0
     durable: bool = True
+    detached: bool = False
     max_connections: int = 200
     bin_dir: Path | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)
@@ -115,6 +117,12 @@ class PostgresServer:
             account = pwd.getpwnam(SERVICE_USER)
         except KeyError:
             raise StackError(f"running as root needs the {SERVICE_USER!r} user") from None
+        for parent in Path(self.data_dir).parents:
+            if not parent.stat().st_mode & 0o001:
+                raise StackError(
+                    f"{self.data_dir}: the {SERVICE_USER} user cannot reach it ({parent} is "
+                    "closed to others: chmod o+x it, or put the data dir elsewhere)"
+                )
         for path in paths:
             os.chown(path, account.pw_uid, account.pw_gid)
 
@@ -156,6 +164,7 @@ class PostgresServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                start_new_session=self.detached,
             )
         deadline = time.monotonic() + timeout_s
         while not self._accepting():
@@ -185,6 +194,16 @@ class PostgresServer:
         if done.returncode != 0:
             raise StackError(f"psql {sql!r} failed: {done.stderr.strip()}")
         return done.stdout
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def ensure_database(self, name: str) -> str:
+        """Create ``name`` unless it exists; its URL."""
+        if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip() != "1":
+            return self.create_database(name)
+        return self.url(name)
 
     def create_database(self, name: str) -> str:
         """Create an empty database ``name`` (letters, digits, underscores); its URL."""

@@ -353,6 +353,14 @@ def status(data_dir: Path) -> dict:
             "ping": influx_ready(state["influx_url"]),
         },
     }
+    if state.get("postgres_port"):
+        report["postgres"] = {
+            "pid": pids.get("postgres"),
+            "alive": bool(pids.get("postgres")) and _pid_alive(pids["postgres"]),
+            "port": state["postgres_port"],
+            "accepting": port_open(state["postgres_port"]),
+            "state_url": state.get("state_url"),
+        }
     report["running"] = report["mosquitto"]["accepting"] and report["influxd"]["ping"]
     return report
 
@@ -437,16 +445,22 @@ def stop_detached(data_dir: Path, timeout_s: float = 15.0) -> list[str]:
     state = read_state(data_dir)
     if state is None:
         return []
-    stopped = [name for name, pid in state.get("pids", {}).items() if _stop_pid(pid, timeout_s)]
+    stopped = [
+        name
+        for name, pid in state.get("pids", {}).items()
+        # PostgreSQL: SIGINT is its fast shutdown (SIGTERM waits for every client)
+        if _stop_pid(pid, timeout_s, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+    ]
     (Path(data_dir) / STATE_FILE).unlink(missing_ok=True)
     return stopped
 
 
-def _stop_pid(pid: int, timeout_s: float = 15.0) -> bool:
-    """SIGTERM (then SIGKILL after ``timeout_s``) a recorded service; False if it was gone."""
+def _stop_pid(pid: int, timeout_s: float = 15.0, sig: int = signal.SIGTERM) -> bool:
+    """``sig`` (then SIGKILL after ``timeout_s``) to a recorded service; False if it was
+    gone."""
     if not _pid_alive(pid):
         return False
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, sig)
     deadline = time.monotonic() + timeout_s
     while _pid_alive(pid) and time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
@@ -464,6 +478,8 @@ def healthy_services(report: dict) -> set[str]:
         healthy.add("mosquitto")
     if report.get("influxd", {}).get("alive") and report["influxd"].get("ping"):
         healthy.add("influxd")
+    if report.get("postgres", {}).get("alive") and report["postgres"].get("accepting"):
+        healthy.add("postgres")
     return healthy
 
 
@@ -484,6 +500,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--data-dir", type=Path, help="directory for configs, data, logs")
     parser.add_argument("--mqtt-port", type=int, help="MQTT port (0 = free port)")
     parser.add_argument("--influx-port", type=int, help="InfluxDB HTTP port (0 = free port)")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also PostgreSQL, for a state store shared by several processes (prints its URL)",
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -503,12 +524,15 @@ def main(argv: list[str]) -> int:
         print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
         return 0
     current = status(data_dir)
-    if current.get("running") and healthy_services(current) == {"mosquitto", "influxd"}:
+    recorded = read_state(data_dir) or {}
+    wanted = {"mosquitto", "influxd"}
+    if args.postgres or "postgres" in recorded.get("pids", {}):
+        wanted.add("postgres")
+    if current.get("running") and healthy_services(current) == wanted:
         print(f"stack already running under {data_dir}")
         print(json.dumps(current, indent=2))
         return 0
     # restart only what is down, on the recorded ports, and keep what still answers
-    recorded = read_state(data_dir) or {}
     kept = {name: recorded["pids"][name] for name in healthy_services(current)}
     for name, pid in recorded.get("pids", {}).items():
         if name not in kept:
@@ -535,11 +559,30 @@ def main(argv: list[str]) -> int:
         return 1
     state = stack.state()
     state["pids"] = {**kept, **state["pids"]}
+    if "postgres" in wanted:
+        from namazu.server.launch.postgres import PostgresServer
+
+        postgres = PostgresServer(
+            data_dir / "postgres", port=recorded.get("postgres_port") or 0, detached=True
+        )
+        try:
+            if "postgres" not in kept:
+                postgres.start()
+                state["pids"]["postgres"] = postgres.pid
+            state["state_url"] = postgres.ensure_database("namazu")
+        except StackError as exc:
+            stack.stop()
+            postgres.stop()
+            print(f"namazu stack: {exc}", file=sys.stderr)
+            return 1
+        state["postgres_port"] = postgres.port
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
     for name, pid in kept.items():
         print(f"{name}: still running (pid {pid}), kept")
     print(f"mosquitto: mqtt://127.0.0.1:{stack.mqtt_port}")
     print(f"influxdb:  {stack.influx_url}")
+    if "state_url" in state:
+        print(f"postgres:  {state['state_url']}  (state.url)")
     print(f"data dir:  {data_dir}")
     return 0

@@ -158,3 +158,41 @@ def test_stack_start_restarts_only_the_service_that_is_down(tmp_path, capsys):
         assert stack_cli.healthy_services(stack_cli.status(data_dir)) == {"mosquitto", "influxd"}
     finally:
         stack_cli.stop_detached(data_dir)
+
+
+def test_stack_start_with_postgres_gives_a_state_url_and_stop_ends_it(capsys):
+    """``namazu stack start --postgres`` adds PostgreSQL (run as the postgres user under
+    root) with a ``namazu`` database ready for ``state.url``; a second start keeps it;
+    ``namazu stack stop`` shuts it down."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from namazu.server.launch import stack as stack_cli
+    from namazu.server.store.state import dispose_engine, init_db
+
+    data_dir = Path(tempfile.mkdtemp(prefix="namazu-stack-pg-"))
+    try:
+        if os.geteuid() == 0:
+            refused = stack_cli.main(["start", "--data-dir", str(data_dir), "--postgres"])
+            assert refused == 1 and "the postgres user cannot reach it" in capsys.readouterr().err
+        data_dir.chmod(0o755)  # reachable by the postgres user
+        assert stack_cli.main(["start", "--data-dir", str(data_dir), "--mqtt-port", "0",
+                               "--influx-port", "0", "--postgres"]) == 0  # fmt: skip
+        state = stack_cli.read_state(data_dir)
+        url = state["state_url"]
+        assert f"postgres:  {url}  (state.url)" in capsys.readouterr().out
+        assert stack_cli.healthy_services(stack_cli.status(data_dir)) == {
+            "mosquitto", "influxd", "postgres"
+        }  # fmt: skip
+        init_db(url)
+        dispose_engine(url)
+        assert stack_cli.main(["start", "--data-dir", str(data_dir)]) == 0
+        assert "stack already running" in capsys.readouterr().out
+        stack_cli.stop_detached(data_dir)
+        assert not stack_cli._pid_alive(state["pids"]["postgres"])
+        assert not port_open(state["postgres_port"])
+    finally:
+        stack_cli.stop_detached(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -301,11 +301,17 @@ class WebConfig(_Section):
     heavy_global_limit: int = Field(
         2,
         ge=1,
-        description="exports and evaluations running at once per panel process "
-        "(about one per core)",
+        description="exports and evaluations running at once on the panel host, over all "
+        "workers (about one per core)",
     )
     heavy_per_user_limit: int = Field(
-        1, ge=1, description="exports and evaluations running at once per user"
+        1, ge=1, description="exports and evaluations running at once per user, over all workers"
+    )
+    runtime_dir: Path | None = Field(
+        None,
+        description="directory of the heavy-request slot lock files, shared by the panel's "
+        "workers on one host (None = heavy-slots beside a SQLite state store, else "
+        "<stack.data_dir>/heavy-slots)",
     )
     evaluation_max_shifts: int = Field(
         500, ge=0, le=2000, description="cap on the evaluation's circular shifts [count]"

@@ -77,7 +77,7 @@ def create_app(config: NamazuConfig | dict[str, Any] | None = None) -> Flask:
     Returns the Flask app with its handles in ``app.extensions["namazu"]``.
     """
     from namazu.server.web import api, auth, lorawan, pages
-    from namazu.server.web.limits import HeavyGate
+    from namazu.server.web.limits import HeavyGate, slot_dir
     from namazu.server.web.proofs import ProofCache
 
     cfg = _resolve_config(config)
@@ -109,7 +109,11 @@ def create_app(config: NamazuConfig | dict[str, Any] | None = None) -> Flask:
         sessions=sessionmaker(bind=engine, expire_on_commit=False),
         login_policy=auth.LoginPolicy.from_config(cfg.web),
         device_cookies=auth.DeviceCookies(secret),
-        heavy_gate=HeavyGate(cfg.web.heavy_global_limit, cfg.web.heavy_per_user_limit),
+        heavy_gate=HeavyGate(
+            cfg.web.heavy_global_limit,
+            cfg.web.heavy_per_user_limit,
+            slot_dir(cfg.web.runtime_dir, cfg.state.url, cfg.stack.data_dir),
+        ),
         proofs=ProofCache(cfg.scheduler),
     )
     if cfg.web.trusted_proxy_hops:

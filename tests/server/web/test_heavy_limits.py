@@ -2,6 +2,8 @@
 exports stream chunk by chunk, at most ``heavy_per_user_limit`` per user and
 ``heavy_global_limit`` in all run at once (more: 429 with Retry-After), a light request
 still answers while they are in flight, and the evaluation's shift count is capped.
+Under gunicorn with two workers the same limits hold over both processes, and a killed
+worker's slots are freed by the kernel.
 
 Exports are held "in flight" honestly: the client reads the headers and then stops
 reading with a small receive buffer, so the server's stream blocks on the socket, as it
@@ -12,16 +14,23 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 from werkzeug.serving import make_server
 
+from namazu.server.launch.stack import free_port
 from namazu.server.store.influx import InfluxClient, float_series_lines
 from namazu.server.store.state import init_db, session_scope
 from namazu.server.web.auth import create_user, issue_token
@@ -34,11 +43,9 @@ LIMITS = {"heavy_global_limit": 3, "heavy_per_user_limit": 2, "evaluation_max_sh
 
 
 @pytest.fixture(scope="module")
-def server(stack, tmp_path_factory):
-    """The panel on loopback with 40 days of one animal's activity; yields
-    (port, tokens by user, the app's heavy gate)."""
-    from namazu.server.web import create_app
-
+def activity(stack):
+    """40 days of one animal's activity in a fresh InfluxDB database; yields
+    (InfluxDB URL, database)."""
     database = "heavy_" + uuid.uuid4().hex[:8]
     influx = InfluxClient(stack.influx_url, database)
     influx.create_database()
@@ -55,15 +62,33 @@ def server(stack, tmp_path_factory):
                 t_ms[part],
             )
         )
-    state_url = f"sqlite:///{tmp_path_factory.mktemp('heavy')}/state.sqlite"
+    yield stack.influx_url, database
+    influx.drop_database()
+    influx.close()
+
+
+def _viewers(state_url: str) -> dict[str, str]:
+    """API tokens of the viewer accounts ``USERS`` in a new state store."""
     engine = init_db(state_url)
     tokens = {}
     with session_scope(engine) as db:
         for name in USERS:
             tokens[name] = issue_token(db, create_user(db, name, "viewer", "x" * 12))
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def server(activity, tmp_path_factory):
+    """The panel on loopback (werkzeug, threaded) over ``activity``; yields
+    (port, tokens by user, the app's heavy gate)."""
+    from namazu.server.web import create_app
+
+    influx_url, database = activity
+    state_url = f"sqlite:///{tmp_path_factory.mktemp('heavy')}/state.sqlite"
+    tokens = _viewers(state_url)
     app = create_app(
         {
-            "influx": {"url": stack.influx_url, "database": database},
+            "influx": {"url": influx_url, "database": database},
             "state": {"url": state_url},
             "web": {"secret_key": "k" * 48, **LIMITS},
             "farms": [{"id": FARM, "latitude": 43.0, "longitude": 13.0}],
@@ -73,8 +98,6 @@ def server(stack, tmp_path_factory):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield httpd.server_port, tokens, app.extensions["namazu"].heavy_gate
     httpd.shutdown()
-    influx.drop_database()
-    influx.close()
 
 
 def _export_path(days: int = DAYS) -> str:
@@ -172,3 +195,116 @@ def test_the_evaluation_caps_its_shifts_and_says_so(server):
     status, _, body = _get(port, tokens["u2"], path)
     assert status == 200
     assert json.loads(body)["shifts"] == {"requested": 2000, "cap": 20, "used": 20}
+
+
+@pytest.fixture
+def gunicorn_panel(activity, tmp_path):
+    """``namazu web`` on gunicorn with 2 workers (4 threads each), limits 2 in all and 1
+    per user; yields (port, tokens by user, the slot directory, the master's process)."""
+    influx_url, database = activity
+    state_url = f"sqlite:///{tmp_path}/state.sqlite"
+    tokens = _viewers(state_url)
+    slots = tmp_path / "slots"
+    port = free_port()
+    config = tmp_path / "namazu.toml"
+    config.write_text(
+        f'[influx]\nurl = "{influx_url}"\ndatabase = "{database}"\n'
+        f'[state]\nurl = "{state_url}"\n'
+        f'[web]\nport = {port}\nsecret_key = "{"k" * 48}"\nruntime_dir = "{slots}"\n'
+        "heavy_global_limit = 2\nheavy_per_user_limit = 1\n"
+        f'[[farms]]\nid = "{FARM}"\nlatitude = 43.0\nlongitude = 13.0\n'
+    )
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(60)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NAMAZU_", "WATCHDOG_"))}
+    env |= {"NAMAZU_CONFIG": str(config), "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "namazu.server.cli", "web", "--workers", "2", "--threads", "4"],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        ready = notify.recv(4096).decode()
+        assert ready.startswith("READY=1"), ready
+        yield port, tokens, slots, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        notify.close()
+
+
+def _slot_holders(slots) -> dict[str, int]:
+    """Which process holds each slot lock file of ``slots`` now: file name -> pid, read
+    from the kernel's table of locks (``/proc/locks``)."""
+    by_inode = {path.stat().st_ino: path.name for path in slots.glob("*.lock")}
+    holders = {}
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields or fields[1] != "FLOCK":  # a waiter, or not a flock
+            continue
+        inode = int(fields[5].rsplit(":", 1)[1])
+        if inode in by_inode:
+            holders[by_inode[inode]] = int(fields[4])
+    return holders
+
+
+def _global_holders(slots) -> list[int]:
+    return sorted(pid for name, pid in _slot_holders(slots).items() if name.startswith("global"))
+
+
+def _hold_on_another_worker(port, token, slots, busy_pid: int) -> socket.socket:
+    """Hold an export whose slot lands in a worker other than ``busy_pid`` (connections
+    are spread over the workers by the kernel: retry until one lands elsewhere)."""
+    for _ in range(40):
+        sock, head = _hold(port, token, _export_path())
+        assert head.startswith("HTTP/1.1 200"), head
+        if _global_holders(slots) != [busy_pid, busy_pid]:
+            return sock
+        sock.close()
+        _wait_until(lambda: _global_holders(slots) == [busy_pid], "the retried export let go")
+    raise AssertionError("40 connections in a row landed in the same worker")
+
+
+def test_limits_hold_across_gunicorn_workers_and_a_killed_worker_frees_its_slot(
+    gunicorn_panel,
+):
+    """Each probe below is a new connection, which either worker may take; with the
+    limits counted per worker, half of them would find a free slot and answer 200."""
+    port, tokens, slots, master = gunicorn_panel
+    _wait_until(lambda: len(psutil.Process(master.pid).children()) == 2, "both workers run")
+    workers = {child.pid for child in psutil.Process(master.pid).children()}
+    held = []
+    try:
+        sock, head = _hold(port, tokens["u1"], _export_path())
+        held.append(sock)
+        assert head.startswith("HTTP/1.1 200"), head
+        [first] = _global_holders(slots)
+        assert first in workers and set(_slot_holders(slots).values()) == {first}
+        # u1 runs one export in one worker; one global slot is free, yet the per-user
+        # limit refuses u1 whichever worker takes the request
+        for _ in range(8):
+            status, headers, _ = _get(port, tokens["u1"], _export_path(1))
+            assert status == 429 and 1 <= int(headers["Retry-After"]) <= 60
+        # u2's export runs in the other worker: both global slots are taken, one per
+        # worker, and u3 is refused whichever worker takes the request
+        held.append(_hold_on_another_worker(port, tokens["u2"], slots, first))
+        [second] = set(_global_holders(slots)) - {first}
+        assert second in workers
+        for _ in range(8):
+            status, headers, body = _get(port, tokens["u3"], _export_path(1))
+            assert status == 429 and "too many heavy requests" in json.loads(body)["error"]
+        status, _, _ = _get(port, tokens["u3"], "/api/v1/farms")
+        assert status == 200
+        # the worker running u1's export dies: the kernel frees its slots, gunicorn
+        # starts another worker, and u3 and u1 are served again
+        os.kill(first, signal.SIGKILL)
+        _wait_until(lambda: _global_holders(slots) == [second], "the dead worker's slot is free")
+        assert set(_slot_holders(slots).values()) == {second}
+        for user in ("u3", "u1"):
+            status, _, body = _get(port, tokens[user], _export_path(1))
+            assert status == 200 and len(body.decode().splitlines()) == 1 + 1440
+        assert _global_holders(slots) == [second]
+    finally:
+        for sock in held:
+            sock.close()
+    _wait_until(lambda: not _slot_holders(slots), "the abandoned exports freed their slots")

@@ -32,6 +32,8 @@ from flask import current_app, g, jsonify, render_template, request
 from sqlalchemy.engine import make_url
 from werkzeug.wrappers import Response
 
+from namazu.server.core.config import ConfigError
+
 
 class HeavyGate:
     """Slots for heavy requests: ``global_limit`` in all, ``per_user_limit`` per user,
@@ -46,7 +48,10 @@ class HeavyGate:
         self.global_limit = global_limit
         self.per_user_limit = per_user_limit
         self.slot_dir = Path(slot_dir)
-        self.slot_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.slot_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"web.runtime_dir {self.slot_dir}: cannot create: {exc}") from exc
         self._lock = threading.Lock()
         self._running = 0
         self._mean_s = 5.0

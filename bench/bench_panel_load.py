@@ -13,12 +13,12 @@ byte, while an eleventh client sends ``GET /api/v1/farms`` every 50 ms. Run twic
   500): what beyond the limits is refused (429 + Retry-After) is counted;
 - ``unlimited``: limits raised to 10, so all ten run at once (what streaming alone bounds).
 
-Figures: peak RSS of the panel (``namazu web``: gunicorn master and worker) [MiB] against
-the documented bound (``MEMORY_BOUND_MIB``), its growth over the RSS before the load
+Figures: peak RSS of the panel (``namazu web``: gunicorn master and workers) [MiB] against
+the documented bound (``MEMORY_BOUND_MIB``, for one worker), its growth over the RSS before the load
 (``GROWTH_BOUND_MIB``), the light request's p50 and max
 latency [ms] against the 100 ms target, and the heavy requests answered 200 / 429.
 
-    .venv/bin/python -m bench.bench_panel_load [--quick]
+    .venv/bin/python -m bench.bench_panel_load [--quick] [--workers N]
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def _get(port: int, token: str, path: str) -> tuple[int, int]:
 
 def _run_load(
     directory: Path, influx_url: str, database: str, tokens: list[str], limits: dict[str, Any],
-    days: int,
+    days: int, workers: int = 1,
 ) -> dict[str, Any]:  # fmt: skip
     """Start the panel with ``limits``, fire the load, return the figures."""
     port = free_port()
@@ -125,7 +125,7 @@ def _run_load(
     )
     panel = subprocess.Popen(
         [sys.executable, "-m", "namazu.server.cli", "web", "--config", str(config),
-         "--port", str(port)],
+         "--port", str(port), "--workers", str(workers)],
         stdout=subprocess.DEVNULL, stderr=(directory / "panel.log").open("ab"),
     )  # fmt: skip
     try:
@@ -188,8 +188,9 @@ def _run_load(
         panel.wait(timeout=30)
 
 
-def run(quick: bool = False) -> list[dict]:
-    """Both scenarios; rows for ``bench.run_all``."""
+def run(quick: bool = False, workers: int = 1) -> list[dict]:
+    """Both scenarios; rows for ``bench.run_all``. ``workers``: gunicorn worker
+    processes of the panel (the limits hold over all of them)."""
     days = 60 if quick else 400
     rows = []
     with tempfile.TemporaryDirectory(prefix="namazu-bench-load-") as tmp:
@@ -212,8 +213,10 @@ def run(quick: bool = False) -> list[dict]:
                               "evaluation_max_shifts": 500},
             }  # fmt: skip
             for name, limits in scenarios.items():
-                figures = _run_load(directory, stack.influx_url, "bench_load", tokens, limits, days)
-                label = f"panel load ({name}, {samples:,} samples)"
+                figures = _run_load(
+                    directory, stack.influx_url, "bench_load", tokens, limits, days, workers
+                )
+                label = f"panel load ({name}, {samples:,} samples, {workers} worker(s))"
                 rows += [
                     result(label, "peak RSS of the panel, 10 heavy requests",
                            figures["peak_mib"], "MiB", MEMORY_BOUND_MIB, "documented bound",
@@ -244,9 +247,12 @@ def run(quick: bool = False) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="60 days instead of 400")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="gunicorn worker processes of the panel"
+    )
     args = parser.parse_args(argv)
     print(machine_info())
-    print(format_table(run(quick=args.quick)))
+    print(format_table(run(quick=args.quick, workers=args.workers)))
     return 0
 
 

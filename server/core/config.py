@@ -124,6 +124,14 @@ class IngestConfig(_Section):
         description="period of the presence heartbeat on namazu/v1/_ingest/alive, sent "
         "while subscribed (the first right after each SUBACK) [s]",
     )
+    seq_ledger_retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="keep the digest of each activity message's values this long in the "
+        "state store (message_digests), so a sequence number re-sent with other values is "
+        "a seq_conflict on every worker and after restarts; longer than any gateway spool "
+        "holds [days]",
+    )
 
 
 class BridgeConfig(_Section):

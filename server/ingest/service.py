@@ -35,9 +35,14 @@ Guarantees:
   (``ingest.max_pending_messages``) unacknowledged messages, and that is all the
   service ever holds; when the writer is stuck, the broker queues the rest on disk.
 - Writes are idempotent (same series + timestamp overwrites), so redelivered
-  messages cost time, never duplicates. A sequence number this worker has seen with
-  other values (same farm, gateway and ``boot_id``) is a conflict: dead-lettered as
-  ``seq_conflict``, never written over the first.
+  messages cost time, never duplicates. A sequence number received before with other
+  values (same farm, gateway and ``boot_id``) is a conflict: dead-lettered as
+  ``seq_conflict``, never written over the first. Before a batch goes to InfluxDB, the
+  digests of its messages' values are recorded in the state store's sequence ledger
+  (``message_digests``, one insert-or-ignore and one select per batch), shared by all
+  workers and kept across restarts for ``ingest.seq_ledger_retention_days``; each
+  worker's in-memory book of its recent messages catches conflicts before that. While
+  the state store is unreachable the batch is held unacknowledged and retried.
 - Several workers can share the load: activity comes through the MQTT v5 shared
   subscription ``$share/{ingest.shared_group}/namazu/v1/+/+/activity``; each worker
   needs its own stable ``ingest.client_id``.
@@ -65,12 +70,14 @@ from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import orjson
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from namazu.firmware_bridge.payload import (
     MAX_RECEIPT_RANGES,
@@ -111,6 +118,7 @@ from namazu.server.ingest.payload import (
     parse_topic,
     read_envelope,
 )
+from namazu.server.store import digests
 from namazu.server.store.influx import (
     InfluxAuthError,
     InfluxClient,
@@ -122,7 +130,7 @@ from namazu.server.store.influx import (
     prefixed_float_lines,
     series_prefix,
 )
-from namazu.server.store.state import DataHealth, init_db, session_scope
+from namazu.server.store.state import DataHealth, StateError, init_db, session_scope
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +152,8 @@ DEADLETTER_REASONS = (*REASONS, UNKNOWN_FARM, SEQ_CONFLICT, STORE_REFUSED, INTER
 EXIT_WORKER_DIED = 70
 #: Farm id of the data-health entries ingest keeps about its store ("_" cannot start one).
 STORE_HEALTH_FARM = "_ingest"
+#: How often the sequence ledger drops rows older than its retention [s].
+LEDGER_PRUNE_EVERY_S = 3600.0
 
 
 def activity_subscription(shared_group: str) -> Subscription:
@@ -291,6 +301,10 @@ class SequenceBook:
     """What this worker saw under each (farm, gateway, boot_id, seq): the digest of the
     values, for the most recent ``max_entries`` messages (least recently seen dropped).
 
+    A digest is *confirmed* once the shared sequence ledger has said it is the first
+    (``remember``); only a confirmed digest makes another one a conflict here, so the
+    book is a fast path in front of the ledger and never overrules it.
+
     It also counts gaps and replays per (farm, gateway, boot_id): a new ``boot_id``
     starts a new numbering, so a gateway that lost its spool and counts from 1 again is
     not taken for a replay.
@@ -298,18 +312,23 @@ class SequenceBook:
 
     def __init__(self, max_entries: int = 200_000):
         self.max_entries = max_entries
-        self._digests: OrderedDict[tuple[str, str, str | None, int], bytes] = OrderedDict()
+        self._digests: OrderedDict[tuple[str, str, str | None, int], tuple[bytes, bool]] = (
+            OrderedDict()
+        )
         self._last: dict[tuple[str, str, str | None], int] = {}
 
     def check(self, farm: str, gateway: str, boot_id: str | None, seq: int, digest: bytes) -> str:
         """``"new"``, ``"gap"`` (new, after missing numbers), ``"replay"`` (seen with the
-        same values) or ``"conflict"`` (seen with other values; the first stays)."""
+        same values), ``"conflict"`` (seen with other values, confirmed as the first) or
+        ``"unsure"`` (seen with other values not yet confirmed: the ledger decides)."""
         key = (farm, gateway, boot_id, seq)
         known = self._digests.get(key)
         if known is not None:
             self._digests.move_to_end(key)
-            return "replay" if known == digest else "conflict"
-        self._digests[key] = digest
+            if known[0] == digest:
+                return "replay"
+            return "conflict" if known[1] else "unsure"
+        self._digests[key] = (digest, False)
         if len(self._digests) > self.max_entries:
             self._digests.popitem(last=False)
         epoch = (farm, gateway, boot_id)
@@ -320,6 +339,15 @@ class SequenceBook:
         if last is not None and seq > last + 1:
             return "gap"
         return "new"
+
+    def remember(
+        self, farm: str, gateway: str, boot_id: str | None, seq: int, digest: bytes
+    ) -> None:
+        """Keep ``digest`` as the confirmed first values of the message (what the shared
+        ledger holds), replacing what this worker saw."""
+        key = (farm, gateway, boot_id, seq)
+        if key in self._digests:
+            self._digests[key] = (digest, True)
 
 
 class StoreHealth:
@@ -369,6 +397,7 @@ class _Pending:
     message: InboundMessage
     envelope: Envelope | None
     parts: int = 1
+    has_points: bool = True
 
 
 def _is_status(message: InboundMessage) -> bool:
@@ -381,16 +410,26 @@ class _Batch:
     pendings: list[_Pending] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
     points: list[int] = field(default_factory=list)
+    ledger: list[tuple[digests.DigestKey, bytes] | None] = field(default_factory=list)
     activity_points: int = 0
     started: float = 0.0
 
-    def add(self, pending: _Pending, lines: list[str], activity_points: int) -> None:
+    def add(
+        self,
+        pending: _Pending,
+        lines: list[str],
+        activity_points: int,
+        ledger: tuple[digests.DigestKey, bytes] | None = None,
+    ) -> None:
+        """Add one message's points; ``ledger``: its key and digest in the sequence
+        ledger (activity messages), recorded before the points are written."""
         if not self.pendings:
             self.started = time.monotonic()
         self.lines += lines
         self.pendings.append(pending)
         self.sizes.append(len(lines))
         self.points.append(activity_points)
+        self.ledger.append(ledger)
         self.activity_points += activity_points
 
     def __len__(self) -> int:
@@ -455,6 +494,14 @@ class IngestService:
         self._deadletter_lock = threading.Lock()
         self._influx_reach = Reachability(log, "InfluxDB", influx.url)
         self._sequences = SequenceBook()
+        self._ledger_engine: Any = None
+        self._ledger_retention_s = cfg.seq_ledger_retention_days * 86_400.0
+        self._ledger_pruned_at: float | None = None
+        self._ledger_reach = Reachability(
+            log,
+            "the state store (sequence ledger)",
+            _safe_url(config.state.url),
+        )
         self._receipts: defaultdict[tuple[str, str, str | None], set[int]] = defaultdict(set)
         self._store_blocked: str | None = None
         self._store_blocked_since = 0.0
@@ -505,8 +552,12 @@ class IngestService:
         part) and ``rejected_by_reason``, ``animals_rejected`` by reason (animals refused
         inside partly stored messages), ``acked``, ``ack_skipped`` (arrived on an earlier
         connection; its redelivered copy is acknowledged instead), ``seq_gaps``,
-        ``seq_replays``, ``seq_conflicts``. Status messages: ``status_received``,
-        ``status_points``, ``status_acked``. Also ``write_retries``, ``store_blocked``
+        ``seq_replays``, ``seq_conflicts`` (by this worker's book or the shared ledger;
+        ``seq_conflicts_shared``: those only the ledger caught),
+        ``ledger_retries`` (sequence-ledger checks retried while the state store
+        failed), ``ledger_pruned`` (ledger rows dropped past retention). Status
+        messages: ``status_received``, ``status_points``, ``status_acked``. Also
+        ``write_retries``, ``store_blocked``
         (the cause while InfluxDB refuses every write, else None), ``receipts``
         (published), ``pending`` (queued, not yet taken by the writer), ``connected``
         and ``failed`` (the exception type that killed a worker thread, else None)."""
@@ -526,6 +577,9 @@ class IngestService:
                     "seq_gaps",
                     "seq_replays",
                     "seq_conflicts",
+                    "seq_conflicts_shared",
+                    "ledger_retries",
+                    "ledger_pruned",
                     "write_retries",
                     "receipts",
                 )
@@ -660,17 +714,14 @@ class IngestService:
         decoded = decode_activity_message(
             message.topic, document, message.received_ms, self._max_future_ms, self._max_age_ms
         )
+        digest = activity_digest(document)
         verdict = self._sequences.check(
-            decoded.farm, decoded.gateway, decoded.boot_id, decoded.seq, activity_digest(document)
+            decoded.farm, decoded.gateway, decoded.boot_id, decoded.seq, digest
         )
         if verdict == "conflict":
             self._count("seq_conflicts")
             metrics.INGEST_SEQ_CONFLICTS.inc()
-            raise PayloadError(
-                SEQ_CONFLICT,
-                f"seq {decoded.seq} of {decoded.farm}/{decoded.gateway} (boot_id "
-                f"{decoded.boot_id}) was received before with other values; the first is kept",
-            )
+            raise PayloadError(SEQ_CONFLICT, _conflict_detail(decoded))
         if verdict == "replay":
             self._count("seq_replays")
         elif verdict == "gap":
@@ -685,10 +736,10 @@ class IngestService:
         if decoded.rejected:
             pending.parts += 1
             self._dead_letter_animals(pending, decoded)
-        if decoded.batch is not None:
-            batch.add(pending, lines, points)
-        else:
-            self._part_done(pending)  # nothing to write: only the dead letter is left
+        # Even a message with nothing to write enters the ledger: its values came first.
+        pending.has_points = decoded.batch is not None
+        key = (decoded.farm, decoded.gateway, decoded.boot_id or "", decoded.seq)
+        batch.add(pending, lines, points, (key, digest))
 
     def _dead_letter_animals(self, pending: _Pending, decoded: ActivityMessage) -> None:
         first = decoded.rejected[0]
@@ -844,6 +895,10 @@ class IngestService:
     def _flush(self, batch: _Batch, give_up_after_s: float | None = None) -> None:
         started = time.monotonic()
         try:
+            batch = self._without_conflicts(batch, started, give_up_after_s)
+            if not batch.lines:
+                self._written(batch.pendings, 0)
+                return
             refused = self._write(batch.lines, started, give_up_after_s)
             if refused is not None:
                 # InfluxDB refused some points: find them, message by message.
@@ -857,6 +912,90 @@ class IngestService:
         except _GivingUp:
             return  # stopping while InfluxDB refuses: nothing acknowledged
         self._written(batch.pendings, batch.activity_points)
+
+    def _without_conflicts(
+        self, batch: _Batch, started: float, give_up_after_s: float | None
+    ) -> _Batch:
+        """Record the batch's activity messages in the sequence ledger; dead-letter those
+        whose sequence number the ledger holds with other values (``seq_conflict``) and
+        return the rest. Retries while the state store fails (nothing is acknowledged
+        meanwhile); raises _GivingUp when the service stops meanwhile."""
+        entries = [entry for entry in batch.ledger if entry is not None]
+        if not entries:
+            return batch
+        kept = self._claim_digests(entries, started, give_up_after_s)
+        for (farm, gateway, boot_id, seq), digest in kept.items():
+            self._sequences.remember(farm, gateway, boot_id or None, seq, digest)
+        clean = _Batch()
+        offset = 0
+        parts = zip(batch.pendings, batch.sizes, batch.points, batch.ledger, strict=True)
+        for pending, size, points, entry in parts:
+            lines = batch.lines[offset : offset + size]
+            offset += size
+            if entry is None or kept.get(entry[0], entry[1]) == entry[1]:
+                clean.add(pending, lines, points, entry)
+                continue
+            self._count("seq_conflicts")
+            self._count("seq_conflicts_shared")
+            metrics.INGEST_SEQ_CONFLICTS.inc()
+            envelope = pending.envelope
+            self._dead_letter(
+                pending,
+                SEQ_CONFLICT,
+                _conflict_detail(envelope) + " (by another worker or before a restart)",
+            )
+        clean.started = batch.started
+        return clean
+
+    def _claim_digests(
+        self,
+        entries: list[tuple[digests.DigestKey, bytes]],
+        started: float,
+        give_up_after_s: float | None,
+    ) -> dict[digests.DigestKey, bytes]:
+        """``digests.claim`` with retries and backoff while the state store fails, then
+        a prune of old rows when one is due."""
+        delay_s = 0.05
+        while True:
+            try:
+                if self._ledger_engine is None:
+                    self._ledger_engine = init_db(self.config.state.url)
+                kept = digests.claim(self._ledger_engine, entries, datetime.now(UTC))
+                break
+            except (SQLAlchemyError, StateError) as exc:
+                self._ledger_reach.failed(
+                    exc, delay_s, f"{len(entries)} messages waiting, unacknowledged"
+                )
+            self._count("ledger_retries")
+            watchdog.beat("ingest-writer")  # alive, waiting for the state store
+            if self._stop.is_set() and (
+                give_up_after_s is None or time.monotonic() - started > give_up_after_s
+            ):
+                raise _GivingUp
+            self._ack_delivered_deadletters()
+            self._stop.wait(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
+        self._ledger_reach.reached()
+        now = time.monotonic()
+        if self._ledger_pruned_at is None or now - self._ledger_pruned_at >= LEDGER_PRUNE_EVERY_S:
+            self._ledger_pruned_at = now
+            self.prune_ledger()
+        return kept
+
+    def prune_ledger(self, now: datetime | None = None) -> int:
+        """Drop sequence-ledger rows first seen more than ``ingest.seq_ledger_retention_days``
+        before ``now`` (default: the current time); returns how many went. Failures are
+        logged and retried at the next prune."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self._ledger_retention_s)
+        try:
+            if self._ledger_engine is None:
+                self._ledger_engine = init_db(self.config.state.url)
+            pruned = digests.prune(self._ledger_engine, cutoff)
+        except (SQLAlchemyError, StateError) as exc:
+            log.warning("sequence ledger not pruned", extra={"error": str(exc)[:300]})
+            return 0
+        self._count("ledger_pruned", pruned)
+        return pruned
 
     def _write_message(
         self,
@@ -904,7 +1043,7 @@ class IngestService:
     def _written(self, pendings: list[_Pending], activity_points: int) -> None:
         for pending in pendings:
             self._part_done(pending)
-        activity = sum(not _is_status(p.message) for p in pendings)
+        activity = sum(p.has_points and not _is_status(p.message) for p in pendings)
         self._count("written_points", activity_points)
         self._count("written_messages", activity)
         metrics.INGEST_POINTS_WRITTEN.inc(activity_points)
@@ -994,6 +1133,24 @@ class IngestService:
             )
         self._store_blocked = None
         self._store_health.set("ok")
+
+
+def _conflict_detail(message: ActivityMessage | Envelope | None) -> str:
+    """The dead-letter detail of a ``seq_conflict``."""
+    if message is None:
+        return "sequence number received before with other values; the first is kept"
+    return (
+        f"seq {message.seq} of {message.farm}/{message.gateway} (boot_id "
+        f"{message.boot_id}) was received before with other values; the first is kept"
+    )
+
+
+def _safe_url(url: str) -> str:
+    """A SQLAlchemy URL with its password masked (for log lines)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for a log line
+        return "state.url"
 
 
 def _safe_text(exc: BaseException, limit: int = 200) -> str:

@@ -17,6 +17,7 @@ A change to the models needs a revision beside them::
 from __future__ import annotations
 
 import argparse
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -33,6 +34,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 #: Key of the PostgreSQL advisory lock held while the schema is migrated.
 MIGRATION_LOCK_KEY = 0x4E414D41  # "NAMA"
+#: Alembic's command context is module-global: one upgrade at a time per process (two
+#: ingest workers of one process open the store at once).
+_UPGRADE_LOCK = threading.Lock()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -65,7 +69,7 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     with engine.connect() as connection:
         if revision == "head" and current_revision(connection) == head_revision():
             return head_revision()
-    with engine.begin() as connection:
+    with _UPGRADE_LOCK, engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(
                 sql_text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}

@@ -57,6 +57,7 @@ __all__ = [
     "Checkpoint",
     "DataHealth",
     "DeadLetter",
+    "MessageDigest",
     "OutboxMail",
     "QuakeRevision",
     "StateError",
@@ -436,6 +437,29 @@ class DeadLetter(Base):
     count: Mapped[int] = mapped_column(Integer, default=1)
     replays: Mapped[int] = mapped_column(Integer, default=0)
     replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class MessageDigest(Base):
+    """The digest of the values first received under one activity sequence number, so
+    that every ingest worker, before and after a restart, tells an identical re-send
+    (silent) from a conflicting one (dead-lettered ``seq_conflict``).
+
+    boot_id : the gateway's numbering epoch ("" for a gateway that sends none).
+    digest : 16-byte BLAKE2b of the message's ``animals`` (see
+        ``namazu.server.ingest.service.activity_digest``).
+    first_seen : when the first copy was recorded [UTC]; rows older than
+        ``ingest.seq_ledger_retention_days`` are pruned.
+    """
+
+    __tablename__ = "message_digests"
+    __table_args__ = (Index("ix_message_digests_first_seen", "first_seen"),)
+
+    farm: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(64), primary_key=True)
+    boot_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(16))
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -493,11 +493,12 @@ def fuzz_live_ingest(stack: Any, database: str, n: int, seed: int = 16) -> dict[
             expected[(body, exc.reason)] += 1
             continue
         digest = activity_digest(document)
-        if sequences.check(message.farm, message.gateway, message.boot_id, message.seq, digest) == (
-            "conflict"
-        ):
+        identity = (message.farm, message.gateway, message.boot_id, message.seq)
+        if sequences.check(*identity, digest) == "conflict":
             expected[(body, SEQ_CONFLICT)] += 1
-        elif message.rejected:  # the invalid animals' dead letter names the first reason
+            continue
+        sequences.remember(*identity, digest)  # the first values of a number are kept
+        if message.rejected:  # the invalid animals' dead letter names the first reason
             expected[(body, message.rejected[0].reason)] += 1
     tag = uuid.uuid4().hex[:8]
     config = load_config(

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from namazu.server.ingest.service import IngestService
+from namazu.server.store import digests
 from namazu.server.store.influx import InfluxClient
 from namazu.server.store.state import MessageDigest, init_db, session_scope
 from tests.server.ingest_support import Publisher, make_config, now_ms, wait_for
@@ -48,9 +49,8 @@ def ledger_rows(state_url: str) -> int:
 
 
 def test_a_conflict_after_a_restart_is_dead_lettered_and_replays_stay_silent(
-    stack, influx, farm, tmp_path
+    stack, influx, farm, state_url
 ):
-    state_url = f"sqlite:///{tmp_path}/state.sqlite"
     letters = Publisher(stack.mqtt_port, subscribe=f"namazu/v1/deadletter/{farm}/#")
     pub = Publisher(stack.mqtt_port)
     topic = f"namazu/v1/{farm}/gw-r/activity"
@@ -93,9 +93,8 @@ def test_a_conflict_after_a_restart_is_dead_lettered_and_replays_stay_silent(
 
 
 def test_two_workers_sharing_the_store_catch_conflicts_at_the_other_worker(
-    stack, influx, farm, tmp_path
+    stack, influx, farm, state_url
 ):
-    state_url = f"sqlite:///{tmp_path}/state.sqlite"
     one = make_config(stack.mqtt_port, stack.influx_url, influx.database, state_url)
     group = {"shared_group": one.ingest.shared_group}
     two = make_config(stack.mqtt_port, stack.influx_url, influx.database, state_url, **group)
@@ -129,6 +128,21 @@ def test_two_workers_sharing_the_store_catch_conflicts_at_the_other_worker(
         for worker in workers:
             worker.stop(end_session=True)
         pub.close()
+
+
+def test_claim_keeps_the_first_digest_of_a_key_within_and_across_batches(state_url):
+    engine = init_db(state_url)
+    now = datetime.now(UTC)
+    a, b = ("f", "gw", "boot-a", 1), ("f", "gw", "", 2)
+    kept = digests.claim(engine, [(a, b"1" * 16), (b, b"2" * 16), (a, b"3" * 16)], now)
+    assert kept == {a: b"1" * 16, b: b"2" * 16}
+    again = digests.claim(engine, [(a, b"4" * 16), (b, b"2" * 16)], now + timedelta(days=1))
+    assert again == {a: b"1" * 16, b: b"2" * 16}
+    many = [(("f", "gw", "boot-b", seq), seq.to_bytes(16, "big")) for seq in range(4500)]
+    later = now + timedelta(hours=1)
+    assert digests.claim(engine, many, later) == dict(many)  # more than one chunk
+    assert digests.prune(engine, now + timedelta(seconds=1)) == 2
+    assert digests.prune(engine, later + timedelta(seconds=1)) == 4500
 
 
 def test_ledger_rows_older_than_the_retention_are_pruned(stack, influx, farm, tmp_path):

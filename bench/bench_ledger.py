@@ -75,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     per = 1e6 / len(messages)
     base = statistics.median(book_only) * per
     print(f"{len(messages):,} messages of 100 samples, batches of {args.batch}, SQLite")
-    print(f"  decode + book only        {base:8.1f} us/message")
+    print(f"  decode + book only{'':<18}{base:8.1f} us/message")
     for name, runs in (("+ ledger, new numbers", new), ("+ ledger, re-sent", resent)):
         value = statistics.median(runs) * per
-        print(f"  decode + book {name:<12}{value:8.1f} us/message ({value / base:.2f}x)")
+        print(f"  decode + book {name:<22}{value:8.1f} us/message ({value / base:.2f}x)")
     return 0
 
 

@@ -136,12 +136,14 @@ def test_claim_keeps_the_first_digest_of_a_key_within_and_across_batches(state_u
     a, b = ("f", "gw", "boot-a", 1), ("f", "gw", "", 2)
     kept = digests.claim(engine, [(a, b"1" * 16), (b, b"2" * 16), (a, b"3" * 16)], now)
     assert kept == {a: b"1" * 16, b: b"2" * 16}
-    again = digests.claim(engine, [(a, b"4" * 16), (b, b"2" * 16)], now + timedelta(days=1))
-    assert again == {a: b"1" * 16, b: b"2" * 16}
+    c = ("f", "gw", "boot-a", 3)
+    mixed = [(a, b"4" * 16), (b, b"2" * 16), (c, b"5" * 16)]
+    again = digests.claim(engine, mixed, now)
+    assert again == {a: b"1" * 16, b: b"2" * 16, c: b"5" * 16}
     many = [(("f", "gw", "boot-b", seq), seq.to_bytes(16, "big")) for seq in range(4500)]
     later = now + timedelta(hours=1)
     assert digests.claim(engine, many, later) == dict(many)  # more than one chunk
-    assert digests.prune(engine, now + timedelta(seconds=1)) == 2
+    assert digests.prune(engine, now + timedelta(seconds=1)) == 3
     assert digests.prune(engine, later + timedelta(seconds=1)) == 4500
 
 

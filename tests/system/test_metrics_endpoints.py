@@ -5,6 +5,7 @@ queued mails per farm."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as paho
@@ -41,8 +42,15 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
 
 def test_running_ingest_serves_received_written_rejected_and_spool_depth(stack, influx, tmp_path):
     port = free_port()
+    # A group of its own: earlier tests on the shared broker may leave offline persistent
+    # members in the default group, which Mosquitto would hand a share of these messages.
     worker = IngestWorker(
-        stack, influx.database, "metrics-ingest", tmp_path / "ingest.log", metrics_port=port
+        stack,
+        influx.database,
+        "metrics-ingest",
+        tmp_path / "ingest.log",
+        metrics_port=port,
+        shared_group=f"metrics-{uuid.uuid4().hex[:8]}",
     ).start()
     herd = Herd(FARM, GATEWAY, {"cow": 2, "dog": 1}, seed=3, resolution_s=60)
     end = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)

@@ -478,10 +478,27 @@ class InfluxClient:
         SELECT INTO) and very long reads by POST. ``params`` are bound parameters
         (``$name`` in the statement), which avoids building InfluxQL from user input.
         """
-        data = {"q": statement, "db": self.database, "epoch": epoch}
+        payload = self._send_query(statement, _is_read(statement), epoch, params)
+        series: list[dict[str, Any]] = []
+        for result in payload.get("results", []):
+            if "error" in result:
+                raise InfluxQueryError(f"{statement[:200]!r}: {result['error']}")
+            series.extend(result.get("series", []))
+        return series
+
+    def _send_query(
+        self, q: str, read: bool, epoch: str, params: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """Send InfluxQL ``q`` (one or several statements) and return the decoded answer.
+
+        Reads go by GET while the request is short enough, everything else by POST.
+        Raises InfluxUnavailable on 5xx and InfluxQueryError on an answer that is not a
+        JSON object or that reports an error for the whole request.
+        """
+        data = {"q": q, "db": self.database, "epoch": epoch}
         if params:
             data["params"] = json.dumps(dict(params))
-        if _is_read(statement) and len(statement) + len(data.get("params", "")) < _GET_LIMIT:
+        if read and len(q) + len(data.get("params", "")) < _GET_LIMIT:
             response = self._request("GET", "/query", params=data)
         else:
             response = self._request("POST", "/query", data=data)
@@ -490,20 +507,13 @@ class InfluxClient:
         try:
             payload = response.json()
         except ValueError as exc:
-            raise InfluxQueryError(
-                f"{statement[:200]!r}: not JSON ({response.text[:200]})"
-            ) from exc
+            raise InfluxQueryError(f"{q[:200]!r}: not JSON ({response.text[:200]})") from exc
         if not isinstance(payload, dict):
-            raise InfluxQueryError(f"{statement[:200]!r}: unexpected answer {payload!r:.200}")
+            raise InfluxQueryError(f"{q[:200]!r}: unexpected answer {payload!r:.200}")
         if "error" in payload or "message" in payload and "results" not in payload:
             error = payload.get("error") or payload.get("message")
-            raise InfluxQueryError(f"{statement[:200]!r}: {error}")
-        series: list[dict[str, Any]] = []
-        for result in payload.get("results", []):
-            if "error" in result:
-                raise InfluxQueryError(f"{statement[:200]!r}: {result['error']}")
-            series.extend(result.get("series", []))
-        return series
+            raise InfluxQueryError(f"{q[:200]!r}: {error}")
+        return payload
 
     def query_frame(self, statement: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Run a SELECT and return one DataFrame: a UTC ``time`` column, the tags
@@ -515,22 +525,11 @@ class InfluxClient:
     ) -> list[pd.DataFrame]:
         """Run several SELECTs in one request (one round trip) and return one DataFrame
         per statement, as ``query_frame`` would; ``params`` are shared by all."""
-        data = {"q": ";".join(statements), "db": self.database, "epoch": "ms"}
-        if params:
-            data["params"] = json.dumps(dict(params))
+        joined = ";".join(statements)
         reads = all(_is_read(statement) for statement in statements)
-        if reads and len(data["q"]) + len(data.get("params", "")) < _GET_LIMIT:
-            response = self._request("GET", "/query", params=data)
-        else:
-            response = self._request("POST", "/query", data=data)
-        if response.status_code >= 500:
-            raise InfluxUnavailable(f"InfluxDB query HTTP {response.status_code}")
-        try:
-            payload = response.json()
-        except ValueError as exc:
-            raise InfluxQueryError(f"not JSON ({response.text[:200]})") from exc
-        if not isinstance(payload, dict) or "results" not in payload:
-            raise InfluxQueryError(f"{data['q'][:200]!r}: unexpected answer {payload!r:.200}")
+        payload = self._send_query(joined, reads, "ms", params)
+        if "results" not in payload:
+            raise InfluxQueryError(f"{joined[:200]!r}: unexpected answer {payload!r:.200}")
         results = payload["results"]
         frames = []
         for k in range(len(statements)):

@@ -967,14 +967,7 @@ class IngestService:
                     exc, delay_s, f"{len(entries)} messages waiting, unacknowledged"
                 )
             self._count("ledger_retries")
-            watchdog.beat("ingest-writer")  # alive, waiting for the state store
-            if self._stop.is_set() and (
-                give_up_after_s is None or time.monotonic() - started > give_up_after_s
-            ):
-                raise _GivingUp
-            self._ack_delivered_deadletters()
-            self._stop.wait(delay_s)
-            delay_s = min(delay_s * 2, 5.0)
+            delay_s = self._pause_before_retry(started, give_up_after_s, delay_s)
         self._ledger_reach.reached()
         now = time.monotonic()
         if self._ledger_pruned_at is None or now - self._ledger_pruned_at >= LEDGER_PRUNE_EVERY_S:
@@ -1082,14 +1075,26 @@ class IngestService:
                 self._store_ok()
                 return None
             self._count("write_retries")
-            watchdog.beat("ingest-writer")  # alive, waiting for InfluxDB
-            if self._stop.is_set() and (
-                give_up_after_s is None or time.monotonic() - started > give_up_after_s
-            ):
-                raise _GivingUp
-            self._ack_delivered_deadletters()
-            self._stop.wait(delay_s)
-            delay_s = min(delay_s * 2, 5.0)
+            delay_s = self._pause_before_retry(started, give_up_after_s, delay_s)
+
+    def _pause_before_retry(
+        self, started: float, give_up_after_s: float | None, delay_s: float
+    ) -> float:
+        """Wait ``delay_s`` [s] before the writer retries a blocked batch (InfluxDB or the
+        sequence ledger) and return the next delay (doubled, at most 5 s).
+
+        The writer stays alive for the watchdog and keeps acknowledging delivered dead
+        letters while it waits; once stopping, it gives up (``_GivingUp``) after
+        ``give_up_after_s`` [s] since ``started`` (``time.monotonic``), or at once when None.
+        """
+        watchdog.beat("ingest-writer")  # alive, waiting for the store
+        if self._stop.is_set() and (
+            give_up_after_s is None or time.monotonic() - started > give_up_after_s
+        ):
+            raise _GivingUp
+        self._ack_delivered_deadletters()
+        self._stop.wait(delay_s)
+        return min(delay_s * 2, 5.0)
 
     def _store_failing(self, exc: InfluxError, retry_in_s: float, points: int) -> None:
         """A write failed for a reason that is not the data's. An unreachable or failing

@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.bench_timeline import ANIMAL, END, FARM, write_animal_days
 from bench.common import PeakRss, format_table, machine_info, result
 from namazu.server.launch.stack import Stack, free_port, port_open
-from namazu.server.store.influx import InfluxClient, float_series_lines
+from namazu.server.store.influx import InfluxClient
 from namazu.server.store.state import init_db, session_scope
 from namazu.server.web.auth import create_user, issue_token
 
@@ -49,38 +50,6 @@ MEMORY_BOUND_MIB = 400.0
 #: ... and of its growth over the same processes at rest, measured in the same run [MiB].
 GROWTH_BOUND_MIB = 100.0
 LIGHT_TARGET_MS = 100.0
-FARM, ANIMAL = "bench-farm", "cow-001"
-END = pd.Timestamp("2025-01-01T00:00:00Z")
-
-
-def _write(client: InfluxClient, days: int) -> int:
-    """One animal's activity and baseline rows over ``days`` days; returns samples."""
-    index = pd.date_range(END - pd.Timedelta(days=days), END, freq="1min", inclusive="left")
-    minutes = np.arange(index.size) % 1440
-    rng = np.random.default_rng(11)
-    daily = 0.1 + 0.05 * (1 + np.sin(2 * np.pi * minutes / 1440))
-    odba = daily + rng.gamma(2.0, 0.01, index.size)
-    t_ms = index.as_unit("ms").asi8
-    for k in range(0, index.size, 100_000):
-        part = slice(k, k + 100_000)
-        client.write_lines(
-            float_series_lines(
-                "activity",
-                {"farm": FARM, "gateway": "gw-1", "animal": ANIMAL, "species": "cow"},
-                {"odba": odba[part], "vedba": odba[part] * 0.8},
-                t_ms[part],
-            )
-        )
-        client.write_lines(
-            float_series_lines(
-                "baseline",
-                {"farm": FARM, "series": ANIMAL},
-                {"baseline": daily[part] + 0.02, "threshold": (daily[part] + 0.02) * 2.4,
-                 "value": odba[part]},
-                t_ms[part],
-            )
-        )  # fmt: skip
-    return int(index.size)
 
 
 def _heavy_paths(days: int) -> list[str]:
@@ -199,7 +168,7 @@ def run(quick: bool = False, workers: int = 1) -> list[dict]:
         try:
             influx = InfluxClient(stack.influx_url, "bench_load")
             influx.create_database()
-            samples = _write(influx, days)
+            samples = write_animal_days(influx, days, seed=11)
             engine = init_db(f"sqlite:///{directory / 'state.sqlite'}")
             with session_scope(engine) as db:
                 tokens = [

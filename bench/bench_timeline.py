@@ -48,11 +48,12 @@ FARM, ANIMAL = "bench-farm", "cow-001"
 END = pd.Timestamp("2025-01-01T00:00:00Z")
 
 
-def _write_year(client: InfluxClient, days: int) -> int:
-    """One animal's activity and baseline rows over ``days`` days; returns samples."""
+def write_animal_days(client: InfluxClient, days: int, seed: int = 7) -> int:
+    """One animal's 1-min activity and baseline rows over the ``days`` days before
+    ``END``; returns the number of samples. ``seed`` seeds the activity noise."""
     index = pd.date_range(END - pd.Timedelta(days=days), END, freq="1min", inclusive="left")
     minutes = np.arange(index.size) % 1440
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(seed)
     odba = 0.1 + 0.05 * (1 + np.sin(2 * np.pi * minutes / 1440)) + rng.gamma(2.0, 0.01, index.size)
     baseline = 0.1 + 0.05 * (1 + np.sin(2 * np.pi * minutes / 1440)) + 0.02
     t_ms = index.as_unit("ms").asi8
@@ -118,7 +119,7 @@ def run(quick: bool = False, runs: int = 30) -> list[dict[str, Any]]:
             client.create_database()
             client.query(ROLLUP_POLICY_DDL)
             started = time.perf_counter()
-            samples = _write_year(client, days_written)
+            samples = write_animal_days(client, days_written)
             print(f"wrote {samples:,} samples x 2 measurements in "
                   f"{time.perf_counter() - started:.1f} s", file=sys.stderr)  # fmt: skip
             state_url = f"sqlite:///{tmp}/state.sqlite"

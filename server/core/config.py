@@ -30,6 +30,10 @@ from namazu.analytics.params import EvaluationParams, RuleParams
 
 ENV_PREFIX = "NAMAZU_"
 
+#: Name of the [influx] instance among the InfluxDB instances (reserved).
+DEFAULT_INFLUX_INSTANCE = "default"
+_INSTANCE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names the key and the reason."""
@@ -180,6 +184,11 @@ class FarmConfig(_Section):
     latitude: float = Field(..., ge=-90, le=90, description="farm latitude [deg N]")
     longitude: float = Field(..., ge=-180, le=180, description="farm longitude [deg E]")
     timezone: str = Field("UTC", description="IANA zone for display and local-time input")
+    influx_instance: str | None = Field(
+        None,
+        description="name of the [influx_instances.NAME] holding this farm's data; "
+        f"unset or {DEFAULT_INFLUX_INSTANCE!r} = the default [influx]",
+    )
 
 
 class SchedulerConfig(_Section):
@@ -352,6 +361,11 @@ class NamazuConfig(_Section):
     stack: StackConfig = StackConfig()
     mqtt: MqttConfig = MqttConfig()
     influx: InfluxConfig = InfluxConfig()
+    influx_instances: dict[str, InfluxConfig] = Field(
+        default_factory=dict,
+        description="further InfluxDB instances by name, each with the keys of [influx]; "
+        "a farm is stored in one when its influx_instance names it",
+    )
     ingest: IngestConfig = IngestConfig()
     bridge: BridgeConfig = BridgeConfig()
     farms: list[FarmConfig] = Field(
@@ -368,6 +382,43 @@ class NamazuConfig(_Section):
     mail: MailConfig = MailConfig()
     web: WebConfig = WebConfig()
     state: StateConfig = StateConfig()
+
+    @field_validator("influx_instances")
+    @classmethod
+    def _check_instance_names(cls, value: dict[str, InfluxConfig]) -> dict[str, InfluxConfig]:
+        for name in value:
+            if name == DEFAULT_INFLUX_INSTANCE or not _INSTANCE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"instance name {name!r}: use lower-case letters, digits and _ "
+                    f"(starting with a letter), other than {DEFAULT_INFLUX_INSTANCE!r}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _farms_name_known_instances(self) -> NamazuConfig:
+        known_names = self.influx_configs()
+        for farm in self.farms:
+            if farm.influx_instance is None or farm.influx_instance in known_names:
+                continue
+            known = ", ".join(known_names)
+            raise ValueError(
+                f"farms: farm {farm.id!r} names unknown influx_instance "
+                f"{farm.influx_instance!r}; known instances: {known}"
+            )
+        return self
+
+    def influx_instance_of(self, farm_id: str) -> str:
+        """Name of the InfluxDB instance holding ``farm_id`` (``"default"`` for [influx],
+        also for farms not listed under [[farms]])."""
+        for farm in self.farms:
+            if farm.id == farm_id:
+                return farm.influx_instance or DEFAULT_INFLUX_INSTANCE
+        return DEFAULT_INFLUX_INSTANCE
+
+    def influx_configs(self) -> dict[str, InfluxConfig]:
+        """Every InfluxDB instance by name: ``"default"`` ([influx]) first, then
+        [influx_instances.NAME] in file order."""
+        return {DEFAULT_INFLUX_INSTANCE: self.influx, **self.influx_instances}
 
     @field_validator("rule")
     @classmethod
@@ -458,8 +509,11 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in item["loc"])
         msg = item["msg"].removeprefix("Value error, ")
+        if not key:  # a check across sections: the message names its keys
+            parts.append(msg)
+            continue
         named = re.match(r"([a-z_]+): (.*)", msg, re.DOTALL)
         if named and item["loc"] in (("rule",), ("evaluation",)):
             key, msg = f"{key}.{named[1]}", named[2]
@@ -506,10 +560,12 @@ def main(argv: list[str]) -> int:
         return 2
     if not args.quiet:
         shown = config.model_dump(mode="json")
-        for section in ("mqtt", "influx", "mail", "web"):
+        sections = [shown.get(s, {}) for s in ("mqtt", "influx", "mail", "web")]
+        sections += shown.get("influx_instances", {}).values()
+        for section in sections:
             for key in ("password", "secret_key", "token"):
-                if shown.get(section, {}).get(key):
-                    shown[section][key] = "***"
+                if section.get(key):
+                    section[key] = "***"
         import json
 
         print(json.dumps(shown, indent=2))

@@ -30,6 +30,9 @@ from namazu.server.core.config import ENV_PREFIX, NamazuConfig
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md"
 
+#: Placeholder for the name of an entry of a named-table section (``influx_instances``).
+NAMED = "NAME"
+
 # Sections that are dicts validated against a parameter dataclass.
 PARAMETER_SECTIONS: dict[str, type] = {"rule": RuleParams, "evaluation": EvaluationParams}
 
@@ -104,6 +107,10 @@ def _default(info: FieldInfo) -> str:
             return "one demo farm"
         return _toml_value(value)
     return _toml_value(info.default)
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _env_name(path: list[str]) -> str:
@@ -192,6 +199,13 @@ def reference_entries() -> dict[str, tuple[str, list[ConfigKey]]]:
                 "(not settable from the environment)."
             )
             sections[name] = (intro, model_keys(item_model, [f"{name}[]"], env=False))
+        elif typing.get_origin(annotation) is dict and _is_model(typing.get_args(annotation)[1]):
+            item_model = typing.get_args(annotation)[1]
+            intro = (
+                f"{info.description}: one table `[{name}.NAME]` per instance; in the "
+                f"environment `{_env_name([name, 'NAME', 'KEY'])}` with NAME in capitals."
+            )
+            sections[name] = (intro, model_keys(item_model, [name, NAMED], env=True))
         elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
             intro = (annotation.__doc__ or "").strip()
             if not intro:
@@ -222,7 +236,9 @@ def render_markdown() -> str:
     out = [HEADER]
     for section, (intro, keys) in reference_entries().items():
         is_array = bool(keys) and keys[0].key.startswith(f"{section}[]")
-        out.append(f"## `[[{section}]]`" if is_array else f"## `[{section}]`")
+        is_named = bool(keys) and keys[0].key.startswith(f"{section}.{NAMED}.")
+        heading = f"[{section}.{NAMED}]" if is_named else f"[{section}]"
+        out.append(f"## `[{heading}]`" if is_array else f"## `{heading}`")
         out.append("")
         out.append(intro if intro.endswith(".") else intro + ".")
         out.append("")

@@ -36,6 +36,9 @@ def _model_field_paths() -> set[str]:
         elif typing.get_origin(annotation) is list:
             (model,) = typing.get_args(annotation)
             paths |= {f"{name}[].{key}" for key in model.model_fields}
+        elif typing.get_origin(annotation) is dict:
+            _, model = typing.get_args(annotation)
+            paths |= {f"{name}.NAME.{key}" for key in model.model_fields}
         else:
             paths |= {f"{name}.{key}" for key in annotation.model_fields}
     return paths
@@ -95,8 +98,15 @@ def _other_values(default: object) -> list[object]:
     return []
 
 
-def _key_value(config: NamazuConfig, section: str, key: str) -> object:
+def _key_value(config: NamazuConfig, dotted: str) -> object:
+    """The value of a documented key; a named table (``influx_instances.NAME``) is read
+    under the name ``north``, which the test's variables use."""
+    section, *named, key = dotted.replace(".NAME", ".north").split(".")
     holder = getattr(config, section)
+    for name in named:
+        if name not in holder:
+            return None
+        holder = holder[name]
     return holder.get(key) if isinstance(holder, dict) else getattr(holder, key)
 
 
@@ -109,15 +119,15 @@ def test_every_documented_environment_variable_sets_its_key():
         for item in keys:
             if not item.env or not item.default.startswith("`"):
                 continue
-            section, key = item.key.split(".")
             default = tomllib.loads(f"v = {item.default.strip('`')}")["v"]
             for candidate in _other_values(default):
                 literal = json.dumps(candidate)  # a TOML literal for bool, number, str
                 try:
-                    config = load_config(environ={item.env: literal})
+                    env = item.env.replace("__NAME__", "__NORTH__")
+                    config = load_config(environ={env: literal})
                 except ConfigError:
                     continue  # outside the key's allowed range: try the next one
-                value, before = (_key_value(c, section, key) for c in (config, defaults))
+                value, before = (_key_value(c, item.key) for c in (config, defaults))
                 assert str(value) == str(candidate), f"{item.env} did not set {item.key}"
                 assert str(value) != str(before)
                 checked += 1

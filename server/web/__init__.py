@@ -77,7 +77,7 @@ def create_app(config: NamazuConfig | dict[str, Any] | None = None) -> Flask:
     Returns the Flask app with its handles in ``app.extensions["namazu"]``.
     """
     from namazu.server.web import api, auth, lorawan, pages
-    from namazu.server.web.limits import HeavyGate, slot_dir
+    from namazu.server.web.limits import open_heavy_gate
     from namazu.server.web.proofs import ProofCache
 
     cfg = _resolve_config(config)
@@ -86,7 +86,10 @@ def create_app(config: NamazuConfig | dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(Path(__file__).resolve().parent / "instance"))
     secret = cfg.web.secret_key
     if not secret:
-        log.warning("web.secret_key is not set: sessions will not survive a restart")
+        log.warning(
+            "web.secret_key is not set: sessions will not survive a restart "
+            "and are not valid on another worker or replica"
+        )
         secret = secrets.token_urlsafe(48)
     app.config.update(
         SECRET_KEY=secret,
@@ -109,11 +112,7 @@ def create_app(config: NamazuConfig | dict[str, Any] | None = None) -> Flask:
         sessions=sessionmaker(bind=engine, expire_on_commit=False),
         login_policy=auth.LoginPolicy.from_config(cfg.web),
         device_cookies=auth.DeviceCookies(secret),
-        heavy_gate=HeavyGate(
-            cfg.web.heavy_global_limit,
-            cfg.web.heavy_per_user_limit,
-            slot_dir(cfg.web.runtime_dir, cfg.state.url, cfg.stack.data_dir),
-        ),
+        heavy_gate=open_heavy_gate(cfg.web, cfg.state.url, cfg.stack.data_dir),
         proofs=ProofCache(cfg.scheduler),
     )
     if cfg.web.trusted_proxy_hops:
@@ -185,6 +184,14 @@ def main(argv: list[str]) -> int:
     from namazu.server.web.serve import serve, share_metrics_between_workers
 
     workers = args.workers or cfg.web.workers
+    if workers > 1 and not cfg.web.secret_key:
+        print(
+            f"namazu web: web.secret_key is not set: {workers} workers would each sign "
+            "sessions with a random key of their own and log-ins would fail at random; "
+            "set it (NAMAZU_WEB__SECRET_KEY), the same on every replica",
+            file=sys.stderr,
+        )
+        return 2
     if workers > 1:
         share_metrics_between_workers()
     try:

@@ -2,23 +2,37 @@
 
 A heavy request holds one slot from the request's start until its response is built,
 or, when it is streamed (exports), until the last piece has been sent or the client went
-away. At most ``web.heavy_global_limit`` heavy requests run at once on one panel host,
-over all its gunicorn worker processes and threads, and at most
-``web.heavy_per_user_limit`` per user; one more is answered 429 with ``Retry-After``
-(the mean duration of this process's recent heavy requests, rounded up, 1–60 s), so a
-viewer cannot push the panel's memory up by opening many at once.
+away. At most ``web.heavy_global_limit`` heavy requests run at once over every panel
+process that shares the slots, and at most ``web.heavy_per_user_limit`` per user; one
+more is answered 429 with ``Retry-After`` (the mean duration of this process's recent
+heavy requests, rounded up, 1–60 s), so a viewer cannot push the panel's memory up by
+opening many at once.
 
-A slot is an exclusive ``flock`` on a lock file in the slot directory
-(``web.runtime_dir``): ``global-<k>.lock`` for k < the global limit and
-``user-<id>-<k>.lock`` for k < the per-user limit. Every attempt opens its own file
-description, so threads of one process exclude each other as processes do, and the
-kernel drops the lock when the file is closed or its process dies: a killed worker
-leaves no stale slot.
+Where the slots live follows ``state.url`` (``open_heavy_gate``):
+
+- PostgreSQL state store (``AdvisoryLockSlots``): a slot is a session-level advisory
+  lock, ``pg_try_advisory_lock(namespace, key)``, held on a connection of its own that
+  stays open for the request. Every panel process on every host that uses the same
+  database and schema shares the slots, so the limits hold across replicas. The server
+  drops the locks when that connection closes: a request that ends, a worker that is
+  killed, a host whose TCP connection the server's keepalive finds dead
+  (``tcp_keepalives_*`` set on the connection: about 60 s).
+- SQLite or any other store (``FileSlots``): a slot is an exclusive ``flock`` on a lock
+  file in the slot directory (``web.runtime_dir``), shared by the processes of one host.
+  Every attempt opens its own file description, so threads of one process exclude each
+  other as processes do, and the kernel drops the lock when the file is closed or its
+  process dies.
+
+Slot names: ``global-<k>`` for k < the global limit and ``user-<id>-<k>`` for k < the
+per-user limit (lock files of those names; advisory keys hashed from them). A request
+takes its user's slot first, then a global one, and gives the first back if the second
+is taken.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import math
 import os
 import threading
@@ -29,51 +43,170 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app, g, jsonify, render_template, request
+from sqlalchemy import Connection, create_engine
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 from werkzeug.wrappers import Response
 
 from namazu.server.core.config import ConfigError
 
 
-class HeavyGate:
-    """Slots for heavy requests: ``global_limit`` in all, ``per_user_limit`` per user,
-    shared by every process that opens a gate on the same ``slot_dir``.
+class FileSlots:
+    """Slots as ``flock``-ed lock files in ``directory``: shared by the processes of one
+    host. ``global_limit`` slots in all, ``per_user_limit`` per user [count]."""
 
-    ``try_acquire(user)`` returns a held slot (an opaque token) or None;
-    ``release(token, held_s)`` gives it back and records how long it was held (for
-    ``retry_after_s``).
-    """
-
-    def __init__(self, global_limit: int, per_user_limit: int, slot_dir: Path):
+    def __init__(self, global_limit: int, per_user_limit: int, directory: Path):
         self.global_limit = global_limit
         self.per_user_limit = per_user_limit
-        self.slot_dir = Path(slot_dir)
+        self.directory = Path(directory)
         try:
-            self.slot_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"web.runtime_dir {self.slot_dir}: cannot create: {exc}") from exc
-        self._lock = threading.Lock()
-        self._running = 0
-        self._mean_s = 5.0
+            raise ConfigError(f"web.runtime_dir {self.directory}: cannot create: {exc}") from exc
 
-    def try_acquire(self, user: Any) -> tuple[int, int] | None:
+    def take(self, user: Any) -> tuple[int, int] | None:
         """A per-user and a global slot (their file descriptors), or None if either is
         taken everywhere on this host."""
-        user_fd = self._first_free(f"user-{_file_safe(user)}", self.per_user_limit)
+        user_fd = self._first_free(f"user-{_name_safe(user)}", self.per_user_limit)
         if user_fd is None:
             return None
         global_fd = self._first_free("global", self.global_limit)
         if global_fd is None:
             os.close(user_fd)
             return None
-        with self._lock:
-            self._running += 1
         return user_fd, global_fd
 
-    def release(self, token: tuple[int, int], held_s: float) -> None:
-        """Free the slots of ``token``; ``held_s``: how long they were held [s]."""
+    def give_back(self, token: tuple[int, int]) -> None:
+        """Free the slots of ``token``."""
         for fd in token:
             os.close(fd)  # closing the only descriptor drops its flock
+
+    def _first_free(self, prefix: str, count: int) -> int | None:
+        for k in range(count):
+            fd = os.open(self.directory / f"{prefix}-{k}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        return None
+
+
+#: Server-side TCP keepalive of a slot's connection: a panel host that vanished without
+#: closing it (power loss, partition) loses its slots after about 30 + 10 × 3 = 60 s.
+#: (Ignored on Unix-domain sockets, where the server sees the close itself.)
+SLOT_KEEPALIVE_SQL = (
+    "SELECT set_config('tcp_keepalives_idle', '30', false), "
+    "set_config('tcp_keepalives_interval', '10', false), "
+    "set_config('tcp_keepalives_count', '3', false)"
+)
+
+
+class AdvisoryLockSlots:
+    """Slots as PostgreSQL session-level advisory locks, each request's on a connection
+    of its own: shared by every process on every host using ``url``'s database and
+    schema. ``global_limit`` slots in all, ``per_user_limit`` per user [count].
+
+    Keys are the two-integer form ``(namespace, key)``: the namespace is hashed from the
+    schema (two deployments in one database do not share slots) and kept apart from the
+    one-integer keys the store uses elsewhere; the key is hashed from the slot's name.
+    """
+
+    def __init__(self, global_limit: int, per_user_limit: int, url: str):
+        self.global_limit = global_limit
+        self.per_user_limit = per_user_limit
+        # No pool: closing a slot's connection really closes it, which is what frees
+        # the locks, and the store's own pool is not drained by long exports.
+        self.engine = create_engine(url, poolclass=NullPool)
+        with self.engine.connect() as connection:
+            schema = connection.scalar(sql_text("SELECT current_schema()"))
+        self.namespace = _key32("namazu.heavy", str(schema))
+
+    def take(self, user: Any) -> Connection | None:
+        """The connection holding a per-user and a global slot, or None if either is
+        taken by any process sharing the store."""
+        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            connection.execute(sql_text(SLOT_KEEPALIVE_SQL))
+            user_slot = f"user-{_name_safe(user)}"
+            if self._first_free(connection, user_slot, self.per_user_limit) and self._first_free(
+                connection, "global", self.global_limit
+            ):
+                return connection
+        except BaseException:
+            connection.close()
+            raise
+        connection.close()  # drops the user slot taken, if any
+        return None
+
+    def give_back(self, token: Connection) -> None:
+        """Free the slots of ``token`` (closing its connection drops its locks)."""
+        token.close()
+
+    def global_taken(self) -> int:
+        """Global slots held now by any process sharing the store [count]."""
+        keys = [_key32(f"global-{k}") for k in range(self.global_limit)]
+        with self.engine.connect() as connection:
+            return int(
+                connection.scalar(
+                    sql_text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                        "AND objsubid = 2 AND classid::int4 = :namespace "
+                        "AND objid::int4 = ANY(:keys) AND database = "
+                        "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                    ),
+                    {"namespace": self.namespace, "keys": keys},
+                )
+            )
+
+    def _first_free(self, connection: Connection, prefix: str, count: int) -> bool:
+        for k in range(count):
+            taken = connection.scalar(
+                sql_text("SELECT pg_try_advisory_lock(:namespace, :key)"),
+                {"namespace": self.namespace, "key": _key32(f"{prefix}-{k}")},
+            )
+            if taken:
+                return True
+        return False
+
+
+def _key32(*parts: str) -> int:
+    """A signed 32-bit key hashed from ``parts`` (PostgreSQL's int4)."""
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
+
+
+class HeavyGate:
+    """Slots for heavy requests, held in ``slots`` (``FileSlots`` or
+    ``AdvisoryLockSlots``).
+
+    ``try_acquire(user)`` returns a held slot (an opaque token) or None;
+    ``release(token, held_s)`` gives it back and records how long it was held (for
+    ``retry_after_s``).
+    """
+
+    def __init__(self, slots: FileSlots | AdvisoryLockSlots):
+        self.slots = slots
+        self._lock = threading.Lock()
+        self._running = 0
+        self._mean_s = 5.0
+
+    def try_acquire(self, user: Any) -> Any:
+        """A per-user and a global slot, or None if either is taken."""
+        token = self.slots.take(user)
+        if token is not None:
+            with self._lock:
+                self._running += 1
+        return token
+
+    def release(self, token: Any, held_s: float) -> None:
+        """Free the slots of ``token``; ``held_s``: how long they were held [s]."""
+        self.slots.give_back(token)
         with self._lock:
             self._running -= 1
             self._mean_s = 0.8 * self._mean_s + 0.2 * held_s
@@ -87,25 +220,28 @@ class HeavyGate:
         """Suggested wait before a retry [s]: the recent mean duration, 1–60."""
         return int(min(60, max(1, math.ceil(self._mean_s))))
 
-    def _first_free(self, prefix: str, count: int) -> int | None:
-        for k in range(count):
-            fd = os.open(self.slot_dir / f"{prefix}-{k}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            except BaseException:
-                os.close(fd)
-                raise
-            return fd
-        return None
 
-
-def _file_safe(user: Any) -> str:
-    """A user id as a file-name part (ids are integers; anything else is spelled out)."""
+def _name_safe(user: Any) -> str:
+    """A user id as a slot-name part (ids are integers; anything else is spelled out)."""
     text = "anonymous" if user is None else str(user)
     return "".join(c if c.isalnum() or c in "-_" else f"%{ord(c):02x}" for c in text)
+
+
+def open_heavy_gate(web: Any, state_url: str, data_dir: Path) -> HeavyGate:
+    """The panel's gate for ``web`` (the ``[web]`` settings): advisory locks when
+    ``state_url`` is PostgreSQL (shared by every host), else lock files in
+    ``slot_dir(...)`` (shared by the processes of this host)."""
+    if make_url(state_url).get_backend_name() == "postgresql":
+        slots: FileSlots | AdvisoryLockSlots = AdvisoryLockSlots(
+            web.heavy_global_limit, web.heavy_per_user_limit, state_url
+        )
+    else:
+        slots = FileSlots(
+            web.heavy_global_limit,
+            web.heavy_per_user_limit,
+            slot_dir(web.runtime_dir, state_url, data_dir),
+        )
+    return HeavyGate(slots)
 
 
 def slot_dir(runtime_dir: Path | None, state_url: str, data_dir: Path) -> Path:

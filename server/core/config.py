@@ -279,7 +279,11 @@ class WebConfig(_Section):
 
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(8000, ge=0, le=65535, description="listen port")
-    secret_key: str | None = Field(None, description="session key; NAMAZU_WEB__SECRET_KEY")
+    secret_key: str | None = Field(
+        None,
+        description="session key, the same on every replica; required with more than one "
+        "worker; NAMAZU_WEB__SECRET_KEY",
+    )
     secure_cookies: bool = Field(True, description="mark session cookies Secure")
     lorawan_registry: Path = Field(
         Path("var/lorawan/devices.toml"),
@@ -318,17 +322,19 @@ class WebConfig(_Section):
     heavy_global_limit: int = Field(
         2,
         ge=1,
-        description="exports and evaluations running at once on the panel host, over all "
-        "workers (about one per core)",
+        description="exports and evaluations running at once over all workers of the panel "
+        "host, or of all replicas with a PostgreSQL state store (about one per core)",
     )
     heavy_per_user_limit: int = Field(
-        1, ge=1, description="exports and evaluations running at once per user, over all workers"
+        1,
+        ge=1,
+        description="exports and evaluations running at once per user, over the same workers",
     )
     runtime_dir: Path | None = Field(
         None,
         description="directory of the heavy-request slot lock files, shared by the panel's "
-        "workers on one host (None = heavy-slots beside a SQLite state store, else "
-        "<stack.data_dir>/heavy-slots)",
+        "workers on one host, with a SQLite state store (PostgreSQL: advisory locks instead) "
+        "(None = heavy-slots beside a SQLite state store, else <stack.data_dir>/heavy-slots)",
     )
     evaluation_max_shifts: int = Field(
         500, ge=0, le=2000, description="cap on the evaluation's circular shifts [count]"

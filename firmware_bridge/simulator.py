@@ -412,6 +412,9 @@ class Herd:
     dropout_rate : fraction of samples lost (half single samples, half 15-min gaps) [-].
     clock_drift_ppm : collar clock drift bound [ppm]; collars resync at 00:00 UTC.
     tz_offset_h : farm local time minus UTC [h] (diurnal profiles are in local time).
+    profiles : species -> SpeciesProfile replacing ``SPECIES_PROFILES`` for this herd
+        (e.g. a profile without per-sample noise, for a ceiling measurement); None = the
+        standard profiles.
     """
 
     farm: str
@@ -423,6 +426,7 @@ class Herd:
     dropout_rate: float = 0.0
     clock_drift_ppm: float = 0.0
     tz_offset_h: float = 1.0
+    profiles: dict[str, SpeciesProfile] | None = None
     _ids: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -441,7 +445,8 @@ class Herd:
         )
         self._animals = animals
         self._ids = np.array([a[0] for a in animals], dtype=object)
-        profiles = [SPECIES_PROFILES[a[1]] for a in animals]
+        table = SPECIES_PROFILES | (self.profiles or {})
+        profiles = [table[a[1]] for a in animals]
 
         def vector(attr: str) -> np.ndarray:
             return np.array([getattr(pr, attr) for pr in profiles], dtype=np.float64)

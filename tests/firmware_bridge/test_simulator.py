@@ -150,3 +150,20 @@ def test_parse_episode_and_bad_input():
 def test_simulate_command_rejects_bad_episode(capsys):
     assert main(["--episode", "tomorrow,5", "--spool", "/nonexistent/x"]) == 2
     assert "episode" in capsys.readouterr().err
+
+
+def test_a_herd_can_replace_a_species_profile_for_itself_only():
+    from dataclasses import replace
+
+    quiet = replace(species_profile("cow"), noise_sigma=0.0, bout_odba_g=0.0)
+    counts = {"cow": 4}
+    smooth = Herd("f1", "gw-1", counts, seed=5, profiles={"cow": quiet})
+    noisy = Herd("f1", "gw-1", counts, seed=5)
+    end = DAY0 + timedelta(hours=6)
+    steps = {}
+    for name, h in (("smooth", smooth), ("noisy", noisy)):
+        frame = h.activity(DAY0, end).pivot(index="t_ms", columns="animal", values="odba")
+        steps[name] = np.abs(np.diff(np.log(frame.to_numpy()), axis=0)).mean()
+    # minute-to-minute changes: slow variation only vs the per-sample noise
+    assert steps["smooth"] < 0.05 < steps["noisy"]
+    assert SPECIES_PROFILES["cow"].noise_sigma > 0  # the shared table is untouched

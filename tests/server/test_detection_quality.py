@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import select
@@ -126,3 +127,16 @@ def test_a_short_calm_inside_a_surge_keeps_one_alarm(tmp_path, calm_min, alarms)
         last = max(herd_alarms, key=lambda a: a.start)
         assert last.end >= second + timedelta(minutes=30)  # the second surge is covered
         assert all(a.state == "closed" and a.close_reason == "calm" for a in herd_alarms)
+
+
+def test_the_ceiling_scenario_has_slow_variation_only_and_aligned_episodes():
+    scenario = quality.build_scenario(
+        "dog", herds=1, animals=3, calm_days=1, seed=2, cells=[(3.0, 60.0)], ceiling_grid_s=900
+    )
+    [episode] = scenario.episodes["dog-unrest-0"]
+    assert episode.start_ms % 900_000 == 0
+    raw = scenario.raw["dog-calm-0"]
+    per_animal = raw.pivot(index="t_ms", columns="animal", values="odba")
+    assert per_animal.notna().all().all()  # no dropout
+    step = np.abs(np.diff(np.log(per_animal.to_numpy()), axis=0))
+    assert step.mean() < 0.05  # no per-sample noise, no bouts

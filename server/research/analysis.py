@@ -142,7 +142,7 @@ def _read_bytes(path: Path, what: str) -> bytes:
         raise AnalysisError(f"{what} cannot be read: {path}: {exc.strerror}") from exc
 
 
-def _read_text(path: Path, what: str) -> str:
+def read_text_file(path: Path, what: str) -> str:
     try:
         return _read_bytes(path, what).decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -177,7 +177,7 @@ def _read_activity(
 ) -> pd.Series:
     if fmt == "csv":
         table = parse_activity_csv(
-            _read_text(path, "activity file"), columns=[column], timezone=timezone
+            read_text_file(path, "activity file"), columns=[column], timezone=timezone
         )
         return table[column]
     if fmt != "movebank":
@@ -326,7 +326,7 @@ def run_analysis(
         series = _read_activity(activity_path, activity_format, column, resolution, timezone)
         periods = None
         if periods_path is not None:
-            table = parse_periods_csv(_read_text(periods_path, "periods file"), timezone)
+            table = parse_periods_csv(read_text_file(periods_path, "periods file"), timezone)
             periods = period_intervals(table)
         steps.update()
         catalog = _read_catalog(catalog_path, catalog_format)
@@ -557,7 +557,7 @@ def verify_summary(summary_path: Path) -> list[str]:
     or the rerun fails.
     """
     try:
-        summary = json.loads(_read_text(summary_path, "summary file"))
+        summary = json.loads(read_text_file(summary_path, "summary file"))
         inputs, provenance = summary["inputs"], summary["provenance"]
         recorded_files = provenance["inputs"]
     except json.JSONDecodeError as exc:
@@ -893,7 +893,7 @@ def _logged_alarms_main(args: argparse.Namespace, farm: Any, evaluation: Any) ->
     return 0
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def format_value(value: Any, digits: int = 3) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -904,7 +904,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def _interval(pair: list[Any] | None) -> str:
     if not pair or pair[0] is None:
         return "n/a"
-    return f"{_fmt(pair[0])}-{_fmt(pair[1])}"
+    return f"{format_value(pair[0])}-{format_value(pair[1])}"
 
 
 def score_line(label: str, result: dict[str, Any]) -> str:
@@ -912,10 +912,11 @@ def score_line(label: str, result: dict[str, Any]) -> str:
     interval, both p-values (n/a = undefined, the reason is in summary.json)."""
     return (
         f"{label:<30} N {result['targets']:>3}  h {result['hits']:>3}  "
-        f"false alarms {result['false_alarms']:>4}  tau {_fmt(result['alarm_fraction'])}  "
+        f"false alarms {result['false_alarms']:>4}  tau {format_value(result['alarm_fraction'])}  "
         f"h/N CI {_interval(result.get('hit_rate_interval'))}  "
-        f"gain {_fmt(result['probability_gain'])} CI {_interval(result.get('gain_interval'))}  "
-        f"p_binom {_fmt(result['p_binomial'])}  p_shift {_fmt(result['p_shift'])}"
+        f"gain {format_value(result['probability_gain'])} "
+        f"CI {_interval(result.get('gain_interval'))}  "
+        f"p_binom {format_value(result['p_binomial'])}  p_shift {format_value(result['p_shift'])}"
     )
 
 

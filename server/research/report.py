@@ -44,7 +44,7 @@ pre, code { white-space: pre-wrap; overflow-wrap: anywhere; word-break: break-wo
 """
 
 
-def _svg(figure: plt.Figure) -> str:
+def svg_markup(figure: plt.Figure) -> str:
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight")
     plt.close(figure)
@@ -53,7 +53,7 @@ def _svg(figure: plt.Figure) -> str:
     return text[text.index("<svg") :]
 
 
-def _fmt(value: Any) -> str:
+def html_value(value: Any) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -177,7 +177,7 @@ def activity_figure(
     ]
     figure.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
     figure.tight_layout(rect=(0, 0.9 / (2.6 * n_rows + 0.8), 1, 1))
-    return _svg(figure)
+    return svg_markup(figure)
 
 
 def target_zoom_figure(
@@ -223,7 +223,7 @@ def target_zoom_figure(
     axis.tick_params(labelsize=7)
     axis.legend(fontsize=6, loc="upper left", ncol=2)
     figure.autofmt_xdate()
-    return _svg(figure)
+    return svg_markup(figure)
 
 
 def molchan_figure(
@@ -281,7 +281,7 @@ def molchan_figure(
     axis.set_ylabel("miss rate ν")
     axis.set_title("Molchan error diagram")
     axis.legend(fontsize=7, loc="upper right")
-    return _svg(figure)
+    return svg_markup(figure)
 
 
 def lead_figure(hits: list[dict[str, Any]]) -> str:
@@ -301,24 +301,24 @@ def lead_figure(hits: list[dict[str, Any]]) -> str:
     axis.set_xlabel("epicentral distance [km]")
     axis.set_ylabel("lead time [h]")
     axis.set_title("Lead time vs distance (hits)")
-    return _svg(figure)
+    return svg_markup(figure)
 
 
 def _interval(pair: list[Any] | None) -> str:
     if not pair or pair[0] is None:
         return "n/a"
-    return f"{_fmt(pair[0])}–{_fmt(pair[1])}"
+    return f"{html_value(pair[0])}–{html_value(pair[1])}"
 
 
 def _p(result: dict[str, Any], key: str) -> str:
     """A p-value, or "undefined" with its reason as a tooltip."""
     if result.get(key) is not None:
-        return _fmt(result[key])
+        return html_value(result[key])
     reason = result.get(f"{key}_reason") or ""
     return f"<span title='{html.escape(reason)}'>undefined</span>"
 
 
-def _table(rows: list[tuple[str, dict[str, Any]]]) -> str:
+def scores_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     keys = [
         ("targets", "targets N"),
         ("hits", "hits h"),
@@ -333,7 +333,7 @@ def _table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     head += "<th>h/N interval</th><th>gain interval</th><th>p binomial</th><th>p shift</th>"
     body = "".join(
         f"<tr><td>{html.escape(name)}</td>"
-        + "".join(f"<td>{_fmt(r[k])}</td>" for k, _ in keys)
+        + "".join(f"<td>{html_value(r[k])}</td>" for k, _ in keys)
         + f"<td>{_interval(r.get('hit_rate_interval'))}</td>"
         + f"<td>{_interval(r.get('gain_interval'))}</td>"
         + f"<td>{_p(r, 'p_binomial')}</td><td>{_p(r, 'p_shift')}</td>"
@@ -427,7 +427,7 @@ def render_report(
         f"{html.escape(summary.get('evaluation_version', ''))}.</p>",
         _catalogue(summary),
         "<h2>Scores</h2>",
-        _table(rows),
+        scores_table(rows),
         "<p>τ: fraction of monitored time covered by alarms (from the declaration, when "
         "the surge had lasted the minimum duration, to the last anomalous sample + lead "
         "window); gain = (h/N)/τ; intervals: exact (Clopper–Pearson) for h/N, divided by τ "

@@ -52,9 +52,9 @@ from namazu.analytics.wikelski2020 import (
 )
 from namazu.server.research.analysis import (
     AnalysisError,
-    _fmt,
-    _read_text,
     file_fingerprint,
+    format_value,
+    read_text_file,
     software_versions,
 )
 
@@ -93,9 +93,9 @@ def run_reproduction(
     started = datetime.now(UTC)
     try:
         activity = parse_activity_csv(
-            _read_text(activity_path, "activity file"), columns=list(GROUPS), timezone=timezone
+            read_text_file(activity_path, "activity file"), columns=list(GROUPS), timezone=timezone
         )
-        catalog_text = _read_text(catalog_path, "catalogue file")
+        catalog_text = read_text_file(catalog_path, "catalogue file")
         events = parse_study_catalog(catalog_text, timezone)
         catalog = parse_study_csv(catalog_text)
         split_time = parse_times(pd.Series([split]), timezone, "--split")[0]
@@ -314,19 +314,23 @@ def text_summary(summary: dict[str, Any]) -> str:
             complete = outcome["shift_test_complete_windows"]
             grid = outcome["grid_test"]
             lines.append(
-                f"  {group:<7} pairs {outcome['pairs']:>4}  slope {_fmt(test['slope'])} h/km  "
-                f"p naive {_fmt(test['p_naive_two_sided'])}  "
-                f"p shift {_fmt(test['p_shift']['two_sided'])}  | complete windows: slope "
-                f"{_fmt(complete['slope'])} p shift {_fmt(complete['p_shift']['two_sided'])}  "
+                f"  {group:<7} pairs {outcome['pairs']:>4}  "
+                f"slope {format_value(test['slope'])} h/km  "
+                f"p naive {format_value(test['p_naive_two_sided'])}  "
+                f"p shift {format_value(test['p_shift']['two_sided'])}  | complete windows: slope "
+                f"{format_value(complete['slope'])} "
+                f"p shift {format_value(complete['p_shift']['two_sided'])}  "
                 f"| grid |t|>1.96: {grid['significant_cells']} cells "
-                f"(null median {_fmt(grid['null_significant_cells']['median'])})"
+                f"(null median {format_value(grid['null_significant_cells']['median'])})"
             )
         scored = period["alarms"]["results"]["all_events"]["animals"]
         lines.append(
             f"  alarms (animal > {period['alarms']['threshold']:g} sd): {scored['alarms']} "
             f"alarms, targets {scored['targets']}, hits {scored['hits']}, "
-            f"tau {_fmt(scored['alarm_fraction'])}, gain {_fmt(scored['probability_gain'])}, "
-            f"p binomial {_fmt(scored['p_binomial'])}, p shift {_fmt(scored['p_shift'])}"
+            f"tau {format_value(scored['alarm_fraction'])}, "
+            f"gain {format_value(scored['probability_gain'])}, "
+            f"p binomial {format_value(scored['p_binomial'])}, "
+            f"p shift {format_value(scored['p_shift'])}"
         )
     lines.append(summary["verdict"])
     return "\n".join(lines)

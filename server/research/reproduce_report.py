@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from namazu.analytics.wikelski2020 import GROUPS, GroupResult, PeriodResult, StudyResult  # noqa: E402
-from namazu.server.research.report import STYLE, _fmt, _svg, _table  # noqa: E402
+from namazu.server.research.report import STYLE, html_value, scores_table, svg_markup  # noqa: E402
 
 
 def heatmap_figure(period: PeriodResult) -> str:
@@ -49,7 +49,7 @@ def heatmap_figure(period: PeriodResult) -> str:
     if image is not None:
         figure.colorbar(image, ax=axes, label="t-statistic of the slope (OLS)", shrink=0.8)
     figure.suptitle(f"{period.label}: t-statistic grid (the original's heat map)")
-    return _svg(figure)
+    return svg_markup(figure)
 
 
 def distance_warning_figure(outcome: GroupResult, title: str) -> str:
@@ -93,7 +93,7 @@ def distance_warning_figure(outcome: GroupResult, title: str) -> str:
     axis.set_ylabel("warning time [h]")
     axis.set_title(title)
     axis.legend(fontsize=7, loc="upper right")
-    return _svg(figure)
+    return svg_markup(figure)
 
 
 def null_figure(period: PeriodResult) -> str:
@@ -112,7 +112,7 @@ def null_figure(period: PeriodResult) -> str:
     axes[0].set_ylabel("shifts")
     axes[0].legend(fontsize=7)
     figure.suptitle(f"{period.label}: median-regression slope under {period.shifts.size} shifts")
-    return _svg(figure)
+    return svg_markup(figure)
 
 
 def alarm_molchan_figure(summary: dict[str, Any]) -> str:
@@ -131,12 +131,13 @@ def alarm_molchan_figure(summary: dict[str, Any]) -> str:
     axis.set_ylabel("miss rate ν")
     axis.set_title("Exceedance alarms, thresholds 1-3 sd")
     axis.legend(fontsize=7)
-    return _svg(figure)
+    return svg_markup(figure)
 
 
 def _rows(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
+    cells = ("".join(f"<td>{html_value(v)}</td>" for v in row) for row in rows)
+    body = "".join(f"<tr>{c}</tr>" for c in cells)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -265,7 +266,7 @@ def _period_section(
         f"<p>{alarms['alarms']} alarms ({alarms['alarm_samples']} samples of the "
         f"{alarms['group']} residual above {alarms['threshold']:g} sd), each covering the "
         f"next 20 h; {alarms['monitored_h']:.1f} h monitored.</p>",
-        _table(
+        scores_table(
             [
                 (f"{name}: {who}", scored[key][who])
                 for key, name in (("all_events", "all events"), ("declustered", "declustered"))

@@ -13,6 +13,7 @@ exactly; ``make fuzz`` runs the random profile with many more examples.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -110,10 +111,26 @@ def postgres_database(postgres, request):
     postgres.drop_database(name)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_url(request, tmp_path):
-    """URL of an empty state store, once on SQLite (a file of the test's own) and once
-    on PostgreSQL (a schema of the test's own in the module's database)."""
+#: The state-store backends every state-store test runs on (the test id says which).
+STATE_BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres):
+    """Name of a database migrated to the newest schema revision, cloned by each test's
+    own database (a file copy: far quicker than migrating every one)."""
+    from namazu.server.store.state import dispose_engine, init_db
+
+    url = postgres.create_database("namazu_template")
+    init_db(url)
+    dispose_engine(url)  # no session may stay on a template while it is cloned
+    return "namazu_template"
+
+
+def fresh_state_url(request, tmp_path, migrated: bool) -> Iterator[str]:
+    """A state store of the test's own on ``request.param``: a new SQLite file, or a new
+    PostgreSQL database (dropped afterwards) cloned from the migrated template when
+    ``migrated``, else empty."""
     import uuid
 
     from namazu.server.store.state import dispose_engine
@@ -124,10 +141,24 @@ def state_url(request, tmp_path):
         dispose_engine(url)
         return
     postgres = request.getfixturevalue("postgres")
-    database = request.getfixturevalue("postgres_database")
-    schema = "s_" + uuid.uuid4().hex[:12]
-    postgres.psql(f'CREATE SCHEMA "{schema}"', database=database)
-    url = f"{postgres.url(database)}?options=-csearch_path%3D{schema}"
+    template = request.getfixturevalue("postgres_template") if migrated else "template0"
+    name = "t_" + uuid.uuid4().hex[:16]
+    postgres.psql(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+    url = postgres.url(name)
     yield url
     dispose_engine(url)
-    postgres.psql(f'DROP SCHEMA "{schema}" CASCADE', database=database)
+    postgres.drop_database(name)
+
+
+@pytest.fixture(params=STATE_BACKENDS)
+def state_url(request, tmp_path):
+    """URL of a state store of the test's own, once on SQLite (an empty file) and once on
+    PostgreSQL (a fresh database already at the newest revision)."""
+    yield from fresh_state_url(request, tmp_path, migrated=True)
+
+
+@pytest.fixture(params=STATE_BACKENDS)
+def empty_state_url(request, tmp_path):
+    """URL of an empty state store of the test's own (no table at all), once on SQLite
+    and once on PostgreSQL: for the migration tests."""
+    yield from fresh_state_url(request, tmp_path, migrated=False)

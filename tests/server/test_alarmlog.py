@@ -180,10 +180,9 @@ def test_batch_append_writes_the_records_of_single_appends_with_one_fsync(tmp_pa
     assert verify(tmp_path / "batch.jsonl").records == 6
 
 
-def _state_with_logged_alarms(tmp_path, n: int) -> tuple[str, list[str]]:
-    """A log of n alarms and a real SQLite state store holding those alarms with their
+def _state_with_logged_alarms(tmp_path, url: str, n: int) -> tuple[str, list[str]]:
+    """A log of n alarms and the state store at ``url`` holding those alarms with their
     (log_index, log_hash), as the detection tick stores them."""
-    url = f"sqlite:///{tmp_path / 'state.sqlite'}"
     engine = init_db(url)
     hashes = _fill(tmp_path / "log.jsonl", n)
     with session_scope(engine) as session:
@@ -205,8 +204,8 @@ def _state_with_logged_alarms(tmp_path, n: int) -> tuple[str, list[str]]:
     return url, hashes
 
 
-def test_verify_log_names_a_deleted_tail_from_the_state_store(tmp_path, capsys):
-    url, _ = _state_with_logged_alarms(tmp_path, 4)
+def test_verify_log_names_a_deleted_tail_from_the_state_store(tmp_path, state_url, capsys):
+    url, _ = _state_with_logged_alarms(tmp_path, state_url, 4)
     path = tmp_path / "log.jsonl"
     assert alarmlog.main([str(path), "--state", url, "--chain-only"]) == 0
     assert "OK, 4 records" in capsys.readouterr().out
@@ -229,8 +228,8 @@ def test_verify_log_names_a_deleted_tail_from_the_state_store(tmp_path, capsys):
     assert "record 1 is missing" in out and "cow-001" in out and "and 2 more" in out
 
 
-def test_verify_log_names_a_record_whose_hash_differs_from_the_state_store(tmp_path):
-    url, hashes = _state_with_logged_alarms(tmp_path, 3)
+def test_verify_log_names_a_record_whose_hash_differs_from_the_state_store(tmp_path, state_url):
+    url, hashes = _state_with_logged_alarms(tmp_path, state_url, 3)
     path = tmp_path / "log.jsonl"
     alarms = [json.loads(line)["alarm"] for line in _lines(path)]
     path.unlink()  # the whole log rewritten: a valid chain, other hashes

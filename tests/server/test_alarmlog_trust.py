@@ -103,7 +103,7 @@ def test_records_are_signed_over_every_field_and_verify(tmp_path, keys):
     assert result.ok and result.records == 3 and result.signatures_checked
 
 
-def test_forged_append_with_valid_chain_is_caught(tmp_path, keys, capsys):
+def test_forged_append_with_valid_chain_is_caught(tmp_path, keys, state_url, capsys):
     log = _log(tmp_path, keys)
     for i in range(3):
         log.append(_alarm(i), "namazu-rule/1", {}, DATA)
@@ -133,9 +133,8 @@ def test_forged_append_with_valid_chain_is_caught(tmp_path, keys, capsys):
     result = verify(log.path, keyring=keyring)
     assert result.first_bad_index == 3 and "does not verify" in result.reason
     # refused in every mode of verify-log: alone, against a known head, with a state store
-    state = f"sqlite:///{tmp_path / 'state.sqlite'}"
-    init_db(state)
-    for mode in (["--no-state"], ["--expect-head", records[-1]["hash"]], ["--state", state]):
+    init_db(state_url)
+    for mode in (["--no-state"], ["--expect-head", records[-1]["hash"]], ["--state", state_url]):
         assert alarmlog.main([str(log.path), "--keys", str(keys[1]), *mode]) == 1
         assert "BROKEN at record 3: signature does not verify" in capsys.readouterr().out
 
@@ -367,7 +366,7 @@ def test_analyze_alarm_log_needs_keys_and_tsa_ca(capsys):
     assert "--log-keys, --tsa-ca" in capsys.readouterr().err
 
 
-def test_scheduler_signs_and_stamps_from_its_configuration(tmp_path, keys, tsa):
+def test_scheduler_signs_and_stamps_from_its_configuration(tmp_path, keys, tsa, state_url):
     from namazu.server.core.config import ConfigError, NamazuConfig
     from namazu.server.detection.scheduler import build_services, make_scheduler
 
@@ -377,7 +376,7 @@ def test_scheduler_signs_and_stamps_from_its_configuration(tmp_path, keys, tsa):
     config = NamazuConfig.model_validate(
         {
             "influx": {"url": "http://127.0.0.1:9"},
-            "state": {"url": f"sqlite:///{tmp_path / 'state.sqlite'}"},
+            "state": {"url": state_url},
             "scheduler": scheduler,
         }
     )

@@ -123,9 +123,9 @@ def test_a_web_page_is_not_a_catalogue(tmp_path):
     assert not (tmp_path / "c.csv").exists()
 
 
-def test_users_add_without_a_terminal_says_what_to_do(tmp_path):
+def test_users_add_without_a_terminal_says_what_to_do(state_url):
     proc = run("users", "add", "dave", "--role", "admin",
-               env={"NAMAZU_STATE__URL": f"sqlite:///{tmp_path}/s.sqlite"})  # fmt: skip
+               env={"NAMAZU_STATE__URL": state_url})  # fmt: skip
     assert proc.returncode == cli.EXIT_FAILURE
     assert proc.stderr.strip() == (
         "namazu users: no terminal to ask for the password; pipe it in with --password-stdin"

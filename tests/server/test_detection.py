@@ -59,10 +59,10 @@ def fdsn_server():
 
 
 def test_catalog_refresh_keeps_revisions_goes_incremental_and_annotates(
-    tmp_path, influx, fdsn_server
+    state_url, influx, fdsn_server
 ):
     url, n_events = fdsn_server
-    engine = init_db(f"sqlite:///{tmp_path}/state.sqlite")
+    engine = init_db(state_url)
     job = CatalogRefreshJob(
         influx,
         engine,
@@ -90,8 +90,8 @@ def test_catalog_refresh_keeps_revisions_goes_incremental_and_annotates(
     assert [p[1] for p in points if p[2] == "863291"] == [3.1]
 
 
-def test_health_flags_silent_animals_and_offline_gateways(tmp_path, influx):
-    engine = init_db(f"sqlite:///{tmp_path}/state.sqlite")
+def test_health_flags_silent_animals_and_offline_gateways(state_url, influx):
+    engine = init_db(state_url)
     t = int(NOW.timestamp() * 1000)
     lines = [
         point_line("activity", {"farm": "f", "gateway": "gw-1", "animal": "a1", "species": "cow"},

@@ -48,12 +48,14 @@ def test_calm_dogs_give_at_most_about_one_alarm_a_week(scores):
     assert scores["dog"]["false_per_animal_week"] <= 1.5, scores["dog"]
 
 
-def _tick_alarms(tmp_path, herd: Herd, days: int, resolution_s: int = 900) -> list[dict]:
+def _tick_alarms(
+    tmp_path, state_url: str, herd: Herd, days: int, resolution_s: int = 900
+) -> list[dict]:
     raw = herd.activity(quality.T0, quality.T0 + timedelta(days=days))
     table = {herd.farm: quality.grid_table(raw, resolution_s, "median")}
     job = quality.MemoryTick(
         table,
-        engine=init_db(f"sqlite:///{tmp_path}/state.sqlite"),
+        engine=init_db(state_url),
         alarm_log=AlarmLog(tmp_path / "log.jsonl"),
         resolution_s=resolution_s,
         settle_s=0,
@@ -68,12 +70,12 @@ def _tick_alarms(tmp_path, herd: Herd, days: int, resolution_s: int = 900) -> li
         return [a.to_dict() for a in session.scalars(select(Alarm))]
 
 
-def test_alarms_record_declaration_grid_and_only_the_animals_that_surged(tmp_path):
+def test_alarms_record_declaration_grid_and_only_the_animals_that_surged(tmp_path, state_url):
     start = quality.T0 + timedelta(days=8, hours=9, minutes=7)
     surged = ("cow-001", "cow-002", "cow-003", "cow-004", "cow-005")
     episode = UnrestEpisode(start, 120, 5.0, animals=surged)
     herd = Herd("farm-q", "gw-1", {"cow": 8}, seed=4, episodes=(episode,))
-    alarms = _tick_alarms(tmp_path, herd, days=9)
+    alarms = _tick_alarms(tmp_path, state_url, herd, days=9)
     by_kind = {}
     for alarm in alarms:
         by_kind.setdefault(alarm["kind"], []).append(alarm)
@@ -98,7 +100,7 @@ def test_unknown_aggregate_is_refused_with_its_name(tmp_path):
 
 
 @pytest.mark.parametrize(("calm_min", "alarms"), [(30, 1), (90, 2)])
-def test_a_short_calm_inside_a_surge_keeps_one_alarm(tmp_path, calm_min, alarms):
+def test_a_short_calm_inside_a_surge_keeps_one_alarm(tmp_path, state_url, calm_min, alarms):
     """Two surges of the same cows: 30 min apart they stay one alarm (the second episode
     rejoins the first alarm across hourly ticks, no second opening), 90 min apart they
     are two."""
@@ -109,7 +111,7 @@ def test_a_short_calm_inside_a_surge_keeps_one_alarm(tmp_path, calm_min, alarms)
     raw = herd.activity(quality.T0, quality.T0 + timedelta(days=9))
     job = quality.MemoryTick(
         {herd.farm: quality.grid_table(raw, 900, "median")},
-        engine=init_db(f"sqlite:///{tmp_path}/state.sqlite"),
+        engine=init_db(state_url),
         alarm_log=AlarmLog(tmp_path / "log.jsonl"),
         settle_s=0,
         initial_lookback_s=3600,

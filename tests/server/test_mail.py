@@ -250,8 +250,8 @@ def test_html_and_text_say_the_same_and_fit_a_phone():
     assert "<table" not in html_body and not re.search(r"\swidth=\"", html_body)
 
 
-def test_compose_due_uses_farm_time_zone_and_panel_link(tmp_path):
-    engine = init_db(f"sqlite:///{tmp_path / 'state.sqlite'}")
+def test_compose_due_uses_farm_time_zone_and_panel_link(state_url):
+    engine = init_db(state_url)
     opened = datetime(2024, 5, 1, 1, 10, tzinfo=UTC)
     with session_scope(engine) as session:
         session.add(Subscription(recipient="farmer@example.org", farm="*", species="*",

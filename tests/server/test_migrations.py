@@ -74,8 +74,8 @@ def _older_store(url: str) -> None:
         )  # fmt: skip
 
 
-def test_revisions_build_exactly_the_models_schema(state_url):
-    engine = make_engine(state_url)
+def test_revisions_build_exactly_the_models_schema(empty_state_url):
+    engine = make_engine(empty_state_url)
     assert upgrade(engine) == head_revision()
     with engine.connect() as connection:
         differences = compare_metadata(
@@ -87,9 +87,9 @@ def test_revisions_build_exactly_the_models_schema(state_url):
     )
 
 
-def test_an_older_store_is_upgraded_in_place_keeping_its_rows(state_url):
-    _older_store(state_url)
-    engine = init_db(state_url)
+def test_an_older_store_is_upgraded_in_place_keeping_its_rows(empty_state_url):
+    _older_store(empty_state_url)
+    engine = init_db(empty_state_url)
     with engine.connect() as connection:
         assert current_revision(connection) == head_revision()
     inspector = sa.inspect(engine)
@@ -106,17 +106,17 @@ def test_an_older_store_is_upgraded_in_place_keeping_its_rows(state_url):
         assert mail.status == "queued" and mail.alarm_ids == [7] and mail.created == T
         db.add(Alarm(farm="farm-a", series="herd", kind="herd", start=T.replace(hour=5),
                      last_anomalous=T, opened_at=T, declared_at=T, rule_version="v1"))  # fmt: skip
-    assert init_db(state_url) is engine  # a second start finds it current and keeps it
+    assert init_db(empty_state_url) is engine  # a second start finds it current and keeps it
     with session_scope(engine) as db:
         assert db.scalar(sa.select(sa.func.count()).select_from(Alarm)) == 2
 
 
-def test_processes_starting_together_migrate_the_store_once(state_url):
+def test_processes_starting_together_migrate_the_store_once(empty_state_url):
     results: list[object] = []
 
     def start() -> None:
         try:
-            results.append(upgrade(make_engine(state_url)))
+            results.append(upgrade(make_engine(empty_state_url)))
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             results.append(exc)
 
@@ -125,22 +125,24 @@ def test_processes_starting_together_migrate_the_store_once(state_url):
         thread.start()
     for thread in threads:
         thread.join()
-    if make_engine(state_url).dialect.name == "sqlite":
+    if make_engine(empty_state_url).dialect.name == "sqlite":
         # SQLite has no advisory lock: a racing start may fail, and a retry finds it done
-        results = [r if isinstance(r, str) else upgrade(make_engine(state_url)) for r in results]
+        results = [
+            r if isinstance(r, str) else upgrade(make_engine(empty_state_url)) for r in results
+        ]
     assert results == [head_revision()] * 3
-    with make_engine(state_url).connect() as connection:
+    with make_engine(empty_state_url).connect() as connection:
         rows = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
     assert rows == [(head_revision(),)]
 
 
-def test_namazu_db_upgrades_and_reports_the_revision(state_url, capsys):
-    _older_store(state_url)
-    assert cli_main(["db", "current", "--url", state_url]) == 0
+def test_namazu_db_upgrades_and_reports_the_revision(empty_state_url, capsys):
+    _older_store(empty_state_url)
+    assert cli_main(["db", "current", "--url", empty_state_url]) == 0
     assert f"store None  newest {head_revision()}" in capsys.readouterr().out
-    assert cli_main(["db", "upgrade", "--url", state_url]) == 0
+    assert cli_main(["db", "upgrade", "--url", empty_state_url]) == 0
     assert f"state store at revision {head_revision()}" in capsys.readouterr().out
-    assert cli_main(["db", "current", "--url", state_url]) == 0
+    assert cli_main(["db", "current", "--url", empty_state_url]) == 0
     assert f"store {head_revision()}  newest {head_revision()}" in capsys.readouterr().out
     assert cli_main(["db", "upgrade", "--url", "not a url"]) == 1
     assert "is not a SQLAlchemy URL" in capsys.readouterr().err

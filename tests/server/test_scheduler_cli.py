@@ -9,10 +9,11 @@ from namazu.server.launch.stack import free_port
 
 
 @pytest.fixture
-def unreachable_store(tmp_path, monkeypatch):
-    """A configuration whose InfluxDB port has nothing listening."""
+def unreachable_store(tmp_path, state_url, monkeypatch):
+    """A configuration whose InfluxDB port has nothing listening (the state store is
+    there, on each backend)."""
     monkeypatch.setenv("NAMAZU_INFLUX__URL", f'"http://127.0.0.1:{free_port()}"')
-    monkeypatch.setenv("NAMAZU_STATE__URL", f'"sqlite:///{tmp_path / "state.sqlite"}"')
+    monkeypatch.setenv("NAMAZU_STATE__URL", f'"{state_url}"')
     monkeypatch.setenv("NAMAZU_SCHEDULER__ALARM_LOG_PATH", f'"{tmp_path / "log.jsonl"}"')
 
 

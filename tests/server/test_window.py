@@ -33,8 +33,8 @@ def _write(influx) -> None:
     influx.write_lines(lines)
 
 
-def _job(influx, tmp_path, name: str) -> DetectionJob:
-    return DetectionJob(influx, init_db(f"sqlite:///{tmp_path}/{name}.sqlite"),
+def _job(influx, tmp_path, name: str, state_url: str) -> DetectionJob:
+    return DetectionJob(influx, init_db(state_url),
                         AlarmLog(tmp_path / f"{name}.jsonl"), ["farm-w"], resolution_s=60,
                         settle_s=0, initial_lookback_s=600)  # fmt: skip
 
@@ -43,9 +43,14 @@ def _sorted(frame):
     return frame.sort_values(["animal", "t_ms"]).reset_index(drop=True)
 
 
-def test_the_window_reads_what_influxdb_holds_and_gives_the_same_alarms(influx, tmp_path):
+def test_the_window_reads_what_influxdb_holds_and_gives_the_same_alarms(
+    influx, tmp_path, state_url
+):
+    """The plain job keeps its alarms in a SQLite file; the windowed one in ``state_url``
+    (on the PostgreSQL run, the two backends must then agree too)."""
     _write(influx)
-    plain, windowed = _job(influx, tmp_path, "plain"), _job(influx, tmp_path, "window")
+    plain = _job(influx, tmp_path, "plain", f"sqlite:///{tmp_path}/plain.sqlite")
+    windowed = _job(influx, tmp_path, "window", state_url)
     windowed.window = window = SliceWindow(ahead_s=3600)
     start = int(NOW.timestamp() * 1000)
     for last, end in [(0, 1), (1, 8), (8, 9), (9, 70), (70, 75)]:  # minutes after NOW

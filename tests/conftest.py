@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -127,38 +128,45 @@ def postgres_template(postgres):
     return "namazu_template"
 
 
-def fresh_state_url(request, tmp_path, migrated: bool) -> Iterator[str]:
-    """A state store of the test's own on ``request.param``: a new SQLite file, or a new
-    PostgreSQL database (dropped afterwards) cloned from the migrated template when
-    ``migrated``, else empty."""
+@contextmanager
+def fresh_state_store(request, backend: str, directory: Path, migrated: bool) -> Iterator[str]:
+    """URL of a state store of the caller's own on ``backend``: a new SQLite file under
+    ``directory``, or a new PostgreSQL database (dropped afterwards) cloned from the
+    migrated template when ``migrated``, else empty."""
     import uuid
 
     from namazu.server.store.state import dispose_engine
 
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/state.sqlite"
-        yield url
-        dispose_engine(url)
+    if backend == "sqlite":
+        url = f"sqlite:///{directory}/state.sqlite"
+        try:
+            yield url
+        finally:
+            dispose_engine(url)
         return
     postgres = request.getfixturevalue("postgres")
     template = request.getfixturevalue("postgres_template") if migrated else "template0"
     name = "t_" + uuid.uuid4().hex[:16]
     postgres.psql(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
     url = postgres.url(name)
-    yield url
-    dispose_engine(url)
-    postgres.drop_database(name)
+    try:
+        yield url
+    finally:
+        dispose_engine(url)
+        postgres.drop_database(name)
 
 
 @pytest.fixture(params=STATE_BACKENDS)
 def state_url(request, tmp_path):
     """URL of a state store of the test's own, once on SQLite (an empty file) and once on
     PostgreSQL (a fresh database already at the newest revision)."""
-    yield from fresh_state_url(request, tmp_path, migrated=True)
+    with fresh_state_store(request, request.param, tmp_path, migrated=True) as url:
+        yield url
 
 
 @pytest.fixture(params=STATE_BACKENDS)
 def empty_state_url(request, tmp_path):
     """URL of an empty state store of the test's own (no table at all), once on SQLite
     and once on PostgreSQL: for the migration tests."""
-    yield from fresh_state_url(request, tmp_path, migrated=False)
+    with fresh_state_store(request, request.param, tmp_path, migrated=False) as url:
+        yield url

@@ -12,6 +12,7 @@ import pytest
 from namazu.server.store.influx import InfluxClient
 from namazu.server.store.state import init_db, session_scope
 from namazu.server.web.auth import create_user, issue_token
+from tests.conftest import STATE_BACKENDS, fresh_state_store
 from tests.server.web.seed import FARM_LAT, FARM_LON, seed
 
 PASSWORD = "correct horse battery"
@@ -41,16 +42,18 @@ def panel_config(stack, database: str, state_url: str, **web) -> dict:
     }  # fmt: skip
 
 
-def build_panel(stack, tmp_path, sections: dict | None = None, **web) -> Panel:
-    """A fresh InfluxDB database and state store, seeded, with one user per role (plus a
-    second reviewer) and an API token each; ``sections`` adds configuration sections
-    (e.g. ``{"scheduler": {...}}``)."""
+def build_panel(
+    stack, tmp_path, sections: dict | None = None, state_url: str | None = None, **web
+) -> Panel:
+    """A fresh InfluxDB database and state store (``state_url``, by default a new SQLite
+    file), seeded, with one user per role (plus a second reviewer) and an API token each;
+    ``sections`` adds configuration sections (e.g. ``{"scheduler": {...}}``)."""
     from namazu.server.web import create_app
 
     database = "panel_" + uuid.uuid4().hex[:8]
     influx = InfluxClient(stack.influx_url, database)
     influx.create_database()
-    state_url = f"sqlite:///{tmp_path}/state.sqlite"
+    state_url = state_url or f"sqlite:///{tmp_path}/state.sqlite"
     engine = init_db(state_url)
     farm = seed(influx, engine)
     influx.close()
@@ -62,13 +65,25 @@ def build_panel(stack, tmp_path, sections: dict | None = None, **web) -> Panel:
     return Panel(app, farm, tokens, state_url, database)
 
 
+def pytest_generate_tests(metafunc):
+    """A module that sets ``PANEL_ON_BOTH_BACKENDS = True`` runs each of its panel tests
+    once with the state store on SQLite and once on PostgreSQL (ids ``[sqlite]``,
+    ``[postgresql]``); other modules' panels use SQLite."""
+    if "panel" in metafunc.fixturenames and getattr(metafunc.module, "PANEL_ON_BOTH_BACKENDS", 0):
+        metafunc.parametrize("panel", STATE_BACKENDS, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def panel(stack, tmp_path_factory):
-    """App + users + seeded farm, shared by a test module (database dropped after)."""
-    built = build_panel(stack, tmp_path_factory.mktemp("panel"))
-    yield built
-    built.app.extensions["namazu"].influx.drop_database()
-    built.app.extensions["namazu"].influx.close()
+def panel(stack, tmp_path_factory, request):
+    """App + users + seeded farm, shared by a test module (databases dropped after); the
+    state store on SQLite unless the module asks for both (``ON_BOTH_BACKENDS``)."""
+    directory = tmp_path_factory.mktemp("panel")
+    backend = getattr(request, "param", "sqlite")
+    with fresh_state_store(request, backend, directory, migrated=True) as state_url:
+        built = build_panel(stack, directory, state_url=state_url)
+        yield built
+        built.app.extensions["namazu"].influx.drop_database()
+        built.app.extensions["namazu"].influx.close()
 
 
 def login(client, name: str, password: str = PASSWORD, next_url: str | None = None):

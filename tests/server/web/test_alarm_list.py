@@ -11,6 +11,7 @@ import pytest
 from namazu.server.store.models import Review, User
 from namazu.server.store.state import Alarm, session_scope
 from namazu.server.web.data import alarm_title
+from tests.conftest import STATE_BACKENDS, fresh_state_store
 from tests.server.web.conftest import build_panel, login
 from tests.server.web.seed import FARM
 
@@ -27,11 +28,17 @@ def _alarm(series: str, kind: str, species: str | None, start_min: int, minutes:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def listed(stack, tmp_path_factory):
+@pytest.fixture(scope="module", params=STATE_BACKENDS)
+def listed(stack, tmp_path_factory, request):
     """The seeded farm plus one night's episode (a herd alarm, a quorum alarm and three
-    animal alarms) and, the next day, a lone sheep alarm; one cow alarm reviewed."""
-    panel = build_panel(stack, tmp_path_factory.mktemp("alarms"))
+    animal alarms) and, the next day, a lone sheep alarm; one cow alarm reviewed; the
+    state store on each backend."""
+    directory = tmp_path_factory.mktemp("alarms")
+    with fresh_state_store(request, request.param, directory, migrated=True) as state_url:
+        yield from _listed(build_panel(stack, directory, state_url=state_url))
+
+
+def _listed(panel):
     engine = panel.app.extensions["namazu"].sessions
     with session_scope(engine) as db:
         rows = {

@@ -9,6 +9,8 @@ import pytest
 from namazu.server.store.state import Alarm, session_scope
 from tests.server.web.seed import FARM, SURGE_START
 
+PANEL_ON_BOTH_BACKENDS = True
+
 
 def _herd_alarm(panel) -> int:
     """The seeded surge as a herd alarm (the verdict uses the herd series' alarms)."""

@@ -13,6 +13,8 @@ from namazu.server.web.auth import safe_next
 from tests.server.web.conftest import PASSWORD, build_panel, csrf_from, login
 from tests.server.web.seed import FARM
 
+PANEL_ON_BOTH_BACKENDS = True
+
 
 def _session_cookie(client) -> str | None:
     cookie = client.get_cookie("namazu_session")
@@ -165,9 +167,10 @@ def test_next_after_login_keeps_a_local_path(panel):
 
 
 @pytest.fixture
-def slow_panel(stack, tmp_path):
+def slow_panel(stack, tmp_path, state_url):
     """A panel whose first log-in delay (60 s) outlasts any test's round trips."""
-    built = build_panel(stack, tmp_path, login_base_delay_s=60.0, login_max_delay_s=600.0)
+    built = build_panel(stack, tmp_path, state_url=state_url, login_base_delay_s=60.0,
+                        login_max_delay_s=600.0)  # fmt: skip
     yield built
     built.app.extensions["namazu"].influx.drop_database()
 

@@ -12,6 +12,8 @@ from namazu.server.store.state import DataHealth, OutboxMail, Subscription, init
 from tests.server.web.conftest import csrf_from
 from tests.server.web.seed import FARM
 
+PANEL_ON_BOTH_BACKENDS = True
+
 URL = "/admin/subscriptions"
 
 

@@ -214,7 +214,16 @@ def serve_replica(config_path: str) -> int:
 
         return call
 
-    leases.balance = timed("lease_s", leases.balance)  # type: ignore[method-assign]
+    balance = timed("lease_s", leases.balance)
+    used: dict[str, int] = {}
+
+    def balance_and_note_tokens(*args: Any, **kwargs: Any) -> list[str]:
+        owned = balance(*args, **kwargs)
+        used.clear()
+        used.update(leases.tokens)  # those it fences the tick with (excess ones included)
+        return owned
+
+    leases.balance = balance_and_note_tokens  # type: ignore[method-assign]
     services.health.run = timed("health_s", services.health.run)  # type: ignore[method-assign]
     print(json.dumps({"ready": leases.holder}), flush=True)
     for line in sys.stdin:
@@ -228,7 +237,8 @@ def serve_replica(config_path: str) -> int:
         reply = {
             "now": now.isoformat(),
             "owned": owned,
-            "tokens": {f: leases.tokens.get(f"farm:{f}") for f in owned},
+            "handed_over": list(leases.excess),
+            "tokens": {f: used.get(f"farm:{f}") for f in owned + leases.excess},
             "ticked": [t.farm for t in ticks],
             "detect_s": elapsed,
             "read_s": sum(t.read_s for t in ticks),
@@ -426,7 +436,9 @@ def _judge(spec, out, replicas, leases_after, victim, victim_farms, engine, infl
             for farm in reply["ticked"]:
                 owners[farm] += 1
                 holder, token = table[farm]
-                wrong_token += holder != replica.name or token != reply["tokens"][farm]
+                given_back = farm in reply["handed_over"]  # ticked once more, then released
+                wrong_token += holder != (None if given_back else replica.name)
+                wrong_token += token != reply["tokens"][farm]
         two_owners += sum(1 for n in owners.values() if n > 1)
         ticked = set(owners)
         if victim is not None and k == spec.kill_at:
@@ -445,6 +457,10 @@ def _judge(spec, out, replicas, leases_after, victim, victim_farms, engine, infl
     out.check(bad_tokens == 0, f"a fencing token grew by one at each of {changes} takes by a new "
               f"holder and only then ({bad_tokens} not)")  # fmt: skip
     out.say(f"  farms ticked by no replica, per tick: {unowned}")
+    handing = range(spec.kill_at + 1, spec.kill_at + 3) if victim is not None else range(0)
+    elsewhere = sum(n for k, n in enumerate(unowned) if k not in handing)
+    out.check(elsewhere == 0, f"every farm ticked at every tick but the two after the kill "
+              f"({elsewhere} farm-ticks missed; start-up and rebalancing included)")  # fmt: skip
     if victim is not None and spec.kill_at is not None:
         after_kill = unowned[spec.kill_at + 1 :]
         healed = next((i + 1 for i, n in enumerate(after_kill) if n == 0), None)

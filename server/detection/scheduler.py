@@ -75,7 +75,7 @@ from namazu.server.detection.health import HealthJob, HealthReport
 from namazu.server.detection.tick import DetectionJob, FarmTick
 from namazu.server.detection.window import SliceWindow
 from namazu.server.store.influx import InfluxClient, InfluxError, InfluxUnavailable
-from namazu.server.store.leases import LeaseLost, Leases
+from namazu.server.store.leases import LeaseLost, Leases, farm_lease
 from namazu.server.store.rollups import RollupJob
 from namazu.server.store.state import Alarm, init_db
 
@@ -196,21 +196,28 @@ LEASE_TICKS = 1.25
 
 def detect(services: Services, now: datetime) -> tuple[list[FarmTick], HealthReport]:
     """The detection tick and the data health at ``now`` [UTC]: every configured farm,
-    or, for a replica, the farms whose leases it holds (taken or renewed first)."""
+    or, for a replica, the farms whose leases it holds (taken or renewed first; those
+    past its share are ticked once more and then given back)."""
     leases = services.leases
     if leases is None:
         ticks = services.detection.tick(now)
         return ticks, services.health.run(now)
-    owned = leases.balance(list(services.farm_names), now)
+    owned = leases.balance(list(services.farm_names), now, keep_excess=True)
+    handed_over = leases.excess  # ticked once more, then given back: no tick unowned
     services.detection.farms = services.health.farms = owned
-    if services.detection.window is not None:
-        services.detection.window.forget(set(owned))
+    window = services.detection.window
+    if window is not None:
+        window.forget(set(owned) | set(handed_over))
     ticks = []
-    for farm in owned:
+    for farm in owned + handed_over:
         try:
             ticks.append(services.detection.tick_farm(farm, now))
         except LeaseLost as exc:
             log.warning(str(exc), extra={"farm": farm, "replica": leases.holder})
+        if farm in handed_over:
+            leases.release(farm_lease(farm))
+    if window is not None:
+        window.forget(set(owned))
     return ticks, services.health.run(now)
 
 

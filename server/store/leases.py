@@ -80,6 +80,8 @@ class Leases:
     holder: str
     ttl_s: float
     tokens: dict[str, int] = field(default_factory=dict)
+    #: farms past this replica's share still held after ``balance(keep_excess=True)``
+    excess: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.holder or len(self.holder) > 64:
@@ -150,9 +152,14 @@ class Leases:
     def _preference(self, farm: str) -> str:
         return hashlib.sha256(f"{self.holder}|{farm}".encode()).hexdigest()
 
-    def balance(self, farms: Sequence[str], now: datetime) -> list[str]:
+    def balance(self, farms: Sequence[str], now: datetime, keep_excess: bool = False) -> list[str]:
         """Renew the heartbeat and this replica's share of ``farms``; return the farms
-        it owns now, in the configured order."""
+        it owns now, in the configured order.
+
+        keep_excess : the farms past the share stay held (unrenewed, in ``excess``) for
+            the caller to tick once more and then ``release``: the others take them at
+            their next tick, so a farm handed over misses no tick. False gives them back
+            at once."""
         self.take(f"replica:{self.holder}", now, HEARTBEAT_FACTOR * self.ttl_s)
         share = math.ceil(len(farms) / max(1, len(self.live_replicas(now))))
         self._ensure([farm_lease(f) for f in farms])
@@ -165,7 +172,8 @@ class Leases:
         holders = {name: (holder, expires) for name, holder, expires in rows}
         ranked = sorted(farms, key=self._preference)
         owned = [f for f in ranked if holders[farm_lease(f)][0] == self.holder]
-        for farm in owned[share:]:
+        self.excess = [f for f in farms if f in owned[share:]] if keep_excess else []
+        for farm in [] if keep_excess else owned[share:]:
             self.release(farm_lease(farm))
         owned = [f for f in owned[:share] if self.take(farm_lease(f), now) is not None]
         free = [

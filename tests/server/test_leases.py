@@ -90,3 +90,27 @@ def test_a_job_lease_lets_one_replica_run_the_job(state_url):
     assert b.take("job:mail", T0 + timedelta(seconds=61), 90) is not None
     with pytest.raises(ValueError, match="1 to 64 characters"):
         Leases(engine, "", 60)
+
+
+def test_farms_past_the_share_stay_held_until_given_back(state_url):
+    """With keep_excess the farms a replica hands over stay held (and fenced) for one
+    more tick of the giver; the others take them at their next tick: never unowned."""
+    engine = init_db(state_url)
+    a, b = Leases(engine, "a", 75), Leases(engine, "b", 75)
+    assert a.balance(FARMS, T0, keep_excess=True) == FARMS and a.excess == []
+    now = T0 + TICK
+    assert b.balance(FARMS, now, keep_excess=True) == []  # all still held by a
+    kept = a.balance(FARMS, now, keep_excess=True)
+    assert len(kept) == 5 and len(a.excess) == 5 and not set(kept) & set(a.excess)
+    assert b.balance(FARMS, now, keep_excess=True) == []  # handed-over farms are not free yet
+    with session_scope(engine) as db:
+        assert {lease.name: lease.holder for lease in db.scalars(select(Lease))
+                if lease.name[:5] == "farm:"} == {f"farm:{f}": "a" for f in FARMS}  # fmt: skip
+        for farm in a.excess:
+            a.fence(db, farm)  # the giver's last tick of them is fenced as before
+    for farm in a.excess:
+        a.release(f"farm:{farm}")
+    now += TICK
+    taken = b.balance(FARMS, now, keep_excess=True)
+    assert sorted(taken + a.balance(FARMS, now, keep_excess=True)) == FARMS
+    assert sorted(taken) == sorted(set(FARMS) - set(kept))

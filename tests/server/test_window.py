@@ -75,3 +75,64 @@ def test_the_window_reads_what_influxdb_holds_and_gives_the_same_alarms(
     assert alarms(windowed) == alarms(plain)
     # 29 ticks over 145 min: the past days read once per hour of ticks (3), not 29 times
     assert window.chunk_reads - reads_before == 3
+
+
+def test_a_farm_handed_over_is_dropped_by_its_old_owner_and_read_afresh_by_the_new(
+    influx, tmp_path
+):
+    """Two replicas (leases on SQLite): the replica that gives a farm away drops its
+    window, the one that takes it reads the past days afresh, and a farm that comes back
+    after samples were written late into its past days is read again, not served from
+    the window it had before."""
+    from namazu.server.core.config import NamazuConfig
+    from namazu.server.detection.scheduler import build_services, detect
+
+    farms = ["farm-w", "farm-v"]
+    herd = Herd("farm-v", "gw-1", {"cow": 3}, seed=4)
+    _write(influx)
+    lines: list[str] = []
+    for k in range(8):
+        day = NOW - timedelta(days=k)
+        frame = herd.activity(day - timedelta(minutes=30), day + timedelta(hours=3))
+        for animal, group in frame.groupby("animal"):
+            tags = {"farm": "farm-v", "gateway": "gw-1", "animal": animal, "species": "cow"}
+            lines += float_series_lines(
+                "activity", tags, {"odba": group["odba"].to_numpy()}, group["t_ms"].to_numpy()
+            )
+    influx.write_lines(lines)
+
+    def replica(name: str):
+        config = NamazuConfig.model_validate({
+            "influx": {"url": influx.url, "database": influx.database},
+            "farms": [{"id": f, "latitude": 43.0, "longitude": 13.0} for f in farms],
+            "state": {"url": f"sqlite:///{tmp_path}/state.sqlite"},
+            "scheduler": {"alarm_log_path": str(tmp_path / "log.jsonl"), "tick_s": 60,
+                          "resolution_s": 60, "replica_id": name},
+        })  # fmt: skip
+        return build_services(config, settle_s=0, initial_lookback_s=600)
+
+    a, b = replica("a"), replica("b")
+    minute = timedelta(minutes=1)
+    detect(a, NOW)  # alone: both farms, both in its window
+    assert sorted(a.detection.window.chunks) == sorted(farms)
+    detect(b, NOW + minute)  # b is live now, but a still holds both
+    detect(a, NOW + minute)  # a keeps its share, ticks the other once more, gives it away
+    [given] = a.leases.excess
+    assert set(a.detection.window.chunks) == set(farms) - {given}  # dropped
+    reads = b.detection.window.chunk_reads
+    detect(b, NOW + 2 * minute)
+    assert b.detection.farms == [given] and b.detection.window.chunk_reads == reads + 1
+    detect(a, NOW + 2 * minute)
+    # a sample arrives late in the given farm's past day, in the minutes a reads next
+    late = int((NOW - timedelta(days=1) + 2 * minute).timestamp() * 1000) + 30_000
+    tags = {"farm": given, "gateway": "gw-1", "animal": "gw-1-cow-late", "species": "cow"}
+    influx.write_lines(float_series_lines("activity", tags, {"odba": [9.0]}, [late]))
+    now = NOW + 2 * minute  # b dies; a takes the farm back once b's leases ran out
+    for _ in range(4):
+        now += minute
+        detect(a, now)
+    assert given in a.detection.farms
+    chunk = a.detection.window.chunks[given]
+    assert chunk.lo_ms == int((NOW + 2 * minute).timestamp() * 1000)  # where b stopped
+    rows = chunk.frame[chunk.frame["animal"] == "gw-1-cow-late"]
+    assert rows["odba"].tolist() == [9.0]  # read afresh, not from the window it had

@@ -78,9 +78,9 @@ def test_the_window_reads_what_influxdb_holds_and_gives_the_same_alarms(
 
 
 def test_a_farm_handed_over_is_dropped_by_its_old_owner_and_read_afresh_by_the_new(
-    influx, tmp_path
+    influx, tmp_path, state_url
 ):
-    """Two replicas (leases on SQLite): the replica that gives a farm away drops its
+    """Two replicas sharing leases in ``state_url``: the replica that gives a farm away drops its
     window, the one that takes it reads the past days afresh, and a farm that comes back
     after samples were written late into its past days is read again, not served from
     the window it had before."""
@@ -105,7 +105,7 @@ def test_a_farm_handed_over_is_dropped_by_its_old_owner_and_read_afresh_by_the_n
         config = NamazuConfig.model_validate({
             "influx": {"url": influx.url, "database": influx.database},
             "farms": [{"id": f, "latitude": 43.0, "longitude": 13.0} for f in farms],
-            "state": {"url": f"sqlite:///{tmp_path}/state.sqlite"},
+            "state": {"url": state_url},
             "scheduler": {"alarm_log_path": str(tmp_path / "log.jsonl"), "tick_s": 60,
                           "resolution_s": 60, "replica_id": name},
         })  # fmt: skip

@@ -302,14 +302,14 @@ def test_two_workers_share_the_subscription(stack, influx, farm):
 
 
 @pytest.mark.services
-def test_namazu_ingest_command(stack, influx, farm, tmp_path):
+def test_namazu_ingest_command(stack, influx, farm, tmp_path, state_url):
     cfg = make_config(stack.mqtt_port, stack.influx_url, influx.database)
     config_file = tmp_path / "namazu.toml"
     config_file.write_text(
         f'[mqtt]\nport = {stack.mqtt_port}\n[influx]\nurl = "{stack.influx_url}"\n'
         f'database = "{influx.database}"\n[ingest]\nclient_id = "{cfg.ingest.client_id}"\n'
         f'shared_group = "{cfg.ingest.shared_group}"\nbatch_max_age_s = 0.05\n'
-        f'[state]\nurl = "sqlite:///{tmp_path}/state.sqlite"\n'
+        f'[state]\nurl = "{state_url}"\n'
         f'[[farms]]\nid = "{farm}"\nlatitude = 43.0\nlongitude = 13.0\n'
     )
     proc = subprocess.Popen(

@@ -147,8 +147,7 @@ def test_claim_keeps_the_first_digest_of_a_key_within_and_across_batches(state_u
     assert digests.prune(engine, later + timedelta(seconds=1)) == 4500
 
 
-def test_ledger_rows_older_than_the_retention_are_pruned(stack, influx, farm, tmp_path):
-    state_url = f"sqlite:///{tmp_path}/state.sqlite"
+def test_ledger_rows_older_than_the_retention_are_pruned(stack, influx, farm, state_url):
     cfg = make_config(
         stack.mqtt_port,
         stack.influx_url,
@@ -177,7 +176,7 @@ def test_ledger_rows_older_than_the_retention_are_pruned(stack, influx, farm, tm
         pub.close()
 
 
-def test_an_unreachable_state_store_holds_messages_until_it_answers(stack, influx, farm, tmp_path):
+def test_an_unreachable_state_store_holds_messages_until_it_answers(stack, influx, farm, state_url):
     unreachable = "postgresql+psycopg://namazu@127.0.0.1:1/namazu"
     cfg = make_config(stack.mqtt_port, stack.influx_url, influx.database, unreachable)
     service = IngestService(cfg, influx).start()
@@ -191,7 +190,6 @@ def test_an_unreachable_state_store_holds_messages_until_it_answers(stack, influ
         assert service.stats["acked"] == 0 and service.stats["written_messages"] == 0
     finally:
         service.stop(timeout_s=0.5)  # keeps the session: the message stays with the broker
-    state_url = f"sqlite:///{tmp_path}/state.sqlite"
     reachable = cfg.model_copy(update={"state": cfg.state.model_copy(update={"url": state_url})})
     service = IngestService(reachable, influx).start()
     try:

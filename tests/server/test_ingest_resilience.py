@@ -395,8 +395,9 @@ def test_receipts_cover_stored_and_dead_lettered_messages(stack, influx, farm):
 # --- known farms, the archive and replay -------------------------------------------------
 
 
-def test_unknown_farm_is_dead_lettered_then_replayed_once_configured(stack, influx, tmp_path):
-    state_url = f"sqlite:///{tmp_path}/state.sqlite"
+def test_unknown_farm_is_dead_lettered_then_replayed_once_configured(
+    stack, influx, tmp_path, state_url
+):
     closed = make_config(
         stack.mqtt_port, stack.influx_url, influx.database, state_url, open_enrolment=False
     )

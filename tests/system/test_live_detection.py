@@ -124,13 +124,20 @@ def activity_db(stack, tmp_path_factory):
 
 
 def _config(
-    tmp_path: Path, influx: InfluxClient, farm: str, smtp_port: int = 25, **mail
+    tmp_path: Path,
+    influx: InfluxClient,
+    farm: str,
+    smtp_port: int = 25,
+    state_url: str | None = None,
+    **mail,
 ) -> NamazuConfig:
+    """The scheduler's configuration; the state store is ``state_url``, by default a
+    SQLite file under ``tmp_path``."""
     return NamazuConfig.model_validate(
         {
             "influx": {"url": influx.url, "database": influx.database},
             "farms": [{"id": farm, "name": f"Farm {farm}", "latitude": 43.0, "longitude": 13.0}],
-            "state": {"url": f"sqlite:///{tmp_path}/state.sqlite"},
+            "state": {"url": state_url or f"sqlite:///{tmp_path}/state.sqlite"},
             "scheduler": {"alarm_log_path": str(tmp_path / "alarm-log.jsonl")},
             "mail": {
                 "enabled": True,
@@ -158,10 +165,11 @@ def _alarms(services) -> list[tuple]:
         )
 
 
-def test_one_episode_gives_one_herd_alarm_and_one_mail(tmp_path, activity_db):
+def test_one_episode_gives_one_herd_alarm_and_one_mail(tmp_path, activity_db, state_url):
     smtp = SmtpServer("none").start()
     try:
-        services = build_services(_config(tmp_path, activity_db, "farm-unrest", smtp.port))
+        config = _config(tmp_path, activity_db, "farm-unrest", smtp.port, state_url)
+        services = build_services(config)
         _subscribe(services)
         # hourly, then every 5 min around the episode (as the live scheduler ticks)
         replay(services, T0 + timedelta(days=7), EPISODE_START, timedelta(hours=1))
@@ -224,9 +232,9 @@ def test_calm_farm_gives_no_alarm_over_a_week(tmp_path, activity_db):
     assert baseline_points > 7 * 24 * 60  # baselines were computed and written back
 
 
-def test_smtp_outage_delays_mail_and_never_loses_or_duplicates_it(tmp_path, activity_db):
+def test_smtp_outage_delays_mail_and_never_loses_or_duplicates_it(tmp_path, activity_db, state_url):
     smtp = SmtpServer("none")  # port reserved, server not running: an outage
-    services = build_services(_config(tmp_path, activity_db, "farm-unrest", smtp.port))
+    services = build_services(_config(tmp_path, activity_db, "farm-unrest", smtp.port, state_url))
     _subscribe(services)
     end = T0 + timedelta(days=7, hours=6)
     replay(services, T0 + timedelta(days=7), end, timedelta(hours=1))
@@ -254,11 +262,13 @@ def _write_toml(path: Path, config: NamazuConfig) -> None:
                 lines.append(f"{key} = {json.dumps(value)}")
     for farm in data["farms"]:
         lines.append("[[farms]]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in farm.items()]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in farm.items() if v is not None]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def test_sigkill_mid_run_then_restart_gives_the_same_alarms(tmp_path, activity_db):
+def test_sigkill_mid_run_then_restart_gives_the_same_alarms(tmp_path, activity_db, state_url):
+    """The reference run keeps its state in a SQLite file, the killed scheduler process
+    in ``state_url`` (on the PostgreSQL run, both backends must agree too)."""
     start, end, step = T0 + timedelta(days=7), T0 + timedelta(days=7, hours=8), "10min"
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference_dir.mkdir()
@@ -266,7 +276,7 @@ def test_sigkill_mid_run_then_restart_gives_the_same_alarms(tmp_path, activity_d
     reference = build_services(_config(reference_dir, activity_db, "farm-unrest"))
     replay(reference, start, end, timedelta(minutes=10))
 
-    config = _config(killed_dir, activity_db, "farm-unrest")
+    config = _config(killed_dir, activity_db, "farm-unrest", state_url=state_url)
     config_path = killed_dir / "config.toml"
     _write_toml(config_path, config)
     command = [
@@ -363,7 +373,9 @@ def _ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
-def test_animals_that_stop_reporting_close_with_gap_and_are_never_read_as_calm(tmp_path, influx):
+def test_animals_that_stop_reporting_close_with_gap_and_are_never_read_as_calm(
+    tmp_path, influx, state_url
+):
     """Unrest 02:00-04:00 on day 7 for all six cows. Cows 1-3 fall silent at 03:00,
     cows 4-6 at 05:00. The silent cows' alarms close with "gap"; the herd (mean of the
     reporting animals) stays in alarm while cows 4-6 are restless and closes
@@ -381,7 +393,7 @@ def test_animals_that_stop_reporting_close_with_gap_and_are_never_read_as_calm(t
         return t < silent
 
     _write_direct(influx, herd, keep)
-    engine = init_db(f"sqlite:///{tmp_path}/state.sqlite")
+    engine = init_db(state_url)
     job = DetectionJob(
         influx, engine, AlarmLog(tmp_path / "log.jsonl"), ["farm-gap"], resolution_s=60,
         initial_lookback_s=8 * 3600, max_catchup_s=8 * 3600,
@@ -438,7 +450,7 @@ def test_animals_that_stop_reporting_close_with_gap_and_are_never_read_as_calm(t
     }
 
 
-def test_a_farm_that_goes_silent_closes_open_alarms_with_gap(tmp_path, influx):
+def test_a_farm_that_goes_silent_closes_open_alarms_with_gap(tmp_path, influx, state_url):
     """A tick whose whole span has no data for the farm: open alarms close with "gap",
     and a later tick with data again does not reopen them as calm."""
     episode = UnrestEpisode(GAP_DAY + timedelta(hours=2), duration_min=240, intensity=INTENSE)
@@ -450,7 +462,7 @@ def test_a_farm_that_goes_silent_closes_open_alarms_with_gap(tmp_path, influx):
         return (t < _ms(hole[0])) | (t >= _ms(hole[1]))
 
     _write_direct(influx, herd, keep)
-    engine = init_db(f"sqlite:///{tmp_path}/state.sqlite")
+    engine = init_db(state_url)
     job = DetectionJob(
         influx, engine, AlarmLog(tmp_path / "log.jsonl"), ["farm-hole"], resolution_s=60,
         initial_lookback_s=3 * 3600, max_catchup_s=3 * 3600,

@@ -91,7 +91,9 @@ def _rejected(metrics: dict) -> float:
     return sum(v for (name, _), v in metrics.items() if name == REJECTED)
 
 
-def test_running_scheduler_serves_job_times_open_alarms_and_queued_mails(stack, influx, tmp_path):
+def test_running_scheduler_serves_job_times_open_alarms_and_queued_mails(
+    stack, influx, tmp_path, state_url
+):
     port = free_port()
     config = tmp_path / "config.toml"
     config.write_text(
@@ -100,7 +102,7 @@ def test_running_scheduler_serves_job_times_open_alarms_and_queued_mails(stack, 
 url = "{stack.influx_url}"
 database = "{influx.database}"
 [state]
-url = "sqlite:///{tmp_path / "state.sqlite"}"
+url = "{state_url}"
 [scheduler]
 tick_s = 1.0
 alarm_log_path = "{tmp_path / "alarm-log.jsonl"}"

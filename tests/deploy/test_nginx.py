@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from tests.deploy.conftest import make_tls_files
-
-SITE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "namazu.conf"
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+from tests.deploy.nginx_site import NGINX, SITE, local_files, replace_all
 
 
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)")
 def test_site_config_passes_nginx_syntax_check(tmp_path):
     make_tls_files(tmp_path)
-    site = SITE.read_text()
-    replacements = {
-        "/etc/letsencrypt/live/namazu.example.org/fullchain.pem": str(tmp_path / "server.crt"),
-        "/etc/letsencrypt/live/namazu.example.org/privkey.pem": str(tmp_path / "server.key"),
-        "include /etc/nginx/proxy_params;": "proxy_set_header Host $host;",
-    }
-    for old, new in replacements.items():
-        assert old in site, f"deploy/nginx/namazu.conf no longer contains {old!r}"
-        site = site.replace(old, new)
+    site = replace_all(SITE.read_text(), local_files(tmp_path))
     (tmp_path / "site.conf").write_text(site)
     (tmp_path / "nginx.conf").write_text(
         f"pid {tmp_path}/nginx.pid;\n"

@@ -12,7 +12,6 @@ does for a slow client. (Latency figures are in ``bench/bench_panel_load.py``.)
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -24,20 +23,26 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import psutil
 import pytest
 from werkzeug.serving import make_server
 
 from namazu.server.launch.stack import free_port
-from namazu.server.store.influx import InfluxClient, float_series_lines
+from namazu.server.store.influx import InfluxClient
 from namazu.server.store.state import init_db, session_scope
 from namazu.server.web.auth import create_user, issue_token
+from tests.server.web.export_support import (
+    ANIMAL,
+    DAYS,
+    FARM,
+    START,
+    export_path,
+    get,
+    hold,
+    write_activity,
+)
 
-FARM, ANIMAL = "demo-farm", "cow-1"
-START = pd.Timestamp("2024-01-01T00:00:00Z")
-DAYS = 40  # 57,600 one-minute samples: a Movebank CSV of ~6 MB, far over socket buffers
 USERS = ("u1", "u2", "u3")
 LIMITS = {"heavy_global_limit": 3, "heavy_per_user_limit": 2, "evaluation_max_shifts": 20}
 
@@ -47,22 +52,9 @@ def activity(stack):
     """40 days of one animal's activity in a fresh InfluxDB database; yields
     (InfluxDB URL, database)."""
     database = "heavy_" + uuid.uuid4().hex[:8]
-    influx = InfluxClient(stack.influx_url, database)
-    influx.create_database()
-    index = pd.date_range(START, periods=DAYS * 1440, freq="1min")
-    odba = 0.1 + np.random.default_rng(3).gamma(2.0, 0.01, index.size)
-    t_ms = index.as_unit("ms").asi8
-    for k in range(0, index.size, 50_000):
-        part = slice(k, k + 50_000)
-        influx.write_lines(
-            float_series_lines(
-                "activity",
-                {"farm": FARM, "gateway": "gw-1", "animal": ANIMAL, "species": "cow"},
-                {"odba": odba[part], "vedba": odba[part] * 0.8},
-                t_ms[part],
-            )
-        )
+    write_activity(stack.influx_url, database)
     yield stack.influx_url, database
+    influx = InfluxClient(stack.influx_url, database)
     influx.drop_database()
     influx.close()
 
@@ -100,40 +92,6 @@ def server(activity, tmp_path_factory):
     httpd.shutdown()
 
 
-def _export_path(days: int = DAYS) -> str:
-    end = START + pd.Timedelta(days=days)
-    return (
-        f"/api/v1/export/movebank.csv?farm={FARM}&animal={ANIMAL}"
-        f"&start={START:%Y-%m-%dT%H:%MZ}&end={end:%Y-%m-%dT%H:%MZ}"
-    )
-
-
-def _hold(port: int, token: str, path: str) -> tuple[socket.socket, str]:
-    """Send a GET, read only the status line and headers, then stop reading."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        piece = sock.recv(1)
-        assert piece, "connection closed before the headers"
-        head += piece
-    return sock, head.decode("latin-1")
-
-
-def _get(port: int, token: str, path: str) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    try:
-        connection.request("GET", path, headers={"Authorization": f"Bearer {token}"})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
-
-
 def _wait_until(condition, what: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -146,26 +104,26 @@ def test_heavy_requests_are_limited_per_user_and_in_all(server):
     held = []
     try:
         for user in ("u1", "u1", "u2"):
-            sock, head = _hold(port, tokens[user], _export_path())
+            sock, head = hold(port, tokens[user], export_path())
             held.append(sock)
             assert head.startswith("HTTP/1.1 200"), head
         assert gate.running == 3
         # u1 already runs two: refused, whatever the global count
-        status, headers, body = _get(port, tokens["u1"], _export_path(1))
+        status, headers, body = get(port, tokens["u1"], export_path(1))
         assert status == 429 and int(headers["Retry-After"]) >= 1
         assert "too many heavy requests" in json.loads(body)["error"]
         # u3 runs none, but the panel runs three: refused too
-        status, headers, _ = _get(port, tokens["u3"], _export_path(1))
+        status, headers, _ = get(port, tokens["u3"], export_path(1))
         assert status == 429 and 1 <= int(headers["Retry-After"]) <= 60
         # a light request still answers while the three are in flight
-        status, _, body = _get(port, tokens["u3"], "/api/v1/farms")
+        status, _, body = get(port, tokens["u3"], "/api/v1/farms")
         assert status == 200 and json.loads(body)[0]["id"] == FARM
         assert gate.running == 3
     finally:
         for sock in held:
             sock.close()
     _wait_until(lambda: gate.running == 0, "the abandoned exports freed their slots")
-    status, _, body = _get(port, tokens["u3"], _export_path())
+    status, _, body = get(port, tokens["u3"], export_path())
     lines = body.decode().splitlines()
     assert status == 200 and len(lines) == 1 + DAYS * 1440  # every sample, 40 chunks
     assert lines[0].startswith("study-name,") and lines[1].split(",")[0] == "Namazu demo-farm"
@@ -179,7 +137,7 @@ def test_timeline_export_streams_every_sample(server):
         f"/api/v1/export/timeline.csv?farm={FARM}&series={ANIMAL}"
         f"&start={START:%Y-%m-%dT%H:%MZ}&end={end:%Y-%m-%dT%H:%MZ}"
     )
-    status, headers, body = _get(port, tokens["u1"], path)
+    status, headers, body = get(port, tokens["u1"], path)
     rows = body.decode().splitlines()
     assert status == 200 and rows[0] == "time,series,kind,value"
     assert len(rows) == 1 + 3 * 1440 and {row.split(",")[2] for row in rows[1:]} == {"activity"}
@@ -192,7 +150,7 @@ def test_the_evaluation_caps_its_shifts_and_says_so(server):
         f"/api/v1/evaluation?farm={FARM}&start=2024-01-01&end=2024-02-01"
         "&resolution_min=60&n_shifts=2000"
     )
-    status, _, body = _get(port, tokens["u2"], path)
+    status, _, body = get(port, tokens["u2"], path)
     assert status == 200
     assert json.loads(body)["shifts"] == {"requested": 2000, "cap": 20, "used": 20}
 
@@ -256,7 +214,7 @@ def _hold_on_another_worker(port, token, slots, busy_pid: int) -> socket.socket:
     """Hold an export whose slot lands in a worker other than ``busy_pid`` (connections
     are spread over the workers by the kernel: retry until one lands elsewhere)."""
     for _ in range(40):
-        sock, head = _hold(port, token, _export_path())
+        sock, head = hold(port, token, export_path())
         assert head.startswith("HTTP/1.1 200"), head
         if _global_holders(slots) != [busy_pid, busy_pid]:
             return sock
@@ -275,7 +233,7 @@ def test_limits_hold_across_gunicorn_workers_and_a_killed_worker_frees_its_slot(
     workers = {child.pid for child in psutil.Process(master.pid).children()}
     held = []
     try:
-        sock, head = _hold(port, tokens["u1"], _export_path())
+        sock, head = hold(port, tokens["u1"], export_path())
         held.append(sock)
         assert head.startswith("HTTP/1.1 200"), head
         [first] = _global_holders(slots)
@@ -283,7 +241,7 @@ def test_limits_hold_across_gunicorn_workers_and_a_killed_worker_frees_its_slot(
         # u1 runs one export in one worker; one global slot is free, yet the per-user
         # limit refuses u1 whichever worker takes the request
         for _ in range(8):
-            status, headers, _ = _get(port, tokens["u1"], _export_path(1))
+            status, headers, _ = get(port, tokens["u1"], export_path(1))
             assert status == 429 and 1 <= int(headers["Retry-After"]) <= 60
         # u2's export runs in the other worker: both global slots are taken, one per
         # worker, and u3 is refused whichever worker takes the request
@@ -291,9 +249,9 @@ def test_limits_hold_across_gunicorn_workers_and_a_killed_worker_frees_its_slot(
         [second] = set(_global_holders(slots)) - {first}
         assert second in workers
         for _ in range(8):
-            status, headers, body = _get(port, tokens["u3"], _export_path(1))
+            status, headers, body = get(port, tokens["u3"], export_path(1))
             assert status == 429 and "too many heavy requests" in json.loads(body)["error"]
-        status, _, _ = _get(port, tokens["u3"], "/api/v1/farms")
+        status, _, _ = get(port, tokens["u3"], "/api/v1/farms")
         assert status == 200
         # the worker running u1's export dies: the kernel frees its slots, gunicorn
         # starts another worker, and u3 and u1 are served again
@@ -301,7 +259,7 @@ def test_limits_hold_across_gunicorn_workers_and_a_killed_worker_frees_its_slot(
         _wait_until(lambda: _global_holders(slots) == [second], "the dead worker's slot is free")
         assert set(_slot_holders(slots).values()) == {second}
         for user in ("u3", "u1"):
-            status, _, body = _get(port, tokens[user], _export_path(1))
+            status, _, body = get(port, tokens[user], export_path(1))
             assert status == 200 and len(body.decode().splitlines()) == 1 + 1440
         assert _global_holders(slots) == [second]
     finally:

@@ -9,13 +9,8 @@ the number of attacking addresses, the user is e-mailed, and an admin can unlock
 
 from __future__ import annotations
 
-import http.client
 import math
 import os
-import re
-import shutil
-import ssl
-import subprocess
 import threading
 import time
 from datetime import UTC, datetime
@@ -27,16 +22,13 @@ from werkzeug.serving import make_server
 
 from namazu.server.alerts.mail import SmtpSender
 from namazu.server.alerts.outbox import deliver_outbox
-from namazu.server.launch.stack import free_port, port_open
 from namazu.server.store.models import LoginFailure, User
 from namazu.server.store.state import OutboxMail, init_db, session_scope
 from namazu.server.web import users as users_cli
 from namazu.server.web.auth import create_user
-from tests.deploy.conftest import make_tls_files
+from tests.deploy.nginx_site import NGINX, Nginx
 from tests.server.smtp_fixtures import SmtpServer
 
-SITE = Path(__file__).resolve().parents[3] / "deploy" / "nginx" / "namazu.conf"
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 PASSWORD = "correct horse battery"
 POLICY = {
     "login_free_failures": 3,
@@ -49,65 +41,6 @@ POLICY = {
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (nginx-light)")
 
 
-def _site(app_port: int, tls_port: int, plain_port: int, directory: Path) -> str:
-    """The shipped site with ports, certificates and include moved to the test."""
-    site = SITE.read_text()
-    replacements = {
-        "server 127.0.0.1:8000;": f"server 127.0.0.1:{app_port};",
-        "    listen 80;\n    listen [::]:80;\n": f"    listen 127.0.0.1:{plain_port};\n",
-        "    listen 443 ssl http2;\n    listen [::]:443 ssl http2;\n": (
-            f"    listen 127.0.0.1:{tls_port} ssl;\n"
-        ),
-        "/etc/letsencrypt/live/namazu.example.org/fullchain.pem": str(directory / "server.crt"),
-        "/etc/letsencrypt/live/namazu.example.org/privkey.pem": str(directory / "server.key"),
-        "include /etc/nginx/proxy_params;": "proxy_set_header Host $host;",
-    }
-    for old, new in replacements.items():
-        assert old in site, f"deploy/nginx/namazu.conf no longer contains {old!r}"
-        site = site.replace(old, new)
-    return site
-
-
-class Browser:
-    """An HTTPS client bound to one source address with its own cookie jar."""
-
-    def __init__(self, port: int, source: str, context: ssl.SSLContext):
-        self.port, self.source, self.context = port, source, context
-        self.cookies: dict[str, str] = {}
-        self.csrf: str | None = None
-
-    def request(self, method: str, path: str, body: str | None = None, headers=None):
-        connection = http.client.HTTPSConnection(
-            "127.0.0.1", self.port, source_address=(self.source, 0), context=self.context,
-            timeout=30,
-        )  # fmt: skip
-        sent = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
-        if body is not None:
-            sent["Content-Type"] = "application/x-www-form-urlencoded"
-        try:
-            connection.request(method, path, body=body, headers={**sent, **(headers or {})})
-            response = connection.getresponse()
-            text = response.read().decode("utf-8", "replace")
-        finally:
-            connection.close()
-        for header in response.headers.get_all("Set-Cookie") or []:
-            name, _, rest = header.partition("=")
-            self.cookies[name] = rest.split(";", 1)[0]
-        return response, text
-
-    def login(self, name: str, password: str, headers=None):
-        """POST the log-in form (the CSRF token of this browser's session is fetched
-        once, as a script would)."""
-        if self.csrf is None:
-            _, page = self.request("GET", "/login")
-            self.csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-        body = f"username={name}&password={password.replace(' ', '+')}&csrf_token={self.csrf}"
-        response, _ = self.request("POST", "/login", body, headers)
-        if response.status == 302:
-            self.csrf = None  # a new session after log-in
-        return response
-
-
 @pytest.fixture(scope="module")
 def behind_nginx(tmp_path_factory):
     """The panel (werkzeug, threaded) behind the shipped nginx site; yields a namespace
@@ -115,7 +48,6 @@ def behind_nginx(tmp_path_factory):
     from namazu.server.web import create_app
 
     directory = tmp_path_factory.mktemp("nginx-login")
-    make_tls_files(directory)
     state_url = f"sqlite:///{directory / 'state.sqlite'}"
     engine = init_db(state_url)
     with session_scope(engine) as db:
@@ -130,47 +62,23 @@ def behind_nginx(tmp_path_factory):
     )
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    tls_port, plain_port = free_port(), free_port()
-    (directory / "site.conf").write_text(_site(server.server_port, tls_port, plain_port, directory))
-    (directory / "nginx.conf").write_text(
-        ("user root;\n" if os.geteuid() == 0 else "")
-        + f"pid {directory}/nginx.pid;\nerror_log {directory}/error.log;\n"
-        "events {}\nhttp {\n  access_log off;\n"
-        f"  client_body_temp_path {directory}/body;\n  proxy_temp_path {directory}/proxy;\n"
-        f"  fastcgi_temp_path {directory}/fcgi;\n  uwsgi_temp_path {directory}/uwsgi;\n"
-        f"  scgi_temp_path {directory}/scgi;\n  include {directory}/site.conf;\n}}\n"
-    )  # fmt: skip
-    nginx = subprocess.Popen(
-        [NGINX, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    nginx = Nginx(directory, [server.server_port]).start()
     smtp = SmtpServer().start()
     try:
-        deadline = time.monotonic() + 10
-        while not port_open(tls_port):
-            if nginx.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"nginx did not start: {nginx.stderr.read().decode()[-2000:]}")
-            time.sleep(0.05)
-        context = ssl.create_default_context(cafile=str(directory / "ca.crt"))
 
         class Setup:
             url = state_url
             mail = smtp
-
-            @staticmethod
-            def browser(source: str) -> Browser:
-                return Browser(tls_port, source, context)
+            browser = nginx.browser
 
         yield Setup
     finally:
         smtp.stop()
-        nginx.terminate()
-        nginx.wait(timeout=10)
+        nginx.stop()
         server.shutdown()
 
 
-def _use_up(browser: Browser, account: str) -> list[int]:
+def _use_up(browser, account: str) -> list[int]:
     """Wrong passwords, waiting whenever told to, until the address has used all its
     failures; returns the statuses seen."""
     statuses = []

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from namazu.server.core.config import NamazuConfig
 from namazu.server.web.limits import AdvisoryLockSlots, FileSlots, HeavyGate, open_heavy_gate
@@ -93,7 +94,7 @@ def test_a_killed_holder_leaves_no_stale_slot(state_url, tmp_path):
 
 @pytest.mark.parametrize("state_url", ["postgresql"], indirect=True)
 def test_advisory_slots_are_counted_by_the_server_and_kept_per_schema(
-    state_url, postgres, postgres_database, tmp_path
+    state_url, postgres, tmp_path
 ):
     gate = _gate(state_url, tmp_path / "one")
     slots = gate.slots
@@ -101,8 +102,8 @@ def test_advisory_slots_are_counted_by_the_server_and_kept_per_schema(
     token = gate.try_acquire(1)
     assert slots.global_taken() == 1
     # another deployment in another schema of the same database has slots of its own
-    postgres.psql('CREATE SCHEMA "other_deployment"', database=postgres_database)
-    other_url = f"{postgres.url(postgres_database)}?options=-csearch_path%3Dother_deployment"
+    postgres.psql('CREATE SCHEMA "other_deployment"', database=make_url(state_url).database)
+    other_url = f"{state_url}?options=-csearch_path%3Dother_deployment"
     other = AdvisoryLockSlots(2, 1, other_url)
     assert other.namespace != slots.namespace
     held = [other.take(1), other.take(2)]

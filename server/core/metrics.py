@@ -134,15 +134,16 @@ INGEST_PENDING_MESSAGES = Gauge(
 INGEST_STORE_BLOCKED = Gauge(
     "namazu_ingest_store_blocked",
     "1 while InfluxDB refuses or fails every write of this worker, by cause "
-    "(credentials, permission, no_database, server_error, unreachable); messages are "
-    "held unacknowledged meanwhile [bool]",
-    ["cause"],
+    "(credentials, permission, no_database, server_error, unreachable) and instance URL "
+    "(influx); the messages of its farms are held unacknowledged meanwhile [bool]",
+    ["cause", "influx"],
     registry=None,
 )
 INGEST_STORE_ERRORS = Counter(
     "namazu_ingest_store_errors",
-    "failed InfluxDB write attempts that were retried, by cause [attempts]",
-    ["cause"],
+    "failed InfluxDB write attempts that were retried, by cause and instance URL "
+    "(influx) [attempts]",
+    ["cause", "influx"],
     registry=None,
 )
 INGEST_SEQ_CONFLICTS = Counter(

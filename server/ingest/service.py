@@ -43,6 +43,13 @@ Guarantees:
   workers and kept across restarts for ``ingest.seq_ledger_retention_days``; each
   worker's in-memory book of its recent messages catches conflicts before that. While
   the state store is unreachable the batch is held unacknowledged and retried.
+- Several InfluxDB instances (``[influx_instances]``, farms mapped by
+  ``farms[].influx_instance``): each instance has its own batch, flusher thread and
+  retry loop, so while one instance fails only the messages of its farms are held
+  (unacknowledged, not even decoded: they wait as received); the other instances' farms
+  are stored and acknowledged meanwhile. A message belongs to one farm, so to one
+  instance. The held messages count against ``ingest.max_pending_messages``: when they
+  reach it the broker sends this worker nothing more until the instance is back.
 - Several workers can share the load: activity comes through the MQTT v5 shared
   subscription ``$share/{ingest.shared_group}/namazu/v1/+/+/activity``; each worker
   needs its own stable ``ingest.client_id``.
@@ -66,7 +73,7 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -130,6 +137,7 @@ from namazu.server.store.influx import (
     prefixed_float_lines,
     series_prefix,
 )
+from namazu.server.store.influx_router import InfluxRouter
 from namazu.server.store.state import DataHealth, StateError, init_db, session_scope
 
 log = logging.getLogger(__name__)
@@ -436,6 +444,28 @@ class _Batch:
         return len(self.pendings)
 
 
+@dataclass(eq=False)
+class _Instance:
+    """One InfluxDB instance as the writer sees it: the batch being filled for its farms,
+    the write in flight on its own flusher thread, the messages held (as received) while
+    that write is stuck and the batch is full, and its store state."""
+
+    name: str
+    influx: InfluxClient
+    reach: Reachability
+    health: StoreHealth
+    batch: _Batch = field(default_factory=_Batch)
+    in_flight: Future | None = None
+    held: deque[InboundMessage] = field(default_factory=deque)
+    blocked: str | None = None
+    blocked_since: float = 0.0
+
+    def takes_more(self, max_points: int) -> bool:
+        """Whether a message may be decoded into the batch now (not while the batch is
+        full and the previous write is still in flight)."""
+        return self.in_flight is None or self.batch.activity_points < max_points
+
+
 class _GivingUp(Exception):
     """Raised inside the flusher when the service stops while InfluxDB refuses writes."""
 
@@ -444,24 +474,28 @@ class IngestService:
     """MQTT -> validation -> InfluxDB, acknowledging each message only once it is handled.
 
     config : the whole configuration (``mqtt``, ``ingest``, ``farms``, ``state``).
-    influx : the InfluxDB client to write through (injected, e.g. a test database).
+    influx : where to write: an ``InfluxRouter`` (one client per instance, farms routed
+        by the configuration), or one ``InfluxClient`` for every farm (e.g. a test
+        database).
     observer : optional callable run in the writer thread for each activity batch with
         valid animals, in the order the service processes them (for tests and tracing).
     archive : where dead letters are recorded; default the state store
         (``state.url``), opened at the first dead letter.
-    store_health : the data-health entry of the store path; default in the state store.
+    store_health : the data-health entry of the store path (of the default instance);
+        default in the state store.
     """
 
     def __init__(
         self,
         config: NamazuConfig,
-        influx: InfluxClient,
+        influx: InfluxClient | InfluxRouter,
         observer: Callable[[ActivityBatch], None] | None = None,
         archive: DeadLetterArchive | None = None,
         store_health: StoreHealth | None = None,
     ):
         self.config = config
-        self.influx = influx
+        self.router = influx if isinstance(influx, InfluxRouter) else InfluxRouter.single(influx)
+        self.influx = self.router.default
         self.observer = observer
         cfg = config.ingest
         self._max_future_ms = int(cfg.max_future_s * 1000)
@@ -483,7 +517,16 @@ class IngestService:
             heartbeat=ingest_heartbeat(cfg.client_id, cfg.shared_group, cfg.heartbeat_s),
         )
         self._archive = archive
-        self._store_health = store_health or StoreHealth(config.state.url, cfg.client_id)
+        self._instances = {
+            name: _Instance(
+                name,
+                client,
+                Reachability(log, _instance_label(name), client.url),
+                (store_health if name == "default" else None)
+                or StoreHealth(config.state.url, _health_name(cfg.client_id, name, client)),
+            )
+            for name, client in self.router.instances().items()
+        }
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -492,9 +535,9 @@ class IngestService:
         self._animals_rejected: Counter[str] = Counter()
         self._deadletters_waiting: dict[int, _Pending] = {}
         self._deadletter_lock = threading.Lock()
-        self._influx_reach = Reachability(log, "InfluxDB", influx.url)
         self._sequences = SequenceBook()
         self._ledger_engine: Any = None
+        self._ledger_lock = threading.Lock()
         self._ledger_retention_s = cfg.seq_ledger_retention_days * 86_400.0
         self._ledger_pruned_at: float | None = None
         self._ledger_reach = Reachability(
@@ -503,8 +546,7 @@ class IngestService:
             _safe_url(config.state.url),
         )
         self._receipts: defaultdict[tuple[str, str, str | None], set[int]] = defaultdict(set)
-        self._store_blocked: str | None = None
-        self._store_blocked_since = 0.0
+        self._written_by_instance: Counter[str] = Counter()
         self._stop_timeout_s = 5.0
         self.failed: BaseException | None = None
 
@@ -512,10 +554,14 @@ class IngestService:
 
     def start(self) -> IngestService:
         """Start the writer thread and connect to the broker (returns at once)."""
-        try:
-            log.info(self.influx.prepare())
-        except InfluxError as exc:
-            log.warning("InfluxDB not ready at start; will retry", extra={"error": str(exc)})
+        for instance in self._instances.values():
+            try:
+                log.info(instance.influx.prepare())
+            except InfluxError as exc:
+                log.warning(
+                    "InfluxDB not ready at start; will retry",
+                    extra={"error": str(exc), "url": instance.influx.url},
+                )
         self._stop.clear()
         self._writer = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._writer.start()
@@ -558,7 +604,10 @@ class IngestService:
         failed), ``ledger_pruned`` (ledger rows dropped past retention). Status
         messages: ``status_received``, ``status_points``, ``status_acked``. Also
         ``write_retries``, ``store_blocked``
-        (the cause while InfluxDB refuses every write, else None), ``receipts``
+        (the cause while InfluxDB refuses every write, else None; with several
+        instances the first blocked one's), ``store_blocked_by_instance`` (instance name
+        -> cause, blocked ones only), ``written_points_by_instance``, ``held``
+        (messages waiting undecoded while their instance's write is stuck), ``receipts``
         (published), ``pending`` (queued, not yet taken by the writer), ``connected``
         and ``failed`` (the exception type that killed a worker thread, else None)."""
         with self._lock:
@@ -586,7 +635,11 @@ class IngestService:
             }
             out["rejected_by_reason"] = dict(self._rejected)
             out["animals_rejected"] = dict(self._animals_rejected)
-        out["store_blocked"] = self._store_blocked
+            out["written_points_by_instance"] = dict(self._written_by_instance)
+        blocked = {i.name: i.blocked for i in self._instances.values() if i.blocked}
+        out["store_blocked"] = next(iter(blocked.values()), None)
+        out["store_blocked_by_instance"] = blocked
+        out["held"] = sum(len(i.held) for i in self._instances.values())
         out["pending"] = self._queue.qsize()
         out["connected"] = self._mqtt.connected
         out["failed"] = None if self.failed is None else type(self.failed).__name__
@@ -611,12 +664,18 @@ class IngestService:
     # --- writer thread ------------------------------------------------------------
 
     def _run(self) -> None:
-        # One write in flight while the next batch is decoded: a batch is handed to the
-        # flusher thread, which writes it and acknowledges its messages; the writer waits
-        # for that write to finish before handing over the next one.
+        # Per InfluxDB instance, one write in flight while the next batch is decoded: a
+        # batch is handed to the instance's flusher thread, which writes it and
+        # acknowledges its messages; the instance's next batch waits for that write.
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-flush") as flusher:
-                self._decode_loop(flusher)
+            with contextlib.ExitStack() as stack:
+                flushers = {
+                    name: stack.enter_context(
+                        ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ingest-flush-{name}")
+                    )
+                    for name in self._instances
+                }
+                self._decode_loop(flushers)
         except BaseException as exc:  # noqa: BLE001 - a dead worker must be seen and ended
             self._die(exc)
 
@@ -633,49 +692,92 @@ class IngestService:
         with contextlib.suppress(Exception):
             self._mqtt.stop()
 
-    def _decode_loop(self, flusher: ThreadPoolExecutor) -> None:
-        cfg = self.config.ingest
-        batch = _Batch()
-        in_flight: Future | None = None
+    def _decode_loop(self, flushers: dict[str, ThreadPoolExecutor]) -> None:
+        max_points = self.config.ingest.batch_max_points
+        instances = list(self._instances.values())
         while not self._stop.is_set():
             watchdog.beat("ingest-writer")
-            if in_flight is not None and in_flight.done():
-                in_flight.result()  # a write that failed unexpectedly ends the worker here
-                in_flight = None
+            for instance in instances:
+                if instance.in_flight is not None and instance.in_flight.done():
+                    instance.in_flight.result()  # an unexpected failure ends the worker here
+                    instance.in_flight = None
+                while instance.held and instance.takes_more(max_points):
+                    self._process(instance.held.popleft(), instance.batch)
             self._ack_delivered_deadletters()
             self._publish_receipts()
-            timeout = cfg.batch_max_age_s
-            if batch:
-                timeout = max(0.0, batch.started + cfg.batch_max_age_s - time.monotonic())
+            self._submit_ready(flushers)
             try:
-                message = self._queue.get(timeout=min(timeout, 0.1))
+                message = self._queue.get(timeout=self._wait_s())
             except queue.Empty:
                 message = None
             while message is not None:
-                self._process(message, batch)
-                if batch.activity_points >= cfg.batch_max_points:
+                instance = self._instance_of(message)
+                if instance.takes_more(max_points):
+                    self._process(message, instance.batch)
+                else:
+                    instance.held.append(message)  # its write is stuck: wait as received
+                if instance.batch.activity_points >= max_points:
                     break
                 try:
                     message = self._queue.get_nowait()
                 except queue.Empty:
                     message = None
-            if batch and (
-                batch.activity_points >= cfg.batch_max_points
-                or time.monotonic() - batch.started >= cfg.batch_max_age_s
-            ):
-                if in_flight is not None:
-                    in_flight.result()
-                in_flight = flusher.submit(self._flush, batch)
-                batch = _Batch()
+            self._submit_ready(flushers)
         if self.failed is not None:
             return
-        if in_flight is not None:
-            in_flight.result()
-        if batch:
-            self._flush(batch, give_up_after_s=self._stop_timeout_s)
+        for instance in instances:
+            if instance.in_flight is not None:
+                instance.in_flight.result()
+        # the instances that take writes first: a blocked one gives up after the timeout
+        for instance in sorted(instances, key=lambda i: i.blocked is not None):
+            if instance.batch:
+                self._flush(instance, instance.batch, give_up_after_s=self._stop_timeout_s)
         self._ack_delivered_deadletters()
         self._publish_receipts()
         watchdog.forget("ingest-writer")
+
+    def _instance_of(self, message: InboundMessage) -> _Instance:
+        """The instance of the farm a message's topic names (``namazu/v1/{farm}/...``);
+        the default instance for a topic without one (it is dead-lettered anyway)."""
+        parts = message.topic.split("/", 3)
+        farm = parts[2] if len(parts) > 3 and parts[0] == "namazu" else ""
+        return self._instances[self.router.instance_of(farm)]
+
+    def _submit_ready(self, flushers: dict[str, ThreadPoolExecutor]) -> None:
+        """Hand every batch that is full or old enough to its instance's flusher, unless
+        that instance's previous write is still in flight."""
+        cfg = self.config.ingest
+        now = time.monotonic()
+        for instance in self._instances.values():
+            batch = instance.batch
+            if not batch or instance.in_flight is not None:
+                continue
+            if (
+                batch.activity_points >= cfg.batch_max_points
+                or now - batch.started >= cfg.batch_max_age_s
+            ):
+                instance.in_flight = flushers[instance.name].submit(self._flush, instance, batch)
+                instance.batch = _Batch()
+
+    def _wait_s(self) -> float:
+        """How long the writer may wait for the next message [s]: until the oldest batch
+        is due, at most 0.1 s, and only briefly while a due batch or held messages wait
+        for a write in flight (its end is seen by polling)."""
+        cfg = self.config.ingest
+        wait_s = 0.1
+        now = time.monotonic()
+        for instance in self._instances.values():
+            if instance.in_flight is not None:
+                due = instance.batch and (
+                    instance.batch.activity_points >= cfg.batch_max_points
+                    or now - instance.batch.started >= cfg.batch_max_age_s
+                )
+                if instance.held or due:
+                    wait_s = min(wait_s, 0.005)
+                continue
+            if instance.batch:
+                wait_s = min(wait_s, max(0.0, instance.batch.started + cfg.batch_max_age_s - now))
+        return wait_s
 
     def _process(self, message: InboundMessage, batch: _Batch) -> None:
         """Decode one message into ``batch`` or dead-letter it; never raises for a
@@ -892,14 +994,16 @@ class IngestService:
 
     # --- flusher thread -------------------------------------------------------------
 
-    def _flush(self, batch: _Batch, give_up_after_s: float | None = None) -> None:
+    def _flush(
+        self, instance: _Instance, batch: _Batch, give_up_after_s: float | None = None
+    ) -> None:
         started = time.monotonic()
         try:
             batch = self._without_conflicts(batch, started, give_up_after_s)
             if not batch.lines:
-                self._written(batch.pendings, 0)
+                self._written(instance, batch.pendings, 0)
                 return
-            refused = self._write(batch.lines, started, give_up_after_s)
+            refused = self._write(instance, batch.lines, started, give_up_after_s)
             if refused is not None:
                 # InfluxDB refused some points: find them, message by message.
                 offset = 0
@@ -907,11 +1011,11 @@ class IngestService:
                 for pending, size, points in parts:
                     lines = batch.lines[offset : offset + size]
                     offset += size
-                    self._write_message(pending, lines, points, started, give_up_after_s)
+                    self._write_message(instance, pending, lines, points, started, give_up_after_s)
                 return
         except _GivingUp:
             return  # stopping while InfluxDB refuses: nothing acknowledged
-        self._written(batch.pendings, batch.activity_points)
+        self._written(instance, batch.pendings, batch.activity_points)
 
     def _without_conflicts(
         self, batch: _Batch, started: float, give_up_after_s: float | None
@@ -958,9 +1062,7 @@ class IngestService:
         delay_s = 0.05
         while True:
             try:
-                if self._ledger_engine is None:
-                    self._ledger_engine = init_db(self.config.state.url)
-                kept = digests.claim(self._ledger_engine, entries, datetime.now(UTC))
+                kept = digests.claim(self._ledger(), entries, datetime.now(UTC))
                 break
             except (SQLAlchemyError, StateError) as exc:
                 self._ledger_reach.failed(
@@ -975,15 +1077,21 @@ class IngestService:
             self.prune_ledger()
         return kept
 
+    def _ledger(self) -> Any:
+        """The state-store engine of the sequence ledger, opened once (flusher threads of
+        several InfluxDB instances share it)."""
+        with self._ledger_lock:
+            if self._ledger_engine is None:
+                self._ledger_engine = init_db(self.config.state.url)
+            return self._ledger_engine
+
     def prune_ledger(self, now: datetime | None = None) -> int:
         """Drop sequence-ledger rows first seen more than ``ingest.seq_ledger_retention_days``
         before ``now`` (default: the current time); returns how many went. Failures are
         logged and retried at the next prune."""
         cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self._ledger_retention_s)
         try:
-            if self._ledger_engine is None:
-                self._ledger_engine = init_db(self.config.state.url)
-            pruned = digests.prune(self._ledger_engine, cutoff)
+            pruned = digests.prune(self._ledger(), cutoff)
         except (SQLAlchemyError, StateError) as exc:
             log.warning("sequence ledger not pruned", extra={"error": str(exc)[:300]})
             return 0
@@ -992,6 +1100,7 @@ class IngestService:
 
     def _write_message(
         self,
+        instance: _Instance,
         pending: _Pending,
         lines: list[str],
         points: int,
@@ -999,7 +1108,7 @@ class IngestService:
         give_up_after_s: float | None,
     ) -> None:
         """Write one message's points; dead-letter those InfluxDB refuses, point by point."""
-        refused = self._refused_points(lines, started, give_up_after_s)
+        refused = self._refused_points(instance, lines, started, give_up_after_s)
         if refused:
             pending.parts += 1
             listed = [line[:500] for line, _ in refused[:MAX_LISTED]]
@@ -1013,38 +1122,41 @@ class IngestService:
                     "stored_points": len(lines) - len(refused),
                 },
             )
-        self._written([pending], points - sum(line.startswith("activity,") for line, _ in refused))
+        stored = points - sum(line.startswith("activity,") for line, _ in refused)
+        self._written(instance, [pending], stored)
 
     def _refused_points(
-        self, lines: list[str], started: float, give_up_after_s: float | None
+        self, instance: _Instance, lines: list[str], started: float, give_up_after_s: float | None
     ) -> list[tuple[str, str]]:
         """The lines InfluxDB refuses, each with its error, found by halving: a part it
         accepts whole costs one write, a part it refuses whole (``dropped`` = its size)
         too; only mixed parts are split."""
         if not lines:
             return []
-        error = self._write(lines, started, give_up_after_s)
+        error = self._write(instance, lines, started, give_up_after_s)
         if error is None:
             return []
         if len(lines) == 1 or error.dropped == len(lines):
             return [(line, str(error.body)) for line in lines]
         middle = len(lines) // 2
         return self._refused_points(
-            lines[:middle], started, give_up_after_s
-        ) + self._refused_points(lines[middle:], started, give_up_after_s)
+            instance, lines[:middle], started, give_up_after_s
+        ) + self._refused_points(instance, lines[middle:], started, give_up_after_s)
 
-    def _written(self, pendings: list[_Pending], activity_points: int) -> None:
+    def _written(self, instance: _Instance, pendings: list[_Pending], activity_points: int) -> None:
         for pending in pendings:
             self._part_done(pending)
         activity = sum(p.has_points and not _is_status(p.message) for p in pendings)
         self._count("written_points", activity_points)
+        with self._lock:
+            self._written_by_instance[instance.name] += activity_points
         self._count("written_messages", activity)
         metrics.INGEST_POINTS_WRITTEN.inc(activity_points)
         metrics.INGEST_MESSAGES_WRITTEN.inc(activity)
         metrics.INGEST_PENDING_MESSAGES.set(self._queue.qsize())
 
     def _write(
-        self, lines: list[str], started: float, give_up_after_s: float | None
+        self, instance: _Instance, lines: list[str], started: float, give_up_after_s: float | None
     ) -> InfluxWriteError | None:
         """Write with retries until InfluxDB takes the points. Returns None when written,
         the error when InfluxDB refused some points themselves (point level). Anything
@@ -1054,25 +1166,25 @@ class IngestService:
         while True:
             try:
                 with metrics.INFLUX_WRITE_SECONDS.time():
-                    self.influx.write_lines(lines)
+                    instance.influx.write_lines(lines)
             except InfluxWriteError as exc:
                 if exc.point_level:
-                    self._store_ok()
+                    self._store_ok(instance)
                     return exc
                 if exc.status == 404 and "database not found" in exc.body:
                     try:
-                        created = self.influx.create_database()
+                        created = instance.influx.create_database()
                     except InfluxAuthError:
                         created = False  # this user may not create it: a store error
                     except InfluxError:
                         created = True  # unknown while InfluxDB is away: write again
                     if created:
                         continue
-                self._store_failing(exc, delay_s, len(lines))
+                self._store_failing(instance, exc, delay_s, len(lines))
             except InfluxUnavailable as exc:
-                self._store_failing(exc, delay_s, len(lines))
+                self._store_failing(instance, exc, delay_s, len(lines))
             else:
-                self._store_ok()
+                self._store_ok(instance)
                 return None
             self._count("write_retries")
             delay_s = self._pause_before_retry(started, give_up_after_s, delay_s)
@@ -1096,48 +1208,66 @@ class IngestService:
         self._stop.wait(delay_s)
         return min(delay_s * 2, 5.0)
 
-    def _store_failing(self, exc: InfluxError, retry_in_s: float, points: int) -> None:
-        """A write failed for a reason that is not the data's. An unreachable or failing
-        server is reported by :class:`Reachability` (a WARNING, an ERROR if it lasts,
-        repeated while it lasts); a refusal (credentials, permission, no database) by one
-        ERROR line naming the cause. Both set the metric and the data-health entry."""
-        cause, sentence = self.influx.explain_write_failure(exc)
-        metrics.INGEST_STORE_ERRORS.labels(cause=cause).inc()
+    def _store_failing(
+        self, instance: _Instance, exc: InfluxError, retry_in_s: float, points: int
+    ) -> None:
+        """A write to ``instance`` failed for a reason that is not the data's. An
+        unreachable or failing server is reported by :class:`Reachability` (a WARNING, an
+        ERROR if it lasts, repeated while it lasts); a refusal (credentials, permission,
+        no database) by one ERROR line naming the cause. Both set the metric (labelled
+        with the instance's URL) and the instance's data-health entry."""
+        influx = instance.influx
+        cause, sentence = influx.explain_write_failure(exc)
+        metrics.INGEST_STORE_ERRORS.labels(cause=cause, influx=influx.url).inc()
         outage = cause in ("unreachable", "server_error")
         if outage:
-            self._influx_reach.failed(
+            instance.reach.failed(
                 exc, retry_in_s, f"{points} points waiting, their messages unacknowledged"
             )
-        if cause == self._store_blocked:
+        if cause == instance.blocked:
             return
-        if self._store_blocked is None:
-            self._store_blocked_since = time.monotonic()
+        if instance.blocked is None:
+            instance.blocked_since = time.monotonic()
         else:
-            metrics.INGEST_STORE_BLOCKED.labels(cause=self._store_blocked).set(0)
-        self._store_blocked = cause
-        metrics.INGEST_STORE_BLOCKED.labels(cause=cause).set(1)
+            metrics.INGEST_STORE_BLOCKED.labels(cause=instance.blocked, influx=influx.url).set(0)
+        instance.blocked = cause
+        metrics.INGEST_STORE_BLOCKED.labels(cause=cause, influx=influx.url).set(1)
         if not outage:
             log.error(
                 "%s; holding messages unacknowledged and retrying",
                 sentence,
-                extra={"cause": cause, "database": self.influx.database, "url": self.influx.url},
+                extra={"cause": cause, "database": influx.database, "url": influx.url},
             )
-        self._store_health.set(cause)
+        instance.health.set(cause)
 
-    def _store_ok(self) -> None:
-        if self._store_blocked is None:
+    def _store_ok(self, instance: _Instance) -> None:
+        if instance.blocked is None:
             return
-        down_s = time.monotonic() - self._store_blocked_since
-        metrics.INGEST_STORE_BLOCKED.labels(cause=self._store_blocked).set(0)
-        if self._store_blocked in ("unreachable", "server_error"):
-            self._influx_reach.reached()
+        down_s = time.monotonic() - instance.blocked_since
+        influx = instance.influx
+        metrics.INGEST_STORE_BLOCKED.labels(cause=instance.blocked, influx=influx.url).set(0)
+        if instance.blocked in ("unreachable", "server_error"):
+            instance.reach.reached()
         else:
             log.info(
                 "InfluxDB accepts writes again",
-                extra={"after": self._store_blocked, "down_s": round(down_s, 1)},
+                extra={"after": instance.blocked, "down_s": round(down_s, 1), "url": influx.url},
             )
-        self._store_blocked = None
-        self._store_health.set("ok")
+        instance.blocked = None
+        instance.health.set("ok")
+
+
+def _instance_label(name: str) -> str:
+    """How log lines name an instance: "InfluxDB", or "InfluxDB instance 'north'"."""
+    return "InfluxDB" if name == "default" else f"InfluxDB instance {name!r}"
+
+
+def _health_name(worker: str, name: str, client: InfluxClient) -> str:
+    """The data-health entry name of a worker's store path to one instance: the worker's
+    client id for the default instance, with the instance's name and URL for others."""
+    if name == "default":
+        return worker
+    return f"{worker} {name} {client.url}"[:128]
 
 
 def _conflict_detail(message: ActivityMessage | Envelope | None) -> str:
@@ -1228,15 +1358,17 @@ def main(argv: list[str]) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    influx = InfluxClient.from_config(config.influx)
+    influx = InfluxRouter.from_config(config)
     service = IngestService(config, influx).start()
     watchdog.start_from_environment(f"ingest {config.ingest.client_id} running")
     log.info(
         "ingest started",
         extra={
             "broker": f"{config.mqtt.host}:{config.mqtt.port}",
-            "influx": config.influx.url,
-            "database": config.influx.database,
+            "influx": ", ".join(
+                f"{name}={client.url}/{client.database}"
+                for name, client in influx.instances().items()
+            ),
             "client_id": config.ingest.client_id,
             "farms": "any (open enrolment)"
             if config.ingest.open_enrolment

@@ -237,7 +237,7 @@ def test_refused_credentials_hold_messages_until_fixed_without_restart(auth_stac
             "InfluxDB refused the credentials of user 'ingest' for database 'namazu_auth'; "
             "holding messages unacknowledged and retrying"
         ]
-        assert blocked.labels(cause="credentials")._value.get() == 1
+        assert blocked.labels(cause="credentials", influx=stack.influx_url)._value.get() == 1
         health = DeadLetterArchive(state_url).engine
         with session_scope(health) as session:
             row = session.scalars(select(DataHealth).where(DataHealth.kind == "store")).one()
@@ -250,7 +250,7 @@ def test_refused_credentials_hold_messages_until_fixed_without_restart(auth_stac
         admin.query("SET PASSWORD FOR ingest = 'new-pw'")  # the fix, no restart
         wait_for(lambda: service.stats["acked"] == 5, timeout_s=20, what="stored after the fix")
         assert stored(admin, farm) == 5 * 2 * 3
-        assert blocked.labels(cause="credentials")._value.get() == 0
+        assert blocked.labels(cause="credentials", influx=stack.influx_url)._value.get() == 0
 
         admin.query('REVOKE ALL ON "namazu_auth" FROM ingest')
         for seq in range(5, 8):

@@ -36,6 +36,7 @@ from sqlalchemy import Engine, select
 from namazu.firmware_bridge.lorawan import frame_counter_loss
 from namazu.server.core.metrics import FARM_ANIMALS, GATEWAY_UP
 from namazu.server.store.influx import InfluxClient, point_line
+from namazu.server.store.influx_router import InfluxRouter
 from namazu.server.store.state import DataHealth, session_scope
 
 log = logging.getLogger(__name__)
@@ -66,22 +67,22 @@ class HealthJob:
 
     def __init__(
         self,
-        influx: InfluxClient,
+        influx: InfluxClient | InfluxRouter,
         engine: Engine,
         farms: Sequence[str],
         stale_after_s: float = 600.0,
         lookback: timedelta = timedelta(days=2),
     ):
-        self.influx = influx
+        self.router = influx if isinstance(influx, InfluxRouter) else InfluxRouter.single(influx)
         self.engine = engine
         self.farms = list(farms)
         self.stale = timedelta(seconds=stale_after_s)
         self.lookback = lookback
 
-    def run(self, now: datetime) -> HealthReport:
-        """Check every farm at time ``now`` [UTC]; return what changed."""
+    def run(self, now: datetime, farms: Sequence[str] | None = None) -> HealthReport:
+        """Check every farm (or only ``farms``) at time ``now`` [UTC]; return what changed."""
         report = HealthReport()
-        for farm in self.farms:
+        for farm in self.farms if farms is None else farms:
             self._farm(farm, now, report)
         for item in report.flagged:
             log.warning(
@@ -96,17 +97,18 @@ class HealthJob:
     def _farm(self, farm: str, now: datetime, report: HealthReport) -> None:
         lo, hi = _ms(now - self.lookback), _ms(now)
         window = f"time > {lo}ms AND time <= {hi}ms"
-        animals = self.influx.query(
+        influx = self.router.for_farm(farm)
+        animals = influx.query(
             f'SELECT last("odba") FROM "activity" WHERE "farm" = $farm AND {window} '
             'GROUP BY "animal", "species", "gateway"',
             params={"farm": farm},
         )
-        gateways = self.influx.query(
+        gateways = influx.query(
             f'SELECT last("online") FROM "gateway_status" WHERE "farm" = $farm AND {window} '
             'GROUP BY "gateway"',
             params={"farm": farm},
         )
-        uplinks = self.influx.query(
+        uplinks = influx.query(
             f'SELECT "f_cnt" FROM "uplink" WHERE "farm" = $farm AND {window} GROUP BY "animal"',
             params={"farm": farm},
         )
@@ -223,5 +225,5 @@ class HealthJob:
                     hi,
                 )
             )
-            self.influx.write_lines(lines)
+            influx.write_lines(lines)
             report.points += len(lines)

@@ -75,8 +75,9 @@ from namazu.server.detection.health import HealthJob, HealthReport
 from namazu.server.detection.tick import DetectionJob, FarmTick
 from namazu.server.detection.window import SliceWindow
 from namazu.server.store.influx import InfluxClient, InfluxError, InfluxUnavailable
+from namazu.server.store.influx_router import InfluxRouter
 from namazu.server.store.leases import LeaseLost, Leases, farm_lease
-from namazu.server.store.rollups import RollupJob
+from namazu.server.store.rollups import rollup_jobs
 from namazu.server.store.state import Alarm, init_db
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,11 @@ ROLLUP_INTERVAL_S = 300.0
 
 @dataclass
 class Services:
-    """Everything the jobs need, built once from the configuration."""
+    """Everything the jobs need, built once from the configuration.
+
+    influx : the default InfluxDB instance (the earthquake catalogue); router : every
+    instance, each farm's data read from and written to its own.
+    """
 
     config: NamazuConfig
     influx: InfluxClient
@@ -102,6 +107,16 @@ class Services:
     cooldown: timedelta
     farm_names: dict[str, str] = field(default_factory=dict)
     leases: Leases | None = None
+    router: InfluxRouter | None = None
+    #: per instance name: reports of an instance the detection tick could not reach
+    reach: dict[str, Reachability] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.router is None:
+            self.router = InfluxRouter.single(self.influx)
+        for name, client in self.router.instances().items():
+            label = "InfluxDB" if name == "default" else f"InfluxDB instance {name!r}"
+            self.reach.setdefault(name, Reachability(log, label, client.url))
 
 
 def build_services(
@@ -116,7 +131,8 @@ def build_services(
     fdsn_factory : base URL -> FdsnClient. detection_options : DetectionJob overrides.
     """
     sched = config.scheduler
-    influx = InfluxClient.from_config(config.influx)
+    router = InfluxRouter.from_config(config)
+    influx = router.default
     engine = init_db(config.state.url)
     stamper = None
     if sched.tsa_url:
@@ -142,7 +158,7 @@ def build_services(
         enqueue_notifications(session, alarms)
 
     detection = DetectionJob(
-        influx,
+        router,
         engine,
         alarm_log,
         farms,
@@ -154,7 +170,7 @@ def build_services(
         **detection_options,
     )
     detection.window = SliceWindow()  # the past days read once an hour, not every tick
-    health = HealthJob(influx, engine, farms, stale_after_s=sched.stale_after_s)
+    health = HealthJob(router, engine, farms, stale_after_s=sched.stale_after_s)
     catalog = None
     if sched.catalog_sources:
         catalog = CatalogRefreshJob(
@@ -185,6 +201,7 @@ def build_services(
         cooldown=timedelta(minutes=config.mail.cooldown_min),
         farm_names={f.id: f.name or f.id for f in config.farms},
         leases=leases,
+        router=router,
     )
 
 
@@ -200,25 +217,68 @@ def detect(services: Services, now: datetime) -> tuple[list[FarmTick], HealthRep
     past its share are ticked once more and then given back)."""
     leases = services.leases
     if leases is None:
-        ticks = services.detection.tick(now)
-        return ticks, services.health.run(now)
-    owned = leases.balance(list(services.farm_names), now, keep_excess=True)
-    handed_over = leases.excess  # ticked once more, then given back: no tick unowned
-    services.detection.farms = services.health.farms = owned
-    window = services.detection.window
-    if window is not None:
-        window.forget(set(owned) | set(handed_over))
-    ticks = []
-    for farm in owned + handed_over:
-        try:
-            ticks.append(services.detection.tick_farm(farm, now))
-        except LeaseLost as exc:
-            log.warning(str(exc), extra={"farm": farm, "replica": leases.holder})
+        farms = list(services.detection.farms)
+        handed_over: list[str] = []
+    else:
+        farms = leases.balance(list(services.farm_names), now, keep_excess=True)
+        handed_over = leases.excess  # ticked once more, then given back: no tick unowned
+        services.detection.farms = services.health.farms = farms
+        if services.detection.window is not None:
+            services.detection.window.forget(set(farms) | set(handed_over))
+    ticks: list[FarmTick] = []
+
+    def tick(farm: str) -> None:
+        ticks.append(_tick(services, farm, now))
         if farm in handed_over:
             leases.release(farm_lease(farm))
-    if window is not None:
-        window.forget(set(owned))
-    return ticks, services.health.run(now)
+
+    reached = _each_farm(services, farms + handed_over, tick)
+    if leases is not None and services.detection.window is not None:
+        services.detection.window.forget(set(farms))
+    checked = [farm for farm in reached if farm in farms]
+    return [t for t in ticks if t is not None], services.health.run(now, checked)
+
+
+def _tick(services: Services, farm: str, now: datetime) -> FarmTick | None:
+    """One farm's detection tick; None when a replica lost the farm's lease meanwhile."""
+    try:
+        return services.detection.tick_farm(farm, now)
+    except LeaseLost as exc:
+        log.warning(str(exc), extra={"farm": farm, "replica": services.leases.holder})
+        return None
+
+
+def _each_farm(services: Services, farms: list[str], body: Callable[[str], Any]) -> list[str]:
+    """Run ``body(farm)`` for each farm; return the farms whose InfluxDB instance answered.
+
+    The farms of an instance that cannot be reached (``InfluxUnavailable``) are skipped
+    until the next tick, reported in one line per instance, so the farms of the other
+    instances go on. When no farm could be run, the first error is raised (the job
+    backs off as with a single instance).
+    """
+    router = services.router
+    assert router is not None
+    down: dict[str, InfluxUnavailable] = {}
+    reached = []
+    for farm in farms:
+        name = router.instance_of(farm)
+        if name in down:
+            continue
+        try:
+            body(farm)
+        except InfluxUnavailable as exc:
+            down[name] = exc
+            continue
+        reached.append(farm)
+    if down and not reached:
+        raise next(iter(down.values()))
+    for name in {router.instance_of(farm) for farm in reached}:
+        services.reach[name].reached()
+    tick_s = services.config.scheduler.tick_s
+    for name, exc in down.items():
+        skipped = [farm for farm in farms if router.instance_of(farm) == name]
+        services.reach[name].failed(exc, tick_s, f"farms {', '.join(skipped)} skip this tick")
+    return reached
 
 
 def once(services: Services, name: str, body: Callable[[], Any], interval_s: float) -> Any:
@@ -388,10 +448,15 @@ def make_scheduler(services: Services, blocking: bool = True) -> Any:
         ("mail", mail, MAIL_INTERVAL_S),
         ("alarm-log", lambda: verify_alarm_log(services), sched.verify_log_s),
     ]
-    rollups = RollupJob(services.influx, services.config.influx.rollup_retention_policy)
+    rollups = rollup_jobs(services.router)
 
     def rollup() -> None:
-        once(services, "rollup", lambda: rollups.run(int(time.time() * 1000)), ROLLUP_INTERVAL_S)
+        def run_all() -> None:
+            now_ms = int(time.time() * 1000)
+            for job in rollups:
+                job.run(now_ms)
+
+        once(services, "rollup", run_all, ROLLUP_INTERVAL_S)
 
     jobs.append(("rollup", rollup, ROLLUP_INTERVAL_S))
     if services.catalog is not None:
@@ -504,10 +569,14 @@ def main(argv: list[str]) -> int:
         except MetricsServerError as exc:
             print(f"namazu scheduler: {exc}", file=sys.stderr)
             return 1
-    try:
-        log.info(services.influx.prepare())
-    except InfluxError as exc:
-        log.warning("InfluxDB unavailable at start; jobs retry", extra={"error": str(exc)})
+    for client in services.router.instances().values():
+        try:
+            log.info(client.prepare())
+        except InfluxError as exc:
+            log.warning(
+                "InfluxDB unavailable at start; jobs retry",
+                extra={"error": str(exc), "url": client.url},
+            )
     watchdog.start_from_environment("scheduler running")
     scheduler = make_scheduler(services, blocking=True)
     signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))

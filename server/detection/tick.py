@@ -68,6 +68,7 @@ from namazu.analytics.params import RULE_VERSION, RuleParams
 from namazu.analytics.rule import declaration_time, detect_matrix, quorum_flags
 from namazu.server.detection.alarmlog import AlarmLog
 from namazu.server.store.influx import InfluxClient, point_line
+from namazu.server.store.influx_router import InfluxRouter
 from namazu.server.store.state import Alarm, Checkpoint, alarm_severity, session_scope
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,9 @@ def _ms(value: datetime) -> int:
 class DetectionJob:
     """The detection tick over a set of farms.
 
-    influx : the activity store; engine : the state store; alarm_log : the hash chain.
+    influx : the activity store: an ``InfluxRouter`` (each farm read from and written to
+    its own InfluxDB instance) or one ``InfluxClient`` for every farm; engine : the state
+    store; alarm_log : the hash chain.
     farms : farm ids. params : the rule. resolution_s : grid step Δ [s] (divides 24 h).
     aggregate : "median" or "mean" of the raw samples in one step.
     settle_s : samples younger than this are left for a later tick (late arrivals) [s].
@@ -146,7 +149,7 @@ class DetectionJob:
 
     def __init__(
         self,
-        influx: InfluxClient,
+        influx: InfluxClient | InfluxRouter,
         engine: Engine,
         alarm_log: AlarmLog,
         farms: Sequence[str],
@@ -166,7 +169,8 @@ class DetectionJob:
             raise DetectionError(f"aggregate={aggregate!r}: use one of {', '.join(AGGREGATES)}")
         if not 0 < max_catchup_s <= 86_400:
             raise DetectionError(f"max_catchup_s={max_catchup_s} must be in (0, 86400]")
-        self.influx = influx
+        self.router = influx if isinstance(influx, InfluxRouter) else InfluxRouter.single(influx)
+        self.influx = self.router.default
         self.engine = engine
         self.alarm_log = alarm_log
         self.farms = list(farms)
@@ -209,7 +213,8 @@ class DetectionJob:
                 f'WHERE "farm" = $farm AND time >= {lo}ms AND time < {hi}ms '
                 f'GROUP BY time({self.res_ms}ms), "animal", "species" fill(none)'
             )
-        series = self.influx.query("; ".join(statements), epoch="ms", params={"farm": farm})
+        influx = self.router.for_farm(farm)
+        series = influx.query("; ".join(statements), epoch="ms", params={"farm": farm})
         times, animals, species, values = [], [], [], []
         for item in series:
             rows = item.get("values") or []
@@ -675,7 +680,7 @@ class DetectionJob:
                     _ms(alarm.start),
                 )
             )
-        self.influx.write_lines(lines)
+        self.router.for_farm(farm).write_lines(lines)
 
 
 def _took_part(animals: Sequence[str], counts: np.ndarray, samples: int) -> list[str]:

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from namazu.server.store import queries
+
+if TYPE_CHECKING:
+    from namazu.server.store.influx_router import InfluxRouter
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +124,27 @@ class RollupJob:
         return statement, "ms", params
 
 
+def rollup_jobs(router: InfluxRouter) -> list[RollupJob]:
+    """One rollup job per InfluxDB instance of ``router``, each with
+    the instance's ``rollup_retention_policy``."""
+    jobs = []
+    for name, client in router.instances().items():
+        config = router.config_of(name)
+        jobs.append(RollupJob(client, config.rollup_retention_policy if config else ""))
+    return jobs
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``namazu rollup [--config FILE]``: create, backfill and extend the rollups once."""
+    """``namazu rollup [--config FILE]``: create, backfill and extend the rollups once
+    (in every InfluxDB instance)."""
     import argparse
     import sys
     import time
     from datetime import UTC, datetime
 
     from namazu.server.core.config import ConfigError, load_config
-    from namazu.server.store.influx import InfluxClient, InfluxError
+    from namazu.server.store.influx import InfluxError
+    from namazu.server.store.influx_router import InfluxRouter
 
     parser = argparse.ArgumentParser(prog="namazu rollup", description=main.__doc__)
     parser.add_argument("--config", help="TOML configuration (default $NAMAZU_CONFIG)")
@@ -151,16 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"namazu rollup: {exc}", file=sys.stderr)
         return 2
-    influx = InfluxClient.from_config(config.influx)
+    router = InfluxRouter.from_config(config)
     try:
-        job = RollupJob(influx, config.influx.rollup_retention_policy)
-        done = job.run(int(time.time() * 1000), since_ms)
+        for name, job in zip(router.instances(), rollup_jobs(router), strict=True):
+            done = job.run(int(time.time() * 1000), since_ms)
+            where = f" ({name}: {job.influx.url})" if router.several else ""
+            for (source, step_ms), (lo, hi) in sorted(done.ranges.items()):
+                measurement = queries.rollup_measurement(source, step_ms)
+                print(f"{measurement}: rebuilt {hi - lo} ms of data{where}")
+            print(f"{done.statements} SELECT ... INTO statements{where}")
     except InfluxError as exc:
         print(f"namazu rollup: {exc}", file=sys.stderr)
         return 1
     finally:
-        influx.close()
-    for (source, step_ms), (lo, hi) in sorted(done.ranges.items()):
-        print(f"{queries.rollup_measurement(source, step_ms)}: rebuilt {hi - lo} ms of data")
-    print(f"{done.statements} SELECT ... INTO statements")
+        router.close()
     return 0

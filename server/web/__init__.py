@@ -32,6 +32,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from namazu.server.core.config import ConfigError, NamazuConfig, load_config
 from namazu.server.store.influx import InfluxClient
+from namazu.server.store.influx_router import InfluxRouter
 from namazu.server.store.state import init_db
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,11 @@ CONTENT_SECURITY_POLICY = (
 
 @dataclass
 class PanelHandles:
-    """Handles the views share (``app.extensions["namazu"]``)."""
+    """Handles the views share (``app.extensions["namazu"]``).
+
+    influx : the default InfluxDB instance (data of no farm: the earthquake catalogue);
+    a farm's data is read through ``influx_for(farm)`` (``influx_router``).
+    """
 
     config: NamazuConfig
     influx: InfluxClient
@@ -56,6 +61,27 @@ class PanelHandles:
     device_cookies: Any
     heavy_gate: Any
     proofs: Any
+    influx_router: InfluxRouter | None = None
+
+    def __post_init__(self) -> None:
+        if self.influx_router is None:
+            self.influx_router = InfluxRouter.single(self.influx)
+
+    def influx_for(self, farm_id: str) -> InfluxClient:
+        """The client of the InfluxDB instance holding ``farm_id``'s data."""
+        assert self.influx_router is not None
+        return self.influx_router.for_farm(farm_id)
+
+    def influx_instances(self) -> list[InfluxClient]:
+        """Every InfluxDB instance (reads over all farms ask each)."""
+        assert self.influx_router is not None
+        return list(self.influx_router.instances().values())
+
+    def rollup_policy(self, farm_id: str) -> str:
+        """The rollup retention policy of ``farm_id``'s instance ("" = the default one)."""
+        assert self.influx_router is not None
+        config = self.influx_router.config_of(self.influx_router.instance_of(farm_id))
+        return (config or self.config.influx).rollup_retention_policy
 
 
 def _resolve_config(config: NamazuConfig | dict[str, Any] | None) -> NamazuConfig:
@@ -105,9 +131,11 @@ def create_app(config: NamazuConfig | dict[str, Any] | None = None) -> Flask:
 
     export_families("web")
     engine = init_db(cfg.state.url)
+    router = InfluxRouter.from_config(cfg)
     app.extensions["namazu"] = PanelHandles(
         config=cfg,
-        influx=InfluxClient.from_config(cfg.influx),
+        influx=router.default,
+        influx_router=router,
         engine=engine,
         sessions=sessionmaker(bind=engine, expire_on_commit=False),
         login_policy=auth.LoginPolicy.from_config(cfg.web),

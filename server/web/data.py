@@ -112,7 +112,7 @@ def default_period(handles: Any, farm: FarmConfig, args: Any) -> tuple[int, int]
         return time_range(args, default_days=DEFAULT_EVALUATION_DAYS)
     edges = []
     for which in ("first", "last"):
-        frame = handles.influx.query_frame(*queries.activity_edge(farm.id, which))
+        frame = handles.influx_for(farm.id).query_frame(*queries.activity_edge(farm.id, which))
         edges.append(None if frame.empty else _stamp_ms(frame["time"].iloc[0]))
     first, last = edges
     if first is None or last is None:
@@ -317,8 +317,9 @@ def overview(handles: Any) -> list[dict[str, Any]]:
     stale_after = pd.Timedelta(seconds=handles.config.scheduler.stale_after_s)
     latest = handles.influx.query_frame(*queries.latest_earthquakes(200))
     for farm in handles.config.farms:
-        gateways = handles.influx.query_frame(*queries.gateway_status(farm.id))
-        animals = handles.influx.query_frame(*queries.animals_last_seen(farm.id))
+        influx = handles.influx_for(farm.id)
+        gateways = influx.query_frame(*queries.gateway_status(farm.id))
+        animals = influx.query_frame(*queries.animals_last_seen(farm.id))
         nearby: list[dict[str, Any]] = []
         if not latest.empty and "latitude" in latest:
             frame = latest.copy()
@@ -650,8 +651,8 @@ def _read_activity(
     (act_t, act_v, base_t, base_v, thr_v, width, source), ``source`` "raw" or
     "rollup N min".
     """
-    policy = handles.config.influx.rollup_retention_policy
-    influx = handles.influx
+    policy = handles.rollup_policy(farm.id)
+    influx = handles.influx_for(farm.id)
 
     def rollup(step: int, bucket: int) -> tuple[Any, ...] | None:
         try:
@@ -739,7 +740,7 @@ def check_series_known(handles: Any, farm: FarmConfig, series: str) -> None:
     the message names the series and the known ones."""
     if series == "herd":
         return
-    frame = handles.influx.query_frame(*queries.animals_last_seen(farm.id))
+    frame = handles.influx_for(farm.id).query_frame(*queries.animals_last_seen(farm.id))
     animals = sorted(map(str, frame["animal"])) if "animal" in frame else []
     species = sorted(set(map(str, frame["species"]))) if "species" in frame else []
     if series.startswith("species:"):

@@ -30,7 +30,7 @@ RESOLUTIONS_MIN = (1, 5, 15, 30, 60)
 
 
 def _series(handles: Any, farm: str, species: str | None, start: int, end: int, res_ms: int):
-    frame = handles.influx.query_frame(
+    frame = handles.influx_for(farm).query_frame(
         *queries.activity_means(farm, start, end, res_ms, species or None)
     )
     if frame.empty or "odba" not in frame:

@@ -58,10 +58,11 @@ def timeline_csv(
     activity rows, then the baseline rows, then the threshold rows."""
     yield "time,series,kind,value\n"
     is_animal = series != "herd" and not series.startswith("species:")
+    influx = handles.influx_for(farm.id)
     for lo, hi in chunks(start_ms, end_ms, chunk_ms(handles)):
-        base = handles.influx.query_frame(*queries.baseline_raw(farm.id, series, lo, hi))
+        base = influx.query_frame(*queries.baseline_raw(farm.id, series, lo, hi))
         if is_animal:
-            act = handles.influx.query_frame(*queries.activity_raw(farm.id, series, lo, hi))
+            act = influx.query_frame(*queries.activity_raw(farm.id, series, lo, hi))
         else:
             act = base
         out = io.StringIO()
@@ -89,8 +90,9 @@ def movebank_csv(
     [UTC ms]: the header, then the rows of each chunk."""
     header_sent = False
     species = ""
+    influx = handles.influx_for(farm.id)
     for lo, hi in chunks(start_ms, end_ms, chunk_ms(handles)):
-        frame = handles.influx.query_frame(*queries.activity_for_export(farm.id, animal, lo, hi))
+        frame = influx.query_frame(*queries.activity_for_export(farm.id, animal, lo, hi))
         if frame.empty or "odba" not in frame:
             frame = pd.DataFrame(
                 {

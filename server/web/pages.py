@@ -263,7 +263,8 @@ def health() -> Any:
     rows.sort(key=lambda r: (order.get(r["status"], 3), r["farm"], r["kind"], r["name"]))
     statement, params = queries.radio_loss()
     radio = []
-    for item in _handles().influx.query(statement, params=params):
+    found = [i for c in _handles().influx_instances() for i in c.query(statement, params=params)]
+    for item in found:
         tags = item.get("tags") or {}
         _, received, missing, loss_pct = item["values"][0]
         radio.append({"farm": tags.get("farm", ""), "animal": tags.get("subject", ""),

@@ -61,7 +61,8 @@ def _monitored(handles: Any, farm: FarmConfig, start_ms: int, end_ms: int) -> ev
     """Monitored time of the herd series in [start, end): samples with a value and a
     defined baseline, on the live grid."""
     resolution_s = int(handles.config.scheduler.resolution_s)
-    frame = handles.influx.query_frame(*queries.baseline_raw(farm.id, "herd", start_ms, end_ms))
+    influx = handles.influx_for(farm.id)
+    frame = influx.query_frame(*queries.baseline_raw(farm.id, "herd", start_ms, end_ms))
     if frame.empty or "baseline" not in frame:
         return ev.merge_intervals(np.zeros(0, np.int64), np.zeros(0, np.int64))
     index = pd.DatetimeIndex(frame["time"])

@@ -72,20 +72,53 @@ def private_stack(tmp_path):
     running.stop()
 
 
-@pytest.fixture
-def influx(stack, request):
-    """An InfluxClient on a fresh database of the session stack (dropped afterwards)."""
+def _fresh_influx_database(url: str, request):
+    """An InfluxClient on a new database named after the test, on the server at ``url``."""
     import re
     import uuid
 
     from namazu.server.store.influx import InfluxClient
 
     name = re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:40] + "_" + uuid.uuid4().hex[:6]
-    client = InfluxClient(stack.influx_url, name)
+    client = InfluxClient(url, name)
     client.create_database()
+    return client
+
+
+@pytest.fixture
+def influx(stack, request):
+    """An InfluxClient on a fresh database of the session stack (dropped afterwards)."""
+    client = _fresh_influx_database(stack.influx_url, request)
     yield client
     client.drop_database()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def second_influxd(tmp_path_factory):
+    """A second InfluxDB server for the whole session (its own free ports and temp dir),
+    started by the same launcher as the stack's: the other instance of tests with several
+    InfluxDB instances. Tests that stop it must start their own ``Stack.start_influx``."""
+    from namazu.server.launch.stack import Stack
+
+    running = Stack(tmp_path_factory.mktemp("influx2"))
+    running.start_influx()
+    yield running
+    running.stop_influx()
+
+
+@pytest.fixture
+def influx_pair(stack, second_influxd, request):
+    """Two InfluxClients on fresh databases: ``default`` on the session stack's InfluxDB,
+    ``north`` on the second server (both dropped afterwards)."""
+    pair = {
+        "default": _fresh_influx_database(stack.influx_url, request),
+        "north": _fresh_influx_database(second_influxd.influx_url, request),
+    }
+    yield pair
+    for client in pair.values():
+        client.drop_database()
+        client.close()
 
 
 @pytest.fixture(scope="session")

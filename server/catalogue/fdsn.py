@@ -24,6 +24,7 @@ import pandas as pd
 import requests
 
 from namazu.analytics.catalog import CatalogFormatError, empty_catalog, parse_fdsn_text
+from namazu.server.store.state import MAX_SOURCE_URL
 
 FDSN_SERVICES: dict[str, str] = {
     "INGV": "https://webservices.ingv.it/fdsnws/event/1",
@@ -50,14 +51,20 @@ def resolve_service(name_or_url: str) -> str:
 
     name_or_url : ``INGV``, ``USGS``, ``EMSC`` (any case) or an ``http(s)://`` fdsnws
         event URL (a trailing ``/query`` or ``/`` is removed).
-    Raises FdsnError naming the valid names when neither.
+    Raises FdsnError naming the valid names when neither, or when the URL is longer
+    than the state store keeps (``MAX_SOURCE_URL`` characters).
     """
     text = name_or_url.strip()
     if text.upper() in FDSN_SERVICES:
         return FDSN_SERVICES[text.upper()]
     if text.startswith(("http://", "https://")) and len(text) > len("https://"):
-        text = text.rstrip("/")
-        return text.removesuffix("/query")
+        text = text.rstrip("/").removesuffix("/query")
+        if len(text) > MAX_SOURCE_URL:
+            raise FdsnError(
+                f"FDSN service URL {text[:60]!r}... has {len(text)} characters, "
+                f"at most {MAX_SOURCE_URL}"
+            )
+        return text
     raise FdsnError(
         f"unknown FDSN service {name_or_url!r}; use one of {', '.join(FDSN_SERVICES)} "
         "or an http(s):// fdsnws-event URL"

@@ -347,11 +347,17 @@ class AlertNotification(Base):
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"), nullable=True)
 
 
+#: Longest catalogue source URL the store keeps whole [characters]; a longer one is
+#: refused when configured (``namazu.server.catalogue.fdsn.resolve_service``).
+MAX_SOURCE_URL = 2000
+
+
 class QuakeRevision(Base):
     """One revision of one catalogue event as served by an FDSN service.
 
     A new row is stored whenever the served fields differ from the latest stored
     revision of the same (source, event_id); ``revision`` counts from 1.
+    source : the service's name (``INGV``) or its whole URL [<= MAX_SOURCE_URL chars].
     time : origin time [UTC]; depth_km [km]; latitude/longitude [deg].
     """
 
@@ -362,7 +368,7 @@ class QuakeRevision(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    source: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(MAX_SOURCE_URL))
     event_id: Mapped[str] = mapped_column(String(128))
     revision: Mapped[int] = mapped_column(Integer)
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -377,11 +383,15 @@ class QuakeRevision(Base):
 
 
 class Checkpoint(Base):
-    """A job's progress: the last processed time (and any small JSON state)."""
+    """A job's progress: the last processed time (and any small JSON state).
+
+    name : the job's kind and what it runs on, e.g. ``detection:{farm}`` or
+        ``catalog:{source URL}`` (hence as long as a source URL and its prefix).
+    """
 
     __tablename__ = "checkpoints"
 
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(MAX_SOURCE_URL + 64), primary_key=True)
     time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

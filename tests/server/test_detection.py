@@ -90,6 +90,32 @@ def test_catalog_refresh_keeps_revisions_goes_incremental_and_annotates(
     assert [p[1] for p in points if p[2] == "863291"] == [3.1]
 
 
+def test_a_source_named_by_a_long_url_keeps_its_revisions_and_checkpoint(
+    state_url, influx, fdsn_server
+):
+    """A catalogue source given by its URL is stored under that URL, however long (here
+    300 characters, as behind a proxy): every backend keeps it whole."""
+    url, n_events = fdsn_server
+    url = url.replace("/fdsnws/", "/" + "proxy-" * 44 + "/fdsnws/")
+    assert len(url) > 300
+    engine = init_db(state_url)
+    job = CatalogRefreshJob(
+        influx,
+        engine,
+        [url],
+        [FarmLocation("farm-a", 44.88, 10.98)],
+        client_factory=lambda u: FdsnClient(u, backoff_s=0.01, max_wait_s=0.05),
+        min_magnitude=2.0,
+    )
+    [first] = job.run(NOW)
+    assert (first.source, first.events, first.new_revisions) == (url, n_events, n_events)
+    job.run(NOW + timedelta(hours=1))
+    assert "updatedafter" in _Fdsn.queries[2]  # the checkpoint under the URL was found
+    with session_scope(engine) as session:
+        sources = set(session.scalars(select(QuakeRevision.source)))
+    assert sources == {url}
+
+
 def test_health_flags_silent_animals_and_offline_gateways(state_url, influx):
     engine = init_db(state_url)
     t = int(NOW.timestamp() * 1000)

@@ -17,6 +17,7 @@ from namazu.server.catalogue.fdsn import (
     FdsnServiceUnavailable,
     resolve_service,
 )
+from namazu.server.store.state import MAX_SOURCE_URL
 from tests.conftest import require_data
 from tests.server.fdsn_stub import ScriptedResponse, fdsn_stub
 
@@ -159,6 +160,10 @@ def test_resolve_service_names_and_urls() -> None:
     assert resolve_service(url + "/") == url
     with pytest.raises(FdsnError, match="INGV, USGS, EMSC"):
         resolve_service("GFZ")
+    longest = "https://example.org/" + "p" * (MAX_SOURCE_URL - 35) + "/fdsnws/event/1"
+    assert resolve_service(longest) == longest and len(longest) == MAX_SOURCE_URL
+    with pytest.raises(FdsnError, match=f"has {MAX_SOURCE_URL + 1} characters, at most"):
+        resolve_service(longest.replace("/fdsnws", "p/fdsnws"))
 
 
 def test_query_argument_errors() -> None:

@@ -26,6 +26,7 @@ from namazu.server.store.models import LoginFailure, User
 from namazu.server.store.state import OutboxMail, init_db, session_scope
 from namazu.server.web import users as users_cli
 from namazu.server.web.auth import create_user
+from tests.conftest import STATE_BACKENDS, fresh_state_store
 from tests.deploy.nginx_site import NGINX, Nginx
 from tests.server.smtp_fixtures import SmtpServer
 
@@ -41,14 +42,35 @@ POLICY = {
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (nginx-light)")
 
 
+#: Tests that run with the state store on SQLite and on PostgreSQL (where concurrent
+#: attempts on one account queue on an advisory lock); the others, which mostly wait
+#: out delays, run on SQLite.
+ON_BOTH_BACKENDS = (
+    "test_a_forged_forwarded_for_header_does_not_hide_the_client",
+    "test_guessing_one_account_from_ten_addresses_is_bounded",
+)
+
+
+def pytest_generate_tests(metafunc):
+    backends = STATE_BACKENDS if metafunc.function.__name__ in ON_BOTH_BACKENDS else ["sqlite"]
+    metafunc.parametrize("behind_nginx", backends, indirect=True, scope="module")
+
+
 @pytest.fixture(scope="module")
-def behind_nginx(tmp_path_factory):
-    """The panel (werkzeug, threaded) behind the shipped nginx site; yields a namespace
-    with ``browser(source)``, the state store URL and the SMTP server."""
+def behind_nginx(tmp_path_factory, request):
+    """The panel (werkzeug, threaded) behind the shipped nginx site, its state store on
+    each backend; yields a namespace with ``browser(source)``, the state store URL, a
+    configuration file naming it and the SMTP server."""
+    directory = tmp_path_factory.mktemp("nginx-login")
+    with fresh_state_store(request, request.param, directory, migrated=True) as state_url:
+        yield from _behind_nginx(directory, state_url)
+
+
+def _behind_nginx(directory: Path, state_url: str):
     from namazu.server.web import create_app
 
-    directory = tmp_path_factory.mktemp("nginx-login")
-    state_url = f"sqlite:///{directory / 'state.sqlite'}"
+    config = directory / "namazu.toml"
+    config.write_text(f'[state]\nurl = "{state_url}"\n')
     engine = init_db(state_url)
     with session_scope(engine) as db:
         create_user(db, "alice", "viewer", PASSWORD).email = "alice@example.org"
@@ -68,6 +90,7 @@ def behind_nginx(tmp_path_factory):
 
         class Setup:
             url = state_url
+            config_path = config
             mail = smtp
             browser = nginx.browser
 
@@ -90,10 +113,8 @@ def _use_up(browser, account: str) -> list[int]:
     return statuses
 
 
-def _unlock(url: str, *args: str) -> None:
-    config = Path(url.removeprefix("sqlite:///")).with_name("namazu.toml")
-    config.write_text(f'[state]\nurl = "{url}"\n')
-    assert users_cli.main(["--config", str(config), "unlock", *args]) == 0
+def _unlock(setup, *args: str) -> None:
+    assert users_cli.main(["--config", str(setup.config_path), "unlock", *args]) == 0
 
 
 def _charged_addresses(url: str) -> set[str]:
@@ -102,7 +123,7 @@ def _charged_addresses(url: str) -> set[str]:
 
 
 def test_attacker_at_one_address_cannot_lock_out_the_user_at_another(behind_nginx):
-    _unlock(behind_nginx.url, "alice")
+    _unlock(behind_nginx, "alice")
     user_b = behind_nginx.browser("127.0.0.3")
     assert user_b.login("alice", PASSWORD).status == 302  # B is now a known browser
     attacker = behind_nginx.browser("127.0.0.2")
@@ -128,7 +149,7 @@ def test_attacker_at_one_address_cannot_lock_out_the_user_at_another(behind_ngin
 
 
 def test_a_forged_forwarded_for_header_does_not_hide_the_client(behind_nginx):
-    _unlock(behind_nginx.url, "bob")
+    _unlock(behind_nginx, "bob")
     spoofer = behind_nginx.browser("127.0.0.5")
     for k in range(3):
         forged = {"X-Forwarded-For": f"198.51.100.{k}"}
@@ -138,8 +159,8 @@ def test_a_forged_forwarded_for_header_does_not_hide_the_client(behind_nginx):
 
 
 def test_guessing_one_account_from_ten_addresses_is_bounded(behind_nginx):
-    _unlock(behind_nginx.url, "alice")
-    _unlock(behind_nginx.url, "--address", "127.0.0.2")
+    _unlock(behind_nginx, "alice")
+    _unlock(behind_nginx, "--address", "127.0.0.2")
     checked: list[int] = []
     refused: list[int] = []
     lock = threading.Lock()
@@ -172,7 +193,7 @@ def test_guessing_one_account_from_ten_addresses_is_bounded(behind_nginx):
 
 
 def test_the_user_is_told_by_mail_once_and_an_admin_unlock_lets_anyone_in(behind_nginx):
-    _unlock(behind_nginx.url, "alice")
+    _unlock(behind_nginx, "alice")
     engine = init_db(behind_nginx.url)
     with session_scope(engine) as db:
         db.execute(OutboxMail.__table__.delete())
@@ -188,6 +209,6 @@ def test_the_user_is_told_by_mail_once_and_an_admin_unlock_lets_anyone_in(behind
     [mail] = [m for m in behind_nginx.mail.inbox.messages if "alice@example.org" in m.rcpt_tos]
     assert "failed log-ins on your account alice" in mail.message["Subject"]
     assert attacker.login("alice", PASSWORD).status == 429
-    _unlock(behind_nginx.url, "alice")
-    _unlock(behind_nginx.url, "--address", "127.0.0.6")
+    _unlock(behind_nginx, "alice")
+    _unlock(behind_nginx, "--address", "127.0.0.6")
     assert attacker.login("alice", PASSWORD).status == 302

@@ -572,14 +572,27 @@ def _factory(bind: Engine | sessionmaker[Session]) -> sessionmaker[Session]:
     return _FACTORIES[key]
 
 
-#: Largest primary key the store can hold: its integer keys are signed 64-bit.
+#: Largest primary key the store can hold: its integer keys are at most signed 64-bit.
 LARGEST_ROW_ID = 2**63 - 1
+#: Largest ``Integer`` key on PostgreSQL, where that type is signed 32-bit (SQLite's
+#: integer keys are 64-bit rowids whatever the declared type).
+LARGEST_INTEGER_ID = 2**31 - 1
+
+
+def largest_row_id(model: type[Base], dialect: str) -> int:
+    """The largest primary key ``model``'s table can hold on ``dialect`` ("sqlite",
+    "postgresql")."""
+    key = inspect(model).primary_key[0]
+    if dialect == "postgresql" and not isinstance(key.type, BigInteger):
+        return LARGEST_INTEGER_ID
+    return LARGEST_ROW_ID
 
 
 def get_by_id(session: Session, model: type[Base], row_id: int) -> Any:
-    """``session.get(model, row_id)``, or None for an id no row can have (negative, or
-    beyond a signed 64-bit integer, which the database driver cannot even bind)."""
-    if not 0 <= row_id <= LARGEST_ROW_ID:
+    """``session.get(model, row_id)``, or None for an id no row can have: negative, or
+    beyond the key's integer type on the session's database, which the database would
+    refuse with an error (PostgreSQL: "integer out of range") instead of finding none."""
+    if not 0 <= row_id <= largest_row_id(model, session.get_bind().dialect.name):
         return None
     return session.get(model, row_id)
 

@@ -154,6 +154,7 @@ def test_cli_add_list_remove_and_errors(config_file, capsys):
         (["add", "vet@example.org", "--farm", "farm-a", "--min-severity", "high"], "'high'"),
         (["remove", "99"], "no subscription with id 99"),
         (["remove", str(2**70)], f"no subscription with id {2**70}"),
+        (["remove", str(2**31)], f"no subscription with id {2**31}"),  # past 32-bit keys
     ]:
         assert namazu([*base, *argv]) == 1, argv
         err = capsys.readouterr().err

@@ -67,6 +67,9 @@ class PostgresServer:
     server is the caller's own, reachable from this machine alone. ``durable=False``
     turns fsync off (tests: a crash of the machine may lose the last commits);
     ``detached`` keeps it running after the caller exits (``namazu stack start``).
+    ``host`` : the address it listens on; ``trusted_network`` : a CIDR whose clients
+    are trusted too (a private test network); ``wrapper`` : argv put before the server
+    program (e.g. ``ip netns exec NAME``).
     """
 
     data_dir: Path
@@ -75,6 +78,9 @@ class PostgresServer:
     detached: bool = False
     max_connections: int = 200
     bin_dir: Path | None = None
+    host: str = "127.0.0.1"
+    trusted_network: str | None = None
+    wrapper: tuple[str, ...] = ()
     _proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -102,7 +108,7 @@ class PostgresServer:
 
     def url(self, database: str = "postgres") -> str:
         """SQLAlchemy URL of ``database`` on this server (psycopg 3 driver)."""
-        return f"postgresql+psycopg://{SERVICE_USER}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://{SERVICE_USER}@{self.host}:{self.port}/{database}"
 
     def _as_service_user(self, argv: list[str]) -> list[str]:
         if os.geteuid() != 0:
@@ -143,24 +149,27 @@ class PostgresServer:
             raise StackError(
                 f"initdb failed in {self.cluster_dir}: {(done.stderr or done.stdout).strip()}"
             )
+        if self.trusted_network:
+            with open(self.cluster_dir / "pg_hba.conf", "a", encoding="utf-8") as hba:
+                hba.write(f"host all all {self.trusted_network} trust\n")
 
     def start(self, timeout_s: float = 30.0) -> PostgresServer:
         """Create the cluster if needed and start the server; returns self."""
         if self.running:
             return self
-        if port_open(self.port):
+        if port_open(self.port, self.host):
             raise StackError(f"port {self.port} is already in use (PostgreSQL)")
         self.initdb()
         argv = [str(self.bin_dir / "postgres"), "-D", str(self.cluster_dir),
                 "-p", str(self.port), "-k", str(self.socket_dir),
-                "-c", "listen_addresses=127.0.0.1",
+                "-c", f"listen_addresses={self.host}",
                 "-c", f"max_connections={self.max_connections}"]  # fmt: skip
         if not self.durable:
             argv += ["-c", "fsync=off", "-c", "synchronous_commit=off",
                      "-c", "full_page_writes=off"]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                self._as_service_user(argv),
+                [*self.wrapper, *self._as_service_user(argv)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -178,7 +187,7 @@ class PostgresServer:
         return self
 
     def _accepting(self) -> bool:
-        argv = [str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        argv = [str(self.bin_dir / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port)]
         return subprocess.run(argv, capture_output=True).returncode == 0
 
     @property
@@ -188,7 +197,7 @@ class PostgresServer:
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run one SQL statement through ``psql`` (outside any transaction); its output."""
         argv = [str(self.bin_dir / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                "-h", "127.0.0.1", "-p", str(self.port), "-U", SERVICE_USER,
+                "-h", self.host, "-p", str(self.port), "-U", SERVICE_USER,
                 "-d", database, "-c", sql]  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0:

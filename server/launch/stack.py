@@ -54,14 +54,15 @@ def port_open(port: int, host: str = "127.0.0.1", timeout_s: float = 0.2) -> boo
         return False
 
 
-def mosquitto_config(data_dir: Path, port: int, extra: str = "") -> str:
-    """Mosquitto 2.x configuration for a loopback development broker.
+def mosquitto_config(data_dir: Path, port: int, extra: str = "", host: str = "127.0.0.1") -> str:
+    """Mosquitto 2.x configuration for a development broker listening on ``host``
+    (loopback by default).
 
     Queues are set deliberately: the default ``max_queued_messages 1000`` silently
     drops messages for a slow subscriber, so persistent sessions get a large queue.
     """
     lines = [
-        f"listener {port} 127.0.0.1",
+        f"listener {port} {host}",
         "allow_anonymous true",
         "persistence true",
         f"persistence_location {data_dir}/",
@@ -85,11 +86,14 @@ def mosquitto_config(data_dir: Path, port: int, extra: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def influxdb_config(data_dir: Path, http_port: int, rpc_port: int, auth: bool = False) -> str:
-    """InfluxDB 1.x configuration: loopback, both bind addresses moved, no reporting;
-    ``auth`` turns on user authentication (the first user created must be an admin)."""
+def influxdb_config(
+    data_dir: Path, http_port: int, rpc_port: int, auth: bool = False, host: str = "127.0.0.1"
+) -> str:
+    """InfluxDB 1.x configuration: both bind addresses on ``host`` (loopback by default),
+    no reporting; ``auth`` turns on user authentication (the first user created must be
+    an admin)."""
     return f"""reporting-disabled = true
-bind-address = "127.0.0.1:{rpc_port}"
+bind-address = "{host}:{rpc_port}"
 
 [meta]
   dir = "{data_dir}/meta"
@@ -109,7 +113,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 
 [http]
   enabled = true
-  bind-address = "127.0.0.1:{http_port}"
+  bind-address = "{host}:{http_port}"
   auth-enabled = {"true" if auth else "false"}
   log-enabled = false
   max-body-size = 0

@@ -387,14 +387,16 @@ def _total(influx: InfluxClient) -> int:
         return 0
 
 
-def compare_stored(influx: InfluxClient, gateway: str, expected: pd.DataFrame) -> dict[str, int]:
-    """Counts of stored vs expected points of one gateway: expected, stored, missing,
-    duplicates, extra, wrong_value (see ``verify_gateway``)."""
+def compare_stored(
+    influx: InfluxClient, gateway: str, expected: pd.DataFrame, farm: str = FARM
+) -> dict[str, int]:
+    """Counts of stored vs expected points of one gateway of ``farm``: expected, stored,
+    missing, duplicates, extra, wrong_value (see ``verify_gateway``)."""
     rows = []
     for series in influx.query(
         "SELECT odba, vedba FROM activity WHERE farm = $f AND gateway = $g GROUP BY *",
         epoch="ms",
-        params={"f": FARM, "g": gateway},
+        params={"f": farm, "g": gateway},
     ):
         frame = pd.DataFrame(series.get("values", []), columns=series["columns"])
         frame["animal"] = (series.get("tags") or {}).get("animal", "")

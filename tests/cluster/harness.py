@@ -72,7 +72,8 @@ class ClusterError(RuntimeError):
 class ClusterPlan:
     """What a cluster run does.
 
-    farms : farms, split evenly over the two InfluxDB instances.
+    farms : farms, split evenly over the InfluxDB instances.
+    instances : InfluxDB instances (hosts), 1 or 2.
     counts : species -> animals per farm (one sample per animal and minute).
     days : days of activity per farm, ending an hour before the run starts.
     detect_after_days : the schedulers start this far into the data (the baseline
@@ -90,6 +91,7 @@ class ClusterPlan:
     """
 
     farms: int = 12
+    instances: int = 1
     counts: dict[str, int] = field(default_factory=lambda: {"cow": 4, "sheep": 3})
     days: int = 9
     detect_after_days: int = 3
@@ -275,14 +277,24 @@ def farm_plans(plan: ClusterPlan, detect_ms: int, end_ms: int, two: bool) -> lis
 class Cluster:
     """The hosts and services of one run (see the module docstring)."""
 
-    def __init__(self, plan: ClusterPlan, workdir: Path, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        plan: ClusterPlan,
+        workdir: Path,
+        log: Callable[[str], None] = print,
+        run_id: str | None = None,
+    ):
         self.plan = plan
         self.workdir = workdir
         self.say = log
-        self.net = Network()
+        self.net = Network(run_id) if run_id else Network()
         self.t0 = time.monotonic()
         self.events: list[tuple[float, str]] = []
-        self.two = instances_supported()
+        if plan.instances not in (1, 2):
+            raise ClusterError(f"instances={plan.instances}: 1 or 2")
+        if plan.instances == 2 and not instances_supported():
+            raise ClusterError("two InfluxDB instances need [influx_instances.NAME] support")
+        self.two = plan.instances == 2
         self.pg_dir = Path(tempfile.mkdtemp(prefix="namazu-cluster-pg-"))
         self.postgres = None
         self.procs: dict[str, subprocess.Popen] = {}
@@ -631,12 +643,17 @@ class LeaseWatch:
 
 
 def run_cluster(
-    plan: ClusterPlan, workdir: Path, log: Callable[[str], None] = print
+    plan: ClusterPlan,
+    workdir: Path,
+    log: Callable[[str], None] = print,
+    run_id: str | None = None,
 ) -> ClusterReport:
-    """Build the cluster, run both phases with their faults, verify; always tear down."""
+    """Build the cluster, run both phases with their faults, verify; always tear down.
+    run_id : the namespaces' and links' name part after ``netns.PREFIX`` (4 hex digits;
+    random by default)."""
     report = ClusterReport(plan)
     workdir.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(plan, workdir, log)
+    cluster = Cluster(plan, workdir, log, run_id)
     try:
         _run(cluster, plan, workdir, report)
     finally:
@@ -651,7 +668,7 @@ def _run(cluster: Cluster, plan: ClusterPlan, workdir: Path, report: ClusterRepo
     end_ms = now_ms // (15 * MINUTE_MS) * (15 * MINUTE_MS) - HOUR_MS
     start_ms = end_ms - plan.days * DAY_MS
     detect_ms = start_ms + plan.detect_after_days * DAY_MS
-    farms = farm_plans(plan, detect_ms, end_ms, instances_supported())
+    farms = farm_plans(plan, detect_ms, end_ms, plan.instances == 2)
     report.episodes = sum(len(f.episodes) for f in farms)
     cluster.build(farms)
     report.instances = {
@@ -771,7 +788,14 @@ def _run(cluster: Cluster, plan: ClusterPlan, workdir: Path, report: ClusterRepo
         event(f"scheduler host {cut} cut off the network, holding {', '.join(owned)} {progress()}")
         took = watch.wait_taken_over(owned, cut, cut_at, 30 * tick)
         if took is None:
-            raise ClusterError(f"the farms of cut-off {cut} were not taken over")
+            raise ClusterError(
+                f"the farms of cut-off {cut} were not taken over; PostgreSQL sessions: "
+                + cluster.postgres.psql(
+                    "SELECT application_name, client_addr, state, wait_event_type, "
+                    "left(query, 80) FROM pg_stat_activity WHERE datname = 'namazu'",
+                    DATABASE,
+                )
+            )
         report.handovers["cut sch2"] = took / tick
         event(f"{cut}'s farms taken over after {took:.1f} s ({took / tick:.2f} ticks)")
         time.sleep(max(0.0, cut_at + plan.scheduler_cut_ticks * tick - time.monotonic()))

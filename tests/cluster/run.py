@@ -12,6 +12,7 @@ replaces the cluster block of ``docs/reliability.md`` with this run's figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="the smaller run of make test")
     parser.add_argument("--workdir", type=Path, help="keep configs, data and logs here")
     parser.add_argument("--write", type=Path, help="put the figures into this Markdown file")
+    parser.add_argument(
+        "--instances", type=int, choices=[1, 2], help="InfluxDB instances (default the plan's)"
+    )
     args = parser.parse_args(argv)
     reason = available()
     if reason:
@@ -115,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plan = SHORT if args.short else ClusterPlan()
     command = "python -m tests.cluster.run" + (" --short" if args.short else "")
+    if args.instances:
+        plan = dataclasses.replace(plan, instances=args.instances)
+        command += f" --instances {args.instances}"
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="namazu-cluster-") as tmp:
         workdir = args.workdir or Path(tmp)

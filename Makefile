@@ -8,7 +8,7 @@ STAMP_APT := $(VENV)/.apt-done
 STAMP_PY := $(VENV)/.py-done
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench chaos fuzz setup apt venv clean format constraints
+.PHONY: demo test lint bench chaos cluster fuzz setup apt venv clean format constraints
 
 setup: $(STAMP_APT) $(STAMP_PY)
 
@@ -60,6 +60,10 @@ bench: setup
 
 chaos: setup
 	$(PY) -m tests.chaos.run
+
+# Every tier as separate hosts (network namespaces, needs root), hosts killed and cut off.
+cluster: setup
+	$(PY) -m tests.cluster.run
 
 # A longer hunt than `make test`: fresh random examples, 20x as many (about 3 minutes).
 fuzz: setup

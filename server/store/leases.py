@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import BigInteger, Engine, String, case, or_, select, update
+from sqlalchemy import BigInteger, Engine, String, case, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -194,9 +194,18 @@ class Leases:
     def fence(self, session: Session, farm: str) -> None:
         """Inside the transaction that writes ``farm``'s results: hold its lease row
         until that transaction ends, or raise LeaseLost when the lease changed hands
-        since this replica took it."""
+        since this replica took it.
+
+        On PostgreSQL the transaction may then stay idle (no statement from this
+        replica) for at most the lease time: a replica cut off the network mid-tick
+        would otherwise keep the row locked until the server noticed the dead
+        connection (hours), and every replica trying to take the farm over would wait
+        on that lock. The server ends such a transaction; its writes roll back."""
         name = farm_lease(farm)
         token = self.tokens.get(name)
+        if session.get_bind().dialect.name == "postgresql":
+            idle_ms = max(1, int(self.ttl_s * 1000))
+            session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"))
         done = session.execute(
             update(Lease)
             .where(Lease.name == name, Lease.holder == self.holder, Lease.token == token)

@@ -91,7 +91,7 @@ class ClusterPlan:
     """
 
     farms: int = 12
-    instances: int = 1
+    instances: int = 2
     counts: dict[str, int] = field(default_factory=lambda: {"cow": 4, "sheep": 3})
     days: int = 9
     detect_after_days: int = 3
@@ -716,7 +716,7 @@ def _run(cluster: Cluster, plan: ClusterPlan, workdir: Path, report: ClusterRepo
         time.sleep(max(0.0, began + at * plan.publish_s - time.monotonic()))
         if what == "kill ing2":
             killed = cluster.net.kill("ing2")
-            event(f"ingest host ing2 killed (SIGKILL to its {killed} processes)")
+            event(f"ingest host ing2 killed (SIGKILL to every process in it: {killed})")
         elif what == "restart ing2":
             cluster.start("ing2", "ingest")
             event("ingest host ing2 back: namazu ingest started again (same client id)")

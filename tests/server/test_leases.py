@@ -114,3 +114,37 @@ def test_farms_past_the_share_stay_held_until_given_back(state_url):
     taken = b.balance(FARMS, now, keep_excess=True)
     assert sorted(taken + a.balance(FARMS, now, keep_excess=True)) == FARMS
     assert sorted(taken) == sorted(set(FARMS) - set(kept))
+
+
+def test_a_holder_silent_inside_its_transaction_lets_the_farm_go(request, tmp_path):
+    """A replica cut off the network mid-tick leaves its transaction open and the farm's
+    lease row locked: on PostgreSQL the server ends that transaction after the lease
+    time, so the replica taking the farm over waits for the lock only that long."""
+    import threading
+
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.orm import Session
+
+    from namazu.server.store.leases import farm_lease
+    from tests.conftest import fresh_state_store
+
+    with fresh_state_store(request, "postgresql", tmp_path, migrated=True) as url:
+        engine = init_db(url)
+        silent, other = Leases(engine, "a", 0.5), Leases(engine, "b", 0.5)
+        now = datetime.now(UTC)
+        assert silent.balance(["farm-a"], now) == ["farm-a"]
+        first_token = silent.tokens["farm:farm-a"]
+        session = Session(engine)
+        silent.fence(session, "farm-a")  # the row is locked; then a says nothing more
+        taken: list[int | None] = []
+        taker = threading.Thread(
+            target=lambda: taken.append(other.take(farm_lease("farm-a"), now + TICK)),
+            daemon=True,
+        )
+        taker.start()
+        taker.join(timeout=60)  # a guard against a hang, not a measured time
+        assert taken == [first_token + 1]  # b took the farm once a's transaction ended
+        with pytest.raises(DBAPIError):  # a's transaction was ended by the server
+            session.commit()
+        session.close()
+        engine.dispose()

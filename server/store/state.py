@@ -7,6 +7,8 @@ several instances share the state. Every model lives on the one declarative ``Ba
 ``init_db(url)`` creates every table at once.
 
 All times are stored as UTC and come back as timezone-aware UTC ``datetime`` objects.
+Text never holds U+0000 (PostgreSQL cannot): the store writes and compares U+FFFD in
+its place, on every backend.
 
 Usage::
 
@@ -481,6 +483,37 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: What the store writes (and compares) in place of U+0000 in text: PostgreSQL text
+#: cannot hold NUL, so without it a NUL typed into a form (a user name at log-in, a
+#: comment) failed there with an error while SQLite kept it; now both keep the same text.
+NUL_REPLACEMENT = "\ufffd"
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def _without_nul(value: Any) -> Any:
+    """``value`` (a statement's parameters: str, dict, list or tuple of them) with every
+    NUL character of its strings replaced by ``NUL_REPLACEMENT``; the same object when
+    it has none (the common case costs one scan)."""
+    if type(value) is str:
+        return value.replace("\x00", NUL_REPLACEMENT) if "\x00" in value else value
+    if isinstance(value, dict):
+        for item in value.values():
+            if type(item) in _CONTAINERS or (type(item) is str and "\x00" in item):
+                return {key: _without_nul(item) for key, item in value.items()}
+        return value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_without_nul(item) for item in value)
+    return value
+
+
+def _replace_nul(
+    _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
+) -> tuple[str, Any]:
+    return statement, _without_nul(parameters)
+
+
 _ENGINES: dict[str, Engine] = {}
 
 
@@ -488,7 +521,8 @@ def make_engine(url: str) -> Engine:
     """An engine for a SQLAlchemy URL (one per URL per process, reused).
 
     SQLite files get their parent directory created, WAL journaling and a busy timeout
-    so the scheduler and the panel can share one file. Raises StateError on a bad URL.
+    so the scheduler and the panel can share one file. On every backend a NUL in a
+    string parameter becomes ``NUL_REPLACEMENT``. Raises StateError on a bad URL.
     """
     if url in _ENGINES:
         return _ENGINES[url]
@@ -510,6 +544,7 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "before_cursor_execute", _replace_nul, retval=True)
     _ENGINES[url] = engine
     return engine
 

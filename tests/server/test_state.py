@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from namazu.server.alerts.mail import MailPermanentError
 from namazu.server.alerts.outbox import deliver_outbox
 from namazu.server.store.state import (
+    NUL_REPLACEMENT,
     Alarm,
     Checkpoint,
     OutboxMail,
@@ -90,6 +91,18 @@ def test_alarm_identity_is_unique_on_farm_series_kind_start(state_url):
     with session_scope(engine) as db:  # the failed transaction left nothing behind
         assert db.scalar(select(Alarm).where(Alarm.peak_ratio == 9.0)) is None
         assert len(db.scalars(select(Alarm)).all()) == 4
+
+
+def test_a_nul_in_text_is_kept_as_the_replacement_character_on_every_backend(state_url):
+    engine = init_db(state_url)
+    with session_scope(engine) as db:
+        db.add(_mail(1, subject="a\x00b", text="\x00"))
+        db.add_all(_mail(i, subject=f"bulk \x00 {i}") for i in range(2, 6))  # one statement
+    with session_scope(engine) as db:
+        mail = db.scalars(select(OutboxMail).where(OutboxMail.subject == "a\x00b")).one()
+        assert (mail.subject, mail.text) == (f"a{NUL_REPLACEMENT}b", NUL_REPLACEMENT)
+        bulk = db.scalars(select(OutboxMail.subject).where(OutboxMail.id != mail.id)).all()
+        assert sorted(bulk) == [f"bulk {NUL_REPLACEMENT} {i}" for i in range(2, 6)]
 
 
 def test_times_are_utc_both_ways_and_naive_times_are_refused(state_url):

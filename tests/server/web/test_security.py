@@ -218,6 +218,18 @@ def test_session_cookie_flags(stack, tmp_path):
         secure.app.extensions["namazu"].influx.drop_database()
 
 
+def test_a_nul_in_a_form_is_an_ordinary_answer_not_a_server_error(panel, client_for):
+    """PostgreSQL text cannot hold NUL: the store keeps U+FFFD in its place, so a NUL in
+    a user name is an unknown user and one in a comment is kept, on every backend."""
+    assert login(panel.app.test_client(), "ad\x00min").status_code == 401
+    client = client_for("reviewer")
+    page = client.get(f"/alarms/{panel.farm.alarm_id}").get_data(as_text=True)
+    form = {"verdict": "unsure", "comment": "nul \x00 here", "csrf_token": csrf_from(page)}
+    assert client.post(f"/alarms/{panel.farm.alarm_id}/reviews", data=form).status_code == 302
+    reviews = client.get(f"/api/v1/alarms/{panel.farm.alarm_id}/reviews").json
+    assert "nul \ufffd here" in [r["comment"] for r in reviews]
+
+
 def test_passwords_are_stored_as_argon2id(panel):
     engine = make_engine(panel.state_url)
     with session_scope(engine) as db:

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from namazu.server.launch.stack import free_port
 from namazu.server.store.influx import InfluxClient
 from namazu.server.store.models import FarmEvent, LoginFailure
-from namazu.server.store.state import init_db, session_scope
+from namazu.server.store.state import dispose_engine, init_db, session_scope
 from namazu.server.web.auth import create_user, issue_token
 from namazu.server.web.limits import AdvisoryLockSlots
 from tests.deploy.nginx_site import NGINX, Browser, Nginx
@@ -85,7 +85,7 @@ def replicas(stack, postgres, postgres_database, tmp_path_factory):
             panels[name] = WebProcess(config, directory / name).launch()
         for panel in panels.values():
             panel.wait_ready()
-        ports = [int(panels[n].base_url.rsplit(":", 1)[1]) for n in ("a", "b")]
+        ports = [panels[name].address[1] for name in ("a", "b")]
         nginx = Nginx(directory / "nginx", ports, access_log=True)
         nginx.start()
         yield SimpleNamespace(
@@ -101,6 +101,7 @@ def replicas(stack, postgres, postgres_database, tmp_path_factory):
                 panel.proc.terminate()
         for panel in panels.values():
             panel.stop()
+        dispose_engine(state_url)
         influx = InfluxClient(stack.influx_url, database)
         influx.drop_database()
         influx.close()
@@ -196,7 +197,7 @@ def test_the_heavy_request_limits_hold_across_replicas(replicas):
 def _requests_counted(replica: WebProcess, token: str) -> float:
     """The replica's own count of the requests it answered (its /metrics), except
     the scrapes themselves."""
-    status, _, body = get(int(replica.base_url.rsplit(":", 1)[1]), token, "/metrics")
+    status, _, body = get(replica.address[1], token, "/metrics")
     assert status == 200
     return sum(
         sample.value

@@ -91,10 +91,16 @@ class WebProcess:
         self.log_path = self.directory / "web.log"
 
     @property
-    def base_url(self) -> str:
-        """``http://host:port`` of the panel, from its configuration file."""
+    def address(self) -> tuple[str, int]:
+        """(host, port) the panel listens on, from its configuration file."""
         web = tomllib.loads(self.config.read_text(encoding="utf-8")).get("web", {})
-        return f"http://{web.get('host', '127.0.0.1')}:{web.get('port', 8000)}"
+        return str(web.get("host", "127.0.0.1")), int(web.get("port", 8000))
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of the panel."""
+        host, port = self.address
+        return f"http://{host}:{port}"
 
     def start(self, timeout_s: float = 60.0, probe: bool = True) -> WebProcess:
         """``launch()`` and ``wait_ready(...)``."""

@@ -1,5 +1,10 @@
 """Local Mosquitto + InfluxDB launcher (``namazu stack start|stop|status``).
 
+``namazu stack start`` also starts one more InfluxDB for each configured
+``[influx_instances.NAME]`` whose URL is on this machine (``127.0.0.1`` or
+``localhost`` with a port), under ``<data_dir>/instances/NAME``, recorded as
+``influxd-NAME``; instances on other hosts are left to those hosts.
+
 The same code starts the services for the test fixtures, the demo and for a
 developer's machine: configs, data and logs live under one data directory, both
 services listen on loopback only, on chosen or free ports. Neither service
@@ -365,7 +370,19 @@ def status(data_dir: Path) -> dict:
             "accepting": port_open(state["postgres_port"]),
             "state_url": state.get("state_url"),
         }
-    report["running"] = report["mosquitto"]["accepting"] and report["influxd"]["ping"]
+    for name, instance in state.get("influx_instances", {}).items():
+        pid = pids.get(f"influxd-{name}")
+        report[f"influxd-{name}"] = {
+            "pid": pid,
+            "alive": bool(pid) and _pid_alive(pid),
+            "url": instance["url"],
+            "ping": influx_ready(instance["url"]),
+        }
+    report["running"] = (
+        report["mosquitto"]["accepting"]
+        and report["influxd"]["ping"]
+        and all(v["ping"] for k, v in report.items() if k.startswith("influxd-"))
+    )
     return report
 
 
@@ -379,7 +396,8 @@ def _http_ok(url: str) -> bool:
 def services_health(config: Any, influx_url: str | None = None) -> dict[str, Any]:
     """Health of the parts above the stack, as far as this machine can see them.
 
-    config : a ``NamazuConfig``. influx_url : the stack's InfluxDB (default config's).
+    config : a ``NamazuConfig``. influx_url : the stack's InfluxDB (default config's
+    ``[influx]``; the ``[influx_instances]`` are asked too).
     Returns a dict: ``ingest`` / ``scheduler`` (their /metrics endpoints when a metrics
     port is configured), ``scheduler.last_tick`` (age of the newest detection
     checkpoint [s]), ``web`` (the panel's login page answers), ``data`` (age of the
@@ -402,20 +420,25 @@ def services_health(config: Any, influx_url: str | None = None) -> dict[str, Any
     report["web"] = {"url": f"http://{web.host}:{web.port}/", "answers": False}
     if web.port:
         report["web"]["answers"] = _http_ok(f"http://{web.host}:{web.port}/login")
-    client = InfluxClient(influx_url or config.influx.url, config.influx.database, timeout_s=2)
     data: dict[str, Any] = {"newest_sample_age_s": None, "gateways": {}}
-    try:
-        rows = client.query('SELECT last("odba") FROM "activity"')
-        if rows:
-            data["newest_sample_age_s"] = round(time.time() - rows[0]["values"][0][0] / 1000, 1)
-        for item in client.query('SELECT last("online") FROM "gateway_status" GROUP BY *'):
-            tags = item.get("tags") or {}
-            key = f"{tags.get('farm', '?')}/{tags.get('gateway', '?')}"
-            data["gateways"][key] = "online" if item["values"][0][1] else "offline"
-    except InfluxError as exc:
-        data["error"] = str(exc)[:200]
-    finally:
-        client.close()
+    urls = [(influx_url or config.influx.url, config.influx.database)]
+    urls += [(item.url, item.database) for item in config.influx_instances.values()]
+    for url, database in urls:  # every InfluxDB instance; the newest sample of them all
+        client = InfluxClient(url, database, timeout_s=2)
+        try:
+            rows = client.query('SELECT last("odba") FROM "activity"')
+            if rows:
+                age = round(time.time() - rows[0]["values"][0][0] / 1000, 1)
+                newest = data["newest_sample_age_s"]
+                data["newest_sample_age_s"] = age if newest is None else min(newest, age)
+            for item in client.query('SELECT last("online") FROM "gateway_status" GROUP BY *'):
+                tags = item.get("tags") or {}
+                key = f"{tags.get('farm', '?')}/{tags.get('gateway', '?')}"
+                data["gateways"][key] = "online" if item["values"][0][1] else "offline"
+        except InfluxError as exc:
+            data.setdefault("error", f"{url}: {str(exc)[:200]}")
+        finally:
+            client.close()
     report["data"] = data
     return report
 
@@ -480,11 +503,59 @@ def healthy_services(report: dict) -> set[str]:
     healthy = set()
     if report.get("mosquitto", {}).get("alive") and report["mosquitto"].get("accepting"):
         healthy.add("mosquitto")
-    if report.get("influxd", {}).get("alive") and report["influxd"].get("ping"):
-        healthy.add("influxd")
+    for name, part in report.items():
+        if name.startswith("influxd") and part.get("alive") and part.get("ping"):
+            healthy.add(name)
     if report.get("postgres", {}).get("alive") and report["postgres"].get("accepting"):
         healthy.add("postgres")
     return healthy
+
+
+def local_influx_instances(config: Any) -> dict[str, int]:
+    """The configured further InfluxDB instances on this machine: name -> HTTP port
+    (URL host ``127.0.0.1`` or ``localhost`` with an explicit port)."""
+    from urllib.parse import urlsplit
+
+    found = {}
+    for name, instance in config.influx_instances.items():
+        url = urlsplit(instance.url)
+        if url.hostname in ("127.0.0.1", "localhost") and url.port:
+            found[name] = url.port
+    return found
+
+
+def _start_instances(
+    data_dir: Path, config: Any, recorded: dict, kept: dict, state: dict
+) -> list[Stack]:
+    """Start an InfluxDB for every local instance that is not kept running; records pids
+    (``influxd-NAME``) and URLs (``influx_instances``) in ``state``; returns the new ones."""
+    started = []
+    known = recorded.get("influx_instances", {})
+    state["influx_instances"] = {}
+    for name, port in local_influx_instances(config).items():
+        rpc_port = known.get(name, {}).get("rpc_port") or 0
+        instance = Stack(
+            data_dir / "instances" / name,
+            influx_http_port=port,
+            influx_rpc_port=rpc_port,
+            detached=True,
+            influxd_bin=config.stack.influxd_bin,
+        )
+        key = f"influxd-{name}"
+        if key not in kept:
+            try:
+                instance.start_influx()
+            except StackError:
+                for running in started:
+                    running.stop_influx()
+                raise
+            started.append(instance)
+            state["pids"][key] = instance.state()["pids"]["influxd"]
+        state["influx_instances"][name] = {
+            "url": instance.influx_url,
+            "rpc_port": instance.influx_rpc_port if key not in kept else rpc_port,
+        }
+    return started
 
 
 def _port(given: int | None, recorded: int | None, configured: int | None) -> int:
@@ -529,7 +600,7 @@ def main(argv: list[str]) -> int:
         return 0
     current = status(data_dir)
     recorded = read_state(data_dir) or {}
-    wanted = {"mosquitto", "influxd"}
+    wanted = {"mosquitto", "influxd", *(f"influxd-{n}" for n in local_influx_instances(config))}
     if args.postgres or "postgres" in recorded.get("pids", {}):
         wanted.add("postgres")
     if current.get("running") and healthy_services(current) == wanted:
@@ -563,6 +634,12 @@ def main(argv: list[str]) -> int:
         return 1
     state = stack.state()
     state["pids"] = {**kept, **state["pids"]}
+    try:
+        instances = _start_instances(data_dir, config, recorded, kept, state)
+    except StackError as exc:
+        stack.stop()
+        print(f"namazu stack: {exc}", file=sys.stderr)
+        return 1
     if "postgres" in wanted:
         from namazu.server.launch.postgres import PostgresServer
 
@@ -576,6 +653,8 @@ def main(argv: list[str]) -> int:
             state["state_url"] = postgres.ensure_database("namazu")
         except StackError as exc:
             stack.stop()
+            for instance in instances:
+                instance.stop_influx()
             postgres.stop()
             print(f"namazu stack: {exc}", file=sys.stderr)
             return 1
@@ -586,6 +665,8 @@ def main(argv: list[str]) -> int:
         print(f"{name}: still running (pid {pid}), kept")
     print(f"mosquitto: mqtt://127.0.0.1:{stack.mqtt_port}")
     print(f"influxdb:  {stack.influx_url}")
+    for name, instance in state["influx_instances"].items():
+        print(f"influxdb:  {instance['url']}  (influx_instances.{name})")
     if "state_url" in state:
         print(f"postgres:  {state['state_url']}  (state.url)")
     print(f"data dir:  {data_dir}")

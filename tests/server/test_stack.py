@@ -196,3 +196,34 @@ def test_stack_start_with_postgres_gives_a_state_url_and_stop_ends_it(capsys):
     finally:
         stack_cli.stop_detached(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_stack_start_runs_an_influxdb_for_each_local_instance(tmp_path, capsys):
+    """A configured ``[influx_instances.north]`` on 127.0.0.1 gets its own InfluxDB from
+    ``namazu stack start``; an instance on another host does not; ``stop`` ends both."""
+    from namazu.server.launch import stack as stack_cli
+    from namazu.server.launch.stack import free_port
+
+    port = free_port()
+    config = tmp_path / "namazu.toml"
+    config.write_text(
+        f'[influx_instances.north]\nurl = "http://127.0.0.1:{port}"\n'
+        '[influx_instances.far]\nurl = "http://10.0.0.9:8086"\n'
+    )
+    data_dir = tmp_path / "stack"
+    assert stack_cli.main(["start", "--config", str(config), "--data-dir", str(data_dir),
+                           "--mqtt-port", "0", "--influx-port", "0"]) == 0  # fmt: skip
+    try:
+        out = capsys.readouterr().out
+        assert f"influxdb:  http://127.0.0.1:{port}  (influx_instances.north)" in out
+        assert "far" not in out
+        report = stack_cli.status(data_dir)
+        assert report["running"] and report["influxd-north"]["ping"]
+        assert stack_cli.healthy_services(report) == {"mosquitto", "influxd", "influxd-north"}
+        assert stack_cli.main(["start", "--config", str(config), "--data-dir", str(data_dir)]) == 0
+        assert "stack already running" in capsys.readouterr().out
+        pid = stack_cli.read_state(data_dir)["pids"]["influxd-north"]
+    finally:
+        stopped = stack_cli.stop_detached(data_dir)
+    assert "influxd-north" in stopped and not stack_cli._pid_alive(pid)
+    assert not port_open(port)

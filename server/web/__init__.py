@@ -80,8 +80,8 @@ class PanelHandles:
     def rollup_policy(self, farm_id: str) -> str:
         """The rollup retention policy of ``farm_id``'s instance ("" = the default one)."""
         assert self.influx_router is not None
-        config = self.influx_router.config_of(self.influx_router.instance_of(farm_id))
-        return (config or self.config.influx).rollup_retention_policy
+        name = self.influx_router.instance_of(farm_id)
+        return self.config.influx_instances.get(name, self.config.influx).rollup_retention_policy
 
 
 def _resolve_config(config: NamazuConfig | dict[str, Any] | None) -> NamazuConfig:

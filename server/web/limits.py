@@ -97,29 +97,36 @@ class FileSlots:
         return None
 
 
-#: Server-side TCP keepalive of a slot's connection: a panel host that vanished without
-#: closing it (power loss, partition) loses its slots after about 30 + 10 × 3 = 60 s.
-#: (Ignored on Unix-domain sockets, where the server sees the close itself.)
-SLOT_KEEPALIVE_SQL = (
-    "SELECT set_config('tcp_keepalives_idle', '30', false), "
-    "set_config('tcp_keepalives_interval', '10', false), "
-    "set_config('tcp_keepalives_count', '3', false)"
-)
+#: Server-side TCP keepalive of a slot's connection (idle [s], interval [s], probes
+#: [count]): a panel host that vanished without closing it (power loss, a cut cable)
+#: loses its slots after about 30 + 10 × 3 = 60 s. (Ignored on Unix-domain sockets,
+#: where the server sees the close itself.)
+SLOT_KEEPALIVE = (30, 10, 3)
 
 
 class AdvisoryLockSlots:
     """Slots as PostgreSQL session-level advisory locks, each request's on a connection
     of its own: shared by every process on every host using ``url``'s database and
-    schema. ``global_limit`` slots in all, ``per_user_limit`` per user [count].
+    schema. ``global_limit`` slots in all, ``per_user_limit`` per user [count];
+    ``keepalive``: the server's TCP keepalive on each slot's connection (idle [s],
+    interval [s], probes [count]), which bounds how long a vanished host keeps its slots.
 
     Keys are the two-integer form ``(namespace, key)``: the namespace is hashed from the
     schema (two deployments in one database do not share slots) and kept apart from the
     one-integer keys the store uses elsewhere; the key is hashed from the slot's name.
     """
 
-    def __init__(self, global_limit: int, per_user_limit: int, url: str):
+    def __init__(
+        self,
+        global_limit: int,
+        per_user_limit: int,
+        url: str,
+        keepalive: tuple[int, int, int] = SLOT_KEEPALIVE,
+    ):
         self.global_limit = global_limit
         self.per_user_limit = per_user_limit
+        idle, interval, count = (str(int(value)) for value in keepalive)
+        self._keepalive = {"idle": idle, "interval": interval, "count": count}
         # No pool: closing a slot's connection really closes it, which is what frees
         # the locks, and the store's own pool is not drained by long exports.
         self.engine = create_engine(url, poolclass=NullPool)
@@ -132,7 +139,14 @@ class AdvisoryLockSlots:
         taken by any process sharing the store."""
         connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
-            connection.execute(sql_text(SLOT_KEEPALIVE_SQL))
+            connection.execute(
+                sql_text(
+                    "SELECT set_config('tcp_keepalives_idle', :idle, false), "
+                    "set_config('tcp_keepalives_interval', :interval, false), "
+                    "set_config('tcp_keepalives_count', :count, false)"
+                ),
+                self._keepalive,
+            )
             user_slot = f"user-{_name_safe(user)}"
             if self._first_free(connection, user_slot, self.per_user_limit) and self._first_free(
                 connection, "global", self.global_limit

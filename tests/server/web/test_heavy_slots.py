@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from namazu.server.core.config import NamazuConfig
@@ -101,6 +102,10 @@ def test_advisory_slots_are_counted_by_the_server_and_kept_per_schema(
     assert slots.global_taken() == 0
     token = gate.try_acquire(1)
     assert slots.global_taken() == 1
+    # the slot's connection asks the server to probe a silent panel host (30 s + 3 × 10 s)
+    keepalive = [token.scalar(text(f"SHOW tcp_keepalives_{name}"))
+                 for name in ("idle", "interval", "count")]  # fmt: skip
+    assert keepalive == ["30", "10", "3"]
     # another deployment in another schema of the same database has slots of its own
     postgres.psql('CREATE SCHEMA "other_deployment"', database=make_url(state_url).database)
     other_url = f"{state_url}?options=-csearch_path%3Dother_deployment"

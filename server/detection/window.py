@@ -7,8 +7,9 @@ and per statement, not per row. ``SliceWindow`` reads the new span from InfluxDB
 tick (late samples of the last minutes still count, as before) and the past days in
 chunks of ``ahead_s`` of the tick's time, once per chunk: a farm ticked every minute
 asks InfluxDB for 1 slice per tick and for the 7 past slices of the next hour once an
-hour, so the read follows the new data. A farm's first chunk is cut short at a phase
-drawn from its id, so the farms of one scheduler read their chunks at different ticks.
+hour, so the read follows the new data. A farm's first chunk reaches past the end of
+the first tick's span (which may catch up an hour) by a phase drawn from the farm's id,
+so the farms of one scheduler read their chunks at different ticks.
 
 Samples written into a past day after its chunk was read (more than a day late) are not
 seen until the next chunk; ``namazu scheduler`` is otherwise unchanged. The window holds
@@ -58,9 +59,11 @@ class SliceWindow:
         chunk = self.chunks.get(farm)
         if chunk is None or lo < chunk.lo_ms or hi > chunk.hi_ms:
             steps = max(1, int(self.ahead_s * 1000) // job.res_ms)
-            if chunk is None:  # a farm's first chunk ends at a phase of its own, so the
-                steps = 1 + zlib.crc32(farm.encode()) % steps  # farms' chunks fall due apart
-            ahead = max(hi, lo + steps * job.res_ms)
+            if chunk is None:  # a farm's first chunk ends at a phase of its own past the
+                # tick (a first tick may catch up an hour), so the farms' chunks fall due apart
+                ahead = hi + zlib.crc32(farm.encode()) % steps * job.res_ms
+            else:
+                ahead = max(hi, lo + steps * job.res_ms)
             ahead = min(ahead, lo + MS_PER_DAY)  # slices of two days never overlap
             spans = [(lo - k * MS_PER_DAY, ahead - k * MS_PER_DAY) for k in range(1, days + 1)]
             chunk = _Chunk(lo, ahead, job.read_spans(farm, spans))

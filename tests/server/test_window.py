@@ -136,3 +136,19 @@ def test_a_farm_handed_over_is_dropped_by_its_old_owner_and_read_afresh_by_the_n
     assert chunk.lo_ms == int((NOW + 2 * minute).timestamp() * 1000)  # where b stopped
     rows = chunk.frame[chunk.frame["animal"] == "gw-1-cow-late"]
     assert rows["odba"].tolist() == [9.0]  # read afresh, not from the window it had
+
+
+def test_the_farms_first_chunks_fall_due_at_different_ticks_after_a_catch_up(influx, tmp_path):
+    """A first tick that catches up an hour still leaves each farm's next chunk read at a
+    tick of its own: the first chunk reaches past the tick by a phase of the farm's."""
+    farms = [f"farm-{i:02d}" for i in range(12)]
+    job = DetectionJob(influx, init_db(f"sqlite:///{tmp_path}/s.sqlite"),
+                       AlarmLog(tmp_path / "log.jsonl"), farms, resolution_s=60)  # fmt: skip
+    job.window = window = SliceWindow(ahead_s=3600)
+    start = int(NOW.timestamp() * 1000)
+    for farm in farms:  # a first tick over the hour before NOW
+        window.read(job, farm, start - 61 * 60_000, start - 60_000)
+    ends = [window.chunks[farm].hi_ms for farm in farms]
+    assert min(ends) >= start  # each covers the first tick at least
+    due = {(end - start) // 60_000 for end in ends}  # minutes until its next read
+    assert len(due) >= 6, due  # spread over the hour, not all at the next tick

@@ -581,40 +581,40 @@ def measure(spec: NetworkSpec) -> Outcome:
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    """Rows for ``make bench`` (the quick network, or the 100,000-animal one)."""
+    """Rows for ``make bench``: the quick network (1,000 animals on 20 farms) in both
+    modes; the 100,000-animal run is a command of its own (docs/capacity.md)."""
     from bench.common import result
 
-    spec = QUICK if quick else NetworkSpec()
+    spec = QUICK
     outcome = measure(spec)
-    label = f"{spec.animals:,} animals, {spec.farms} farms, {spec.replicas} replica processes"
+    label = "8 scheduler replicas"
+    size = f"{spec.animals:,} animals on {spec.farms} farms, {spec.replicas} replica processes"
+    figures = outcome.figures
     return [
         result(
-            "9 network",
-            f"{label}: checks failed",
+            label,
+            f"{size}: checks that failed",
             len(outcome.failures),
             "checks",
-            0,
-            "none",
-            "0",
-            higher_is_better=False,
+            target="0",
             note="; ".join(outcome.failures),
         ),  # fmt: skip
         result(
-            "9 network",
-            f"{label}: ticks to hand the killed replica's farms over",
-            outcome.figures.get("handover_ticks", 0),
+            label,
+            "ticks until the killed replica's farms were owned again",
+            figures.get("handover_ticks", 0),
             "ticks",
             2,
             "two ticks",
-            "<= 2",
+            "ratio >= 1",
             higher_is_better=False,
         ),  # fmt: skip
         result(
-            "9 network",
-            f"{label}: tick time per animal",
-            outcome.figures["ms_per_animal"],
+            label,
+            "tick time per animal (median over replicas and ticks)",
+            figures["ms_per_animal"],
             "ms",
-            note=f"read share {100 * outcome.figures['read_share']:.0f} %",
+            note=f"read share {100 * figures['read_share']:.0f} %",
         ),  # fmt: skip
     ]
 

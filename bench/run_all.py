@@ -31,6 +31,7 @@ MODULES = [
     ("simulator", "bench.bench_simulator"),
     ("panel_load", "bench.bench_panel_load"),
     ("quality", "bench.bench_detection_quality"),
+    ("network", "bench.bench_network"),
 ]
 
 DOC_HEADER = """# Benchmarks

@@ -151,6 +151,9 @@ class ClusterReport:
     verify_log: dict[str, int] = field(default_factory=dict)
     handovers: dict[str, float] = field(default_factory=dict)
     changes_of_hands: int = 0
+    given_back: int = 0
+    fenced_out: dict[str, int] = field(default_factory=dict)
+    failed_ticks: dict[str, int] = field(default_factory=dict)
     ticks: int = 0
     web: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[float, str]] = field(default_factory=list)
@@ -173,6 +176,7 @@ class ClusterReport:
             and bool(self.verify_log)
             and all(code == 0 for code in self.verify_log.values())
             and self.web.get("login_on_one_used_on_other") is True
+            and self.web.get("nginx_session_survives_web1_kill") is True
         )
 
     def summary(self) -> str:
@@ -196,7 +200,11 @@ class ClusterReport:
             "hand-over [ticks of "
             f"{plan.tick_s:g} s]: "
             + ", ".join(f"{k} {v:.2f}" for k, v in self.handovers.items())
-            + f"; farm leases changed hands {self.changes_of_hands} times",
+            + f"; farm leases changed hands {self.changes_of_hands} times ({self.given_back} "
+            "given back by a live replica, the rest taken after the lease ran out); ticks "
+            "fenced out "
+            f"of a farm (lease lost) {self.fenced_out}; failed detection jobs "
+            f"{self.failed_ticks}",
             "web: " + ", ".join(f"{k} {v}" for k, v in self.web.items()),
             f"run time {self.seconds:.0f} s",
         ]
@@ -327,7 +335,7 @@ class Cluster:
         """Create every host and start the services (broker, InfluxDB, PostgreSQL)."""
         self.farms = farms
         tags = ["mqtt", *self.influx_tags(), "pg", "ing1", "ing2", "sch1", "sch2", "sch3"]
-        for tag in [*tags, "web1", "web2", "gw"]:
+        for tag in [*tags, "web1", "web2", "px", "gw"]:
             self.net.add_host(tag)
         self.event(f"{len(self.net.hosts)} hosts on {self.net.subnet} (switch {self.net.switch})")
         from namazu.server.launch.postgres import PostgresServer
@@ -421,6 +429,7 @@ class Cluster:
                 "workers": 1,
                 "threads": 4,
                 "runtime_dir": str(self.workdir / tag / "run"),
+                "trusted_proxy_hops": 1,  # nginx on host px
             }
         farms = [
             {"id": f.farm, "latitude": 43.0, "longitude": 13.0}
@@ -429,6 +438,43 @@ class Cluster:
         ]
         path.write_text(to_toml(sections, farms), encoding="utf-8")
         return path
+
+    def start_nginx(self) -> str:
+        """nginx with the shipped site on host ``px``, both panel replicas in its
+        upstream; returns its HTTPS base URL (CA in ``px/ca.crt``)."""
+        from tests.deploy.conftest import make_tls_files
+        from tests.deploy.nginx_site import NGINX, SITE, local_files, main_config, replace_all
+
+        if NGINX is None:
+            raise ClusterError("nginx is not installed (nginx-light)")
+        directory, address = self.workdir / "px", self.address("px")
+        directory.mkdir(parents=True, exist_ok=True)
+        make_tls_files(directory, address)
+        upstream = "\n    ".join(
+            f"server {self.address(t)}:{WEB_PORT} max_fails=1 fail_timeout=60s;"
+            for t in ("web1", "web2")
+        )
+        site = replace_all(
+            SITE.read_text(),
+            {
+                "server 127.0.0.1:8000;": upstream,
+                "    listen 80;\n    listen [::]:80;\n": f"    listen {address}:80;\n",
+                "    listen 443 ssl http2;\n    listen [::]:443 ssl http2;\n": (
+                    f"    listen {address}:443 ssl;\n"
+                ),
+                **local_files(directory),
+            },
+        )
+        (directory / "site.conf").write_text(site)
+        (directory / "nginx.conf").write_text(main_config(directory, access_log=True))
+        self.procs["px"] = self.net.run(
+            "px",
+            [NGINX, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-g",
+             "daemon off;"],
+            directory / "stdout.log",
+        )  # fmt: skip
+        _wait(lambda: _port_open(address, 443), 30, "nginx on px")
+        return f"https://{address}"
 
     def start(self, tag: str, command: str, *extra: str) -> subprocess.Popen:
         """Start ``namazu COMMAND --config <host's config>`` on host ``tag``."""
@@ -582,6 +628,8 @@ class LeaseWatch:
         self.engine = engine
         self.farms = farms
         self.samples: list[tuple[float, dict[str, tuple[str | None, int, bool]]]] = []
+        #: (time, farm, previous holder or None when it was given back, new holder)
+        self.changes: list[tuple[float, str, str | None, str | None]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -600,12 +648,14 @@ class LeaseWatch:
                             Lease.name.like("farm:%")
                         )
                     ).all()
-                self.samples.append(
-                    (
-                        time.monotonic(),
-                        {n[5:]: (h, int(t), e > now) for n, h, t, e in rows},
-                    )
-                )
+                state = {n[5:]: (h, int(t), e > now) for n, h, t, e in rows}
+                if self.samples:
+                    before = self.samples[-1][1]
+                    for farm, (holder, token, _) in state.items():
+                        old = before.get(farm)
+                        if old is not None and token > old[1] and old[1] > 0:
+                            self.changes.append((time.monotonic(), farm, old[0], holder))
+                self.samples.append((time.monotonic(), state))
             self._stop.wait(0.1)
 
     def holders(self) -> dict[str, str | None]:
@@ -764,7 +814,10 @@ def _run(cluster: Cluster, plan: ClusterPlan, workdir: Path, report: ClusterRepo
         def progress() -> str:
             times = [t for t in checkpoints(engine).values() if t is not None]
             done = [(t.timestamp() * 1000 - detect_ms) / HOUR_MS for t in times]
-            return f"(detection at {min(done):.0f}-{max(done):.0f} h of {window_h:.0f} h)"
+            return (
+                f"(detection at {min(done):.0f}-{max(done):.0f} h of {window_h:.0f} h; "
+                f"{watch.changes_of_hands()} changes of hands so far)"
+            )
 
         window_h = (end_ms - detect_ms) / HOUR_MS
         _wait(lambda: min(t for t in checkpoints(engine).values()) > datetime.fromtimestamp(
@@ -826,6 +879,7 @@ def _run(cluster: Cluster, plan: ClusterPlan, workdir: Path, report: ClusterRepo
     finally:
         watch.stop()
     report.changes_of_hands = watch.changes_of_hands()
+    report.given_back = sum(previous is None for _, _, previous, _ in watch.changes)
     report.ticks = int((time.monotonic() - began) / tick)
     for tag in ("sch1", "sch2", "sch3"):
         proc = cluster.procs[tag]
@@ -864,11 +918,17 @@ def _run(cluster: Cluster, plan: ClusterPlan, workdir: Path, report: ClusterRepo
                 seen[key] = seen.get(key, 0) + 1
         done = subprocess.run(
             ["ip", "netns", "exec", cluster.net.hosts[tag].netns, sys.executable, "-m",
-             "namazu.server.cli", "verify-log", "--config", str(cluster.config(tag))],
+             "namazu.server.cli", "verify-log", "--config", str(cluster.config(tag)),
+             "--replica", tag],
             capture_output=True, text=True, env=_python_env(), cwd=PROJECT_ROOT,
         )  # fmt: skip
         report.verify_log[tag] = done.returncode
         (workdir / tag / "verify-log.txt").write_text(done.stdout + done.stderr)
+        text = cluster.log_text(tag, "scheduler")
+        report.fenced_out[tag] = text.count("lost the lease of farm")
+        report.failed_ticks[tag] = sum(
+            '"job failed' in line and '"job": "detection"' in line for line in text.splitlines()
+        )
     report.log_records = sum(seen.values())
     report.log_duplicates = sum(n - 1 for n in seen.values())
     event(
@@ -879,6 +939,9 @@ def _run(cluster: Cluster, plan: ClusterPlan, workdir: Path, report: ClusterRepo
     # ---- web replicas
     report.web = check_web(cluster, farms, report.alarms_opened)
     event("web: " + json.dumps(report.web))
+    report.web.update(check_web_behind_nginx(cluster, report.alarms_opened))
+    event("web behind nginx: " + json.dumps({k: v for k, v in report.web.items() if
+                                             k.startswith("nginx")}))  # fmt: skip
     engine.dispose()
 
 
@@ -931,6 +994,51 @@ def check_web(cluster: Cluster, farms: list[FarmPlan], alarms: int) -> dict[str,
                 for v in reads.values())
     )  # fmt: skip
     return out
+
+
+def check_web_behind_nginx(cluster: Cluster, alarms: int) -> dict[str, Any]:
+    """Through nginx (host px, both replicas upstream): log in, list the alarms a few
+    times (nginx's access log names the replica of each request), then kill host web1
+    and list them again."""
+    base = cluster.start_nginx()
+    browser = requests.Session()
+    browser.trust_env = False  # REQUESTS_CA_BUNDLE would replace the run's own CA
+    browser.verify = str(cluster.workdir / "px" / "ca.crt")
+    page = browser.get(f"{base}/login", timeout=30)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    if token is None:
+        raise ClusterError("no CSRF token on the log-in page behind nginx")
+    done = browser.post(
+        f"{base}/login",
+        data={"username": WEB_USER, "password": WEB_PASSWORD, "csrf_token": token.group(1)},
+        allow_redirects=False,
+        timeout=30,
+    )
+    listed = [browser.get(f"{base}/api/v1/alarms?limit=5000", timeout=60) for _ in range(6)]
+    served = sorted(
+        {line.split()[-1] for line in _access_log(cluster) if " /api/v1/alarms " in line}
+    )
+    killed = cluster.net.kill("web1")
+    after = [browser.get(f"{base}/api/v1/alarms?limit=5000", timeout=60) for _ in range(4)]
+    ok = [r.status_code == 200 and len(r.json()) == alarms for r in listed + after]
+    return {
+        "nginx_login": done.status_code,
+        "nginx_alarm_lists_ok": f"{sum(ok)}/{len(ok)}",
+        "nginx_replicas_serving": [_host_of(cluster, a) for a in served],
+        "nginx_after_web1_killed": [r.status_code for r in after],
+        "nginx_session_survives_web1_kill": done.status_code == 302 and all(ok)
+        and killed > 0 and len(served) == 2,
+    }  # fmt: skip
+
+
+def _access_log(cluster: Cluster) -> list[str]:
+    path = cluster.workdir / "px" / "access.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _host_of(cluster: Cluster, upstream: str) -> str:
+    address = upstream.rpartition(":")[0]
+    return next((t for t, h in cluster.net.hosts.items() if h.address == address), upstream)
 
 
 def _answers(url: str) -> bool:

@@ -75,7 +75,19 @@ def markdown(report: ClusterReport, command: str) -> str:
         f"| hand-over (ticks of {plan.tick_s:g} s; leases last 1.25 ticks) | "
         + ", ".join(f"{k}: {v:.2f}" for k, v in report.handovers.items())
         + " |",
-        f"| farm leases changed hands | {report.changes_of_hands} |",
+        f"| farm leases changed hands (given back by a live replica; the rest taken after "
+        f"the lease ran out) | {report.changes_of_hands} ({report.given_back}) |",
+        "| ticks fenced out of a farm (lease lost) / failed detection jobs, per replica | "
+        + ", ".join(
+            f"{k} {report.fenced_out.get(k, 0)} / {report.failed_ticks.get(k, 0)}"
+            for k in sorted(report.verify_log)
+        )
+        + " |",
+        f"| through nginx (both replicas upstream): log-in, alarm lists, replicas that "
+        f"served them, after host web1 was killed | {report.web.get('nginx_login')}, "
+        f"{report.web.get('nginx_alarm_lists_ok')} complete, "
+        f"{report.web.get('nginx_replicas_serving')}, "
+        f"{report.web.get('nginx_after_web1_killed')} |",
         f"| log-in on web1 used on web2 | {report.web.get('login_on_one_used_on_other')} "
         f"(web2 without the cookie: {report.web.get('web2_without_cookie')}; alarms listed "
         f"by web2: {report.web.get('web2_alarms_listed')}; animals read per instance: "

@@ -28,8 +28,8 @@ PASSWORDS = {
 }
 
 
-def make_tls_files(directory: Path) -> None:
-    """A self-signed CA and a server certificate for 127.0.0.1/localhost (EC P-256)."""
+def make_tls_files(directory: Path, address: str = "127.0.0.1") -> None:
+    """A self-signed CA and a server certificate for ``address``/localhost (EC P-256)."""
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
     def run(*args: str) -> None:
@@ -38,7 +38,7 @@ def make_tls_files(directory: Path) -> None:
     run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
         "-subj", "/CN=Namazu test CA")  # fmt: skip
     run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    (directory / "san.ext").write_text(f"subjectAltName=IP:{address},DNS:localhost\n")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext")  # fmt: skip
 

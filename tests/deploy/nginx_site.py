@@ -62,6 +62,26 @@ def replace_all(site: str, replacements: dict[str, str]) -> str:
     return site
 
 
+def main_config(directory: Path, access_log: bool) -> str:
+    """nginx's main configuration: pid, logs and temporary files in ``directory``, the
+    site in ``directory/site.conf``; an access log in ``UPSTREAM_LOG_FORMAT`` when
+    ``access_log``."""
+    log = (
+        f"  log_format upstream '{UPSTREAM_LOG_FORMAT}';\n"
+        f"  access_log {directory}/access.log upstream;\n"
+        if access_log
+        else "  access_log off;\n"
+    )
+    return (
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + f"pid {directory}/nginx.pid;\nerror_log {directory}/error.log;\n"
+        "events {}\nhttp {\n" + log
+        + f"  client_body_temp_path {directory}/body;\n  proxy_temp_path {directory}/proxy;\n"
+        f"  fastcgi_temp_path {directory}/fcgi;\n  uwsgi_temp_path {directory}/uwsgi;\n"
+        f"  scgi_temp_path {directory}/scgi;\n  include {directory}/site.conf;\n}}\n"
+    )  # fmt: skip
+
+
 class Nginx:
     """nginx serving the shipped site in ``directory`` in front of ``app_ports``, with a
     throw-away CA (``directory/ca.crt``); ``access_log`` (``directory/access.log``,
@@ -75,20 +95,7 @@ class Nginx:
         (directory / "site.conf").write_text(
             shipped_site(app_ports, self.tls_port, self.plain_port, directory)
         )
-        log = (
-            f"  log_format upstream '{UPSTREAM_LOG_FORMAT}';\n"
-            f"  access_log {directory}/access.log upstream;\n"
-            if access_log
-            else "  access_log off;\n"
-        )
-        (directory / "nginx.conf").write_text(
-            ("user root;\n" if os.geteuid() == 0 else "")
-            + f"pid {directory}/nginx.pid;\nerror_log {directory}/error.log;\n"
-            "events {}\nhttp {\n" + log
-            + f"  client_body_temp_path {directory}/body;\n  proxy_temp_path {directory}/proxy;\n"
-            f"  fastcgi_temp_path {directory}/fcgi;\n  uwsgi_temp_path {directory}/uwsgi;\n"
-            f"  scgi_temp_path {directory}/scgi;\n  include {directory}/site.conf;\n}}\n"
-        )  # fmt: skip
+        (directory / "nginx.conf").write_text(main_config(directory, access_log))
         self.context = ssl.create_default_context(cafile=str(directory / "ca.crt"))
         self.proc: subprocess.Popen | None = None
 

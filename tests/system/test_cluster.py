@@ -46,4 +46,6 @@ def test_killed_and_cut_off_hosts_lose_no_sample_and_no_alarm(run_id, tmp_path):
     assert report.verify_log == {"sch1": 0, "sch2": 0, "sch3": 0}
     assert set(report.handovers) == {"kill sch1", "cut sch2"}
     assert report.web["login_on_one_used_on_other"] is True
+    assert report.web["nginx_replicas_serving"] == ["web1", "web2"]
+    assert report.web["nginx_session_survives_web1_kill"] is True
     assert report.passed

@@ -161,6 +161,18 @@ def postgres_template(postgres):
     return "namazu_template"
 
 
+@pytest.fixture(scope="session")
+def postgres_admin(postgres):
+    """An autocommit connection to the session's PostgreSQL (database ``postgres``) that
+    creates and drops the tests' databases without starting ``psql`` each time."""
+    import psycopg
+
+    with psycopg.connect(
+        host="127.0.0.1", port=postgres.port, user="postgres", dbname="postgres", autocommit=True
+    ) as connection:
+        yield connection
+
+
 @contextmanager
 def fresh_state_store(request, backend: str, directory: Path, migrated: bool) -> Iterator[str]:
     """URL of a state store of the caller's own on ``backend``: a new SQLite file under
@@ -178,15 +190,16 @@ def fresh_state_store(request, backend: str, directory: Path, migrated: bool) ->
             dispose_engine(url)
         return
     postgres = request.getfixturevalue("postgres")
+    admin = request.getfixturevalue("postgres_admin")
     template = request.getfixturevalue("postgres_template") if migrated else "template0"
     name = "t_" + uuid.uuid4().hex[:16]
-    postgres.psql(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
     url = postgres.url(name)
     try:
         yield url
     finally:
         dispose_engine(url)
-        postgres.drop_database(name)
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=STATE_BACKENDS)

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from namazu.server.alerts.mail import MailAddressError, check_address
+from namazu.server.core.cliargs import number_in_range
 from namazu.server.core.config import ConfigError, load_config
 from namazu.server.ingest.payload import SPECIES
 from namazu.server.store.state import (
@@ -196,7 +197,9 @@ def main(argv: list[str]) -> int:
     remove.add_argument("id", type=int)
     outbox = sub.add_parser("outbox", help="list outbox mails (newest first)")
     outbox.add_argument("--status", choices=OUTBOX_STATUSES, help="only mails in this state")
-    outbox.add_argument("--limit", type=int, default=50, help="most mails shown (default 50)")
+    outbox.add_argument(
+        "--limit", type=number_in_range(int, 1), default=50, help="most mails shown (default 50)"
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)

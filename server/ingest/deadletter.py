@@ -32,6 +32,7 @@ import orjson
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from namazu.server.core.cliargs import number_in_range
 from namazu.server.store.state import DeadLetter, init_db, session_scope
 
 #: Dead letters never exceed this many bytes unless the broker allows more.
@@ -269,7 +270,7 @@ def main(argv: list[str]) -> int:
         cmd.add_argument("--until", type=_utc, help="received before (ISO-8601, UTC)")
         cmd.add_argument("--farm", help="only this farm")
         cmd.add_argument("--gateway", help="only this gateway")
-        cmd.add_argument("--limit", type=int, help="at most this many")
+        cmd.add_argument("--limit", type=number_in_range(int, 1), help="at most this many")
         cmd.add_argument(
             "--include-replayed", action="store_true", help="also letters replayed before"
         )

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from namazu.firmware_bridge.payload import decode_receipt
 from namazu.server.core import metrics
 from namazu.server.ingest.deadletter import DeadLetterArchive, DeadLetterFilter
+from namazu.server.ingest.deadletter import main as deadletter_main
 from namazu.server.ingest.service import EXIT_WORKER_DIED, IngestService, run_service
 from namazu.server.store.influx import InfluxClient
 from namazu.server.store.state import DataHealth, session_scope
@@ -396,7 +397,7 @@ def test_receipts_cover_stored_and_dead_lettered_messages(stack, influx, farm):
 
 
 def test_unknown_farm_is_dead_lettered_then_replayed_once_configured(
-    stack, influx, tmp_path, state_url
+    stack, influx, tmp_path, state_url, capsys
 ):
     closed = make_config(
         stack.mqtt_port, stack.influx_url, influx.database, state_url, open_enrolment=False
@@ -465,3 +466,11 @@ def test_unknown_farm_is_dead_lettered_then_replayed_once_configured(
         assert again.stdout.strip() == "replayed 0 messages"  # each letter goes once
     finally:
         service.stop(end_session=True)
+    listing = ["--config", str(config_file), "list", *new_farm, "--include-replayed"]
+    assert deadletter_main([*listing, "--limit", "2"]) == 0
+    assert capsys.readouterr().out.count("unknown_farm") == 2
+    # SQLite reads LIMIT -1 as "no limit", PostgreSQL refuses it: the command asks for >= 1
+    with pytest.raises(SystemExit) as refused:
+        deadletter_main([*listing, "--limit", "-1"])
+    assert refused.value.code == 2
+    assert "argument --limit: must be >= 1, got -1" in capsys.readouterr().err

@@ -189,6 +189,11 @@ def test_cli_outbox_shows_failed_mails_with_their_reason(config_file, state_url,
     [line] = capsys.readouterr().out.strip().splitlines()
     assert line.startswith("2\tfailed\tr1@example.org\tfarm-a\tattempts 3")
     assert line.endswith("recipient refused: 550 no such user")
+    # SQLite reads LIMIT -1 as "no limit", PostgreSQL refuses it: the command asks for >= 1
+    with pytest.raises(SystemExit) as refused:
+        namazu([*base, "outbox", "--limit", "-1"])
+    assert refused.value.code == 2
+    assert "argument --limit: must be >= 1, got -1" in capsys.readouterr().err
 
 
 def test_cli_bad_config_is_one_line(tmp_path, capsys):

@@ -69,14 +69,15 @@ def pytest_generate_tests(metafunc):
     """A module that sets ``PANEL_ON_BOTH_BACKENDS = True`` runs each of its panel tests
     once with the state store on SQLite and once on PostgreSQL (ids ``[sqlite]``,
     ``[postgresql]``); other modules' panels use SQLite."""
-    if "panel" in metafunc.fixturenames and getattr(metafunc.module, "PANEL_ON_BOTH_BACKENDS", 0):
+    both = getattr(metafunc.module, "PANEL_ON_BOTH_BACKENDS", False)
+    if both and "panel" in metafunc.fixturenames:
         metafunc.parametrize("panel", STATE_BACKENDS, indirect=True, scope="module")
 
 
 @pytest.fixture(scope="module")
 def panel(stack, tmp_path_factory, request):
     """App + users + seeded farm, shared by a test module (databases dropped after); the
-    state store on SQLite unless the module asks for both (``ON_BOTH_BACKENDS``)."""
+    state store on SQLite unless the module sets ``PANEL_ON_BOTH_BACKENDS``."""
     directory = tmp_path_factory.mktemp("panel")
     backend = getattr(request, "param", "sqlite")
     with fresh_state_store(request, backend, directory, migrated=True) as state_url:

@@ -12,19 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.budget import examples
-from tests.conftest import STATE_BACKENDS, fresh_state_store
 from tests.server.web.conftest import build_panel
 
 
-@pytest.fixture(scope="module", params=STATE_BACKENDS)
-def api_panel(stack, tmp_path_factory, request):
-    """The panel with its state store on each backend (PostgreSQL refuses values SQLite
-    takes: ids past 32 bits, NUL characters; every one must still get an answer)."""
-    directory = tmp_path_factory.mktemp("openapi")
-    with fresh_state_store(request, request.param, directory, migrated=True) as state_url:
-        built = build_panel(stack, directory, state_url=state_url)
-        yield built
-        built.app.extensions["namazu"].influx.drop_database()
+@pytest.fixture(scope="module")
+def api_panel(stack, tmp_path_factory):
+    built = build_panel(stack, tmp_path_factory.mktemp("openapi"))
+    yield built
+    built.app.extensions["namazu"].influx.drop_database()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ from namazu.analytics.assessment import chance_statement
 from tests.server.web.conftest import csrf_from
 from tests.server.web.seed import FARM
 
+PANEL_ON_BOTH_BACKENDS = True
+
 RANGE = "start=2024-03-01T00:00:00Z&end=2024-03-11T00:00:00Z"
 
 

@@ -11,6 +11,8 @@ import pandas as pd
 from namazu.server.store.state import Alarm, session_scope
 from tests.server.web.seed import FARM, SURGE_START
 
+PANEL_ON_BOTH_BACKENDS = True
+
 RANGE = "start=2024-03-01T00:00:00Z&end=2024-03-11T00:00:00Z"
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import math
 import os
 import threading
@@ -50,6 +51,8 @@ from sqlalchemy.pool import NullPool
 from werkzeug.wrappers import Response
 
 from namazu.server.core.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class FileSlots:
@@ -155,12 +158,20 @@ class AdvisoryLockSlots:
         except BaseException:
             connection.close()
             raise
-        connection.close()  # drops the user slot taken, if any
+        self.give_back(connection)  # the user slot taken, if any
         return None
 
     def give_back(self, token: Connection) -> None:
-        """Free the slots of ``token`` (closing its connection drops its locks)."""
-        token.close()
+        """Free the slots of ``token`` and close its connection. The locks are released
+        before this returns (closing alone would free them a moment later, when the
+        server has seen the close); if the connection is broken, the server frees them
+        when it notices."""
+        try:
+            token.execute(sql_text("SELECT pg_advisory_unlock_all()"))
+        except Exception as exc:  # noqa: BLE001 - a broken connection: closing is all that is left
+            log.warning("heavy-request slot: could not unlock before closing: %s", exc)
+        finally:
+            token.close()
 
     def global_taken(self) -> int:
         """Global slots held now by any process sharing the store [count]."""

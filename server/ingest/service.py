@@ -370,7 +370,7 @@ class StoreHealth:
 
     def __init__(self, url: str, worker: str):
         self.url = url
-        self.worker = worker
+        self.worker = worker[:128]  # what data_health.name holds (PostgreSQL refuses more)
         self._engine: Any = None
 
     def set(self, status: str) -> None:

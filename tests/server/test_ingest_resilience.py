@@ -20,9 +20,9 @@ from namazu.firmware_bridge.payload import decode_receipt
 from namazu.server.core import metrics
 from namazu.server.ingest.deadletter import DeadLetterArchive, DeadLetterFilter
 from namazu.server.ingest.deadletter import main as deadletter_main
-from namazu.server.ingest.service import EXIT_WORKER_DIED, IngestService, run_service
+from namazu.server.ingest.service import EXIT_WORKER_DIED, IngestService, StoreHealth, run_service
 from namazu.server.store.influx import InfluxClient
-from namazu.server.store.state import DataHealth, session_scope
+from namazu.server.store.state import DataHealth, init_db, session_scope
 from tests.server.ingest_support import Publisher, make_config, now_ms, wait_for
 from tests.server.payload_cases import valid_document
 
@@ -270,6 +270,15 @@ def test_refused_credentials_hold_messages_until_fixed_without_restart(auth_stac
         service.stop(end_session=True)
         watcher.close()
         writer.close()
+
+
+def test_the_store_entry_of_a_worker_with_a_long_client_id_is_written(state_url):
+    """data_health.name holds 128 characters: a longer client id is cut there (PostgreSQL
+    refused the whole row, so that worker's store path never showed on the panel)."""
+    StoreHealth(state_url, "w" * 300).set("credentials")
+    with session_scope(init_db(state_url)) as session:
+        row = session.scalars(select(DataHealth).where(DataHealth.kind == "store")).one()
+    assert (row.name, row.status) == ("w" * 128, "credentials")
 
 
 def test_a_missing_database_the_user_cannot_create_is_held_not_dead_lettered(auth_stack, farm):

@@ -37,6 +37,7 @@ After every tick the driver reads the lease table. It checks and prints:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -55,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 from sqlalchemy import select, text
 
 from namazu.firmware_bridge.simulator import Herd, UnrestEpisode
@@ -231,8 +233,10 @@ def serve_replica(config_path: str) -> int:
         chunks_before = {farm: id(chunk) for farm, chunk in window.chunks.items()}
         spent.update(lease_s=0.0, health_s=0.0)
         started = time.perf_counter()
+        cpu_started = time.process_time()
         ticks, _ = detect(services, now)
         elapsed = time.perf_counter() - started
+        cpu_s = time.process_time() - cpu_started
         owned = list(services.detection.farms)
         reply = {
             "now": now.isoformat(),
@@ -241,6 +245,7 @@ def serve_replica(config_path: str) -> int:
             "tokens": {f: used.get(f"farm:{f}") for f in owned + leases.excess},
             "ticked": [t.farm for t in ticks],
             "detect_s": elapsed,
+            "cpu_s": cpu_s,
             "read_s": sum(t.read_s for t in ticks),
             "compute_s": sum(t.compute_s for t in ticks),
             "write_s": sum(t.write_s for t in ticks),
@@ -360,9 +365,32 @@ def _log_identities(workdir: Path) -> Counter:
     return seen
 
 
-def run_network(spec: NetworkSpec, influx_url: str, state_url: str, workdir: Path) -> Outcome:
-    """Write the network, tick it with replica processes, check and measure it."""
+def _cpu_s(pid: int) -> float:
+    """CPU time (user + system) of a process and its children so far [s]; 0 when gone."""
+    total = 0.0
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(pid)
+        for each in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = each.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+def run_network(
+    spec: NetworkSpec,
+    influx_url: str,
+    state_url: str,
+    workdir: Path,
+    service_pids: dict[str, int] | None = None,
+) -> Outcome:
+    """Write the network, tick it with replica processes, check and measure it.
+
+    service_pids : name -> pid of the services whose CPU time each tick is counted
+        (InfluxDB, PostgreSQL: the process and its children)."""
     out = Outcome()
+    service_pids = service_pids or {}
+    service_cpu: list[dict[str, float]] = []
     database = f"network_{os.getpid()}"
     influx = InfluxClient(influx_url, database, timeout_s=300)
     influx.create_database()
@@ -383,6 +411,7 @@ def run_network(spec: NetworkSpec, influx_url: str, state_url: str, workdir: Pat
             now = T0 + k * TICK
             live = [r for r in replicas if r.proc.poll() is None]
             tick_started = time.perf_counter()
+            cpu_before = {name: _cpu_s(pid) for name, pid in service_pids.items()}
             for replica in live:
                 replica.send(now)
             if k == spec.kill_at:
@@ -399,6 +428,7 @@ def run_network(spec: NetworkSpec, influx_url: str, state_url: str, workdir: Pat
                 alive = replica in live and replica is not victim
                 replica.replies.append(replica.receive() if alive else None)
             wall = time.perf_counter() - tick_started
+            service_cpu.append({n: _cpu_s(pid) - cpu_before[n] for n, pid in service_pids.items()})
             leases_after.append(_lease_table(engine))
             parts = []
             for replica in replicas:
@@ -418,6 +448,7 @@ def run_network(spec: NetworkSpec, influx_url: str, state_url: str, workdir: Pat
                 replica.proc.stdin.close()
                 replica.proc.wait(60)
     _judge(spec, out, replicas, leases_after, victim, victim_farms, engine, influx, workdir)
+    _cpu_report(spec, out, replicas, service_cpu)
     influx.drop_database()
     return out
 
@@ -528,8 +559,7 @@ def _judge(spec, out, replicas, leases_after, victim, victim_farms, engine, infl
         same = f"alarms of {len(ref_farms)} farms equal a single scheduler's"
         out.check(got == expected, f"{same} ({len(got)} against {len(expected)}; {ref_s:.0f} s)")
     # 3. costs
-    steady = [k for k in range(1, spec.ticks) if spec.kill_at is None
-              or not spec.kill_at <= k <= spec.kill_at + 2]  # fmt: skip
+    steady = _steady_ticks(spec)
     out.say("costs (ticks after the first, apart from the kill and the two after it):")
     per_animal, read_share = [], []
     for r in replicas:
@@ -542,7 +572,8 @@ def _judge(spec, out, replicas, leases_after, victim, victim_farms, engine, infl
         per_animal += ms
         read_share.append(share)
         out.say(f"  {r.name}: {statistics.median(x['animals'] for x in rs):,.0f} animals, tick "
-                f"median {statistics.median(detect_s):.2f} s (max {max(detect_s):.2f}), "
+                f"median {statistics.median(detect_s):.2f} s (max {max(detect_s):.2f}, CPU "
+                f"{statistics.median(x['cpu_s'] for x in rs):.2f}), "
                 f"{statistics.median(ms):.3f} ms per animal, read {100 * share:.0f} %, "
                 + ", ".join(f"{key[:-2]} {100 * sum(x[key] for x in rs) / sum(detect_s):.0f} %"
                             for key in PARTS))  # fmt: skip
@@ -553,6 +584,32 @@ def _judge(spec, out, replicas, leases_after, victim, victim_farms, engine, infl
     out.figures["tick_max_s"] = max(
         r.replies[k]["detect_s"] for r in replicas for k in steady if r.replies[k] is not None
     )
+
+
+def _steady_ticks(spec: NetworkSpec) -> list[int]:
+    """The ticks after the first, apart from the kill's and the two after it."""
+    return [k for k in range(1, spec.ticks)
+            if spec.kill_at is None or not spec.kill_at <= k <= spec.kill_at + 2]  # fmt: skip
+
+
+def _cpu_report(spec: NetworkSpec, out: Outcome, replicas: list[Replica],
+                service_cpu: list[dict[str, float]]) -> None:  # fmt: skip
+    """CPU time per tick of the replicas and of each service, and per animal-tick."""
+    steady = _steady_ticks(spec)
+    if not service_cpu or not steady:
+        return
+    replica_cpu = [sum(r.replies[k]["cpu_s"] for r in replicas if r.replies[k]) for k in steady]
+    animals = [sum(r.replies[k]["animals"] for r in replicas if r.replies[k]) for k in steady]
+    services = {name: [service_cpu[k][name] for k in steady] for name in service_cpu[0]}
+    total = [c + sum(v[i] for v in services.values()) for i, c in enumerate(replica_cpu)]
+    parts = ", ".join(f"{name} {statistics.median(v):.1f} s" for name, v in services.items())
+    per_animal = statistics.median(
+        1000 * t / max(1, n) for t, n in zip(total, animals, strict=True)
+    )
+    out.say(f"  CPU per tick (median): replicas {statistics.median(replica_cpu):.1f} s, {parts}; "
+            f"{per_animal:.2f} ms of CPU per animal-tick in all = "
+            f"{per_animal * 1e6 / 60_000:.1f} cores for 1,000,000 animals")  # fmt: skip
+    out.figures["cpu_ms_per_animal"] = per_animal
 
 
 # ---------------------------------------------------------------------------- entry
@@ -574,7 +631,11 @@ def measure(spec: NetworkSpec) -> Outcome:
         server = PostgresServer.temporary().start()
         try:
             server.create_database("network")
-            return run_network(spec, stack.influx_url, server.url("network"), workdir)
+            conf = str(stack.influx_dir / "influxdb.conf")
+            influxd = next(p.pid for p in psutil.process_iter(["cmdline"])
+                           if conf in (p.info["cmdline"] or []))  # fmt: skip
+            pids = {"InfluxDB": influxd, "PostgreSQL": server.pid or 0}
+            return run_network(spec, stack.influx_url, server.url("network"), workdir, pids)
         finally:
             server.stop(remove=True)
             stack.stop()

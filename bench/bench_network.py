@@ -676,7 +676,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             figures["ms_per_animal"],
             "ms",
             note=f"read share {100 * figures['read_share']:.0f} %",
-        ),  # fmt: skip
+        ),
+        result(
+            label,
+            "CPU per animal-tick: replicas, InfluxDB and PostgreSQL together",
+            figures.get("cpu_ms_per_animal", 0),
+            "ms",
+        ),
     ]
 
 

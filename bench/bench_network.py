@@ -264,6 +264,8 @@ def serve_replica(config_path: str) -> int:
 
 @dataclass
 class Replica:
+    """One replica process; ``replies[k]`` is its answer to tick k (None: dead)."""
+
     name: str
     proc: subprocess.Popen
     replies: list[dict[str, Any] | None] = field(default_factory=list)
@@ -659,7 +661,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             "checks",
             target="0",
             note="; ".join(outcome.failures),
-        ),  # fmt: skip
+        ),
         result(
             label,
             "ticks until the killed replica's farms were owned again",
@@ -669,7 +671,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             "two ticks",
             "ratio >= 1",
             higher_is_better=False,
-        ),  # fmt: skip
+        ),
         result(
             label,
             "tick time per animal (median over replicas and ticks)",

@@ -17,10 +17,12 @@ while a tick of its holder is committing.
 
 Sharing: every replica renews ``replica:<id>`` each tick; ``balance`` counts the live
 replicas, keeps at most its share (ceil(farms / replicas)) of the farms, gives back the
-excess, and takes free or expired farms up to its share in an order of its own
-(rendezvous hashing, so replicas rarely race for the same farm); past its share it
-also takes farms whose holder's lease ran out, so none waits unowned. With a lease time
-of 1.25 ticks, a killed replica's farms are taken over at most 2.25 ticks after it died.
+excess (with ``keep_excess``, as the scheduler does, after ticking it once more, so a
+farm handed over misses no tick), and takes free or expired farms up to its share in an
+order of its own (rendezvous hashing, so replicas rarely race for the same farm); past
+its share it also takes farms whose holder's lease ran out, so none waits unowned. With
+a lease time of 1.25 ticks, a killed replica's farms are taken over at most 2.25 ticks
+after it died.
 """
 
 from __future__ import annotations

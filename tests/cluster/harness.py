@@ -61,6 +61,8 @@ HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 #: New time a scheduler processes per tick when behind (``DetectionJob.max_catchup_s``).
 CATCHUP_MS = 6 * HOUR_MS
+#: The schedulers' InfluxDB time-out [ticks] (the default 10 s is 1/6 of the 60-s tick).
+SCHEDULER_INFLUX_TIMEOUT_TICKS = 0.5
 WEB_USER, WEB_PASSWORD = "cluster-viewer", "cluster viewer password"
 
 
@@ -404,6 +406,11 @@ class Cluster:
         if tag.startswith("ing"):
             sections["ingest"] = {"client_id": f"ingest-{tag}", "max_pending_messages": 500}
         if tag.startswith("sch") or tag == "reference":
+            # a read of an unreachable instance must give up well within the lease time
+            # (1.25 ticks), or the replica waiting on it loses every farm it holds
+            for name in ("influx", "influx_instances.flux2"):
+                if name in sections:
+                    sections[name]["timeout_s"] = SCHEDULER_INFLUX_TIMEOUT_TICKS * self.plan.tick_s
             directory, keys = self.workdir / tag, self.workdir / "keys" / tag
             keys.mkdir(parents=True, exist_ok=True)
             sections["scheduler"] = {
@@ -628,8 +635,11 @@ class LeaseWatch:
         self.engine = engine
         self.farms = farms
         self.samples: list[tuple[float, dict[str, tuple[str | None, int, bool]]]] = []
-        #: (time, farm, previous holder or None when it was given back, new holder)
-        self.changes: list[tuple[float, str, str | None, str | None]] = []
+        #: (time [s, monotonic], farm, previous holder, new holder, given back): given
+        #: back when the previous lease had not run out when the change was seen (a live
+        #: lease changes hands only when its holder releases it)
+        self.changes: list[tuple[float, str, str | None, str | None, bool]] = []
+        self._expiry: dict[str, datetime] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -654,7 +664,9 @@ class LeaseWatch:
                     for farm, (holder, token, _) in state.items():
                         old = before.get(farm)
                         if old is not None and token > old[1] and old[1] > 0:
-                            self.changes.append((time.monotonic(), farm, old[0], holder))
+                            released = old[0] is None or self._expiry[farm] > now
+                            self.changes.append((time.monotonic(), farm, old[0], holder, released))
+                self._expiry = {n[5:]: e for n, _, _, e in rows}
                 self.samples.append((time.monotonic(), state))
             self._stop.wait(0.1)
 
@@ -879,7 +891,12 @@ def _run(cluster: Cluster, plan: ClusterPlan, workdir: Path, report: ClusterRepo
     finally:
         watch.stop()
     report.changes_of_hands = watch.changes_of_hands()
-    report.given_back = sum(previous is None for _, _, previous, _ in watch.changes)
+    report.given_back = sum(change[4] for change in watch.changes)
+    (workdir / "lease-changes.txt").write_text(
+        "".join(f"{t - cluster.t0:7.1f} {farm} {old} -> {new} "
+                f"{'given back' if back else 'ran out'}\n"
+                for t, farm, old, new, back in watch.changes)
+    )  # fmt: skip
     report.ticks = int((time.monotonic() - began) / tick)
     for tag in ("sch1", "sch2", "sch3"):
         proc = cluster.procs[tag]

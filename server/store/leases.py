@@ -198,16 +198,25 @@ class Leases:
         until that transaction ends, or raise LeaseLost when the lease changed hands
         since this replica took it.
 
-        On PostgreSQL the transaction may then stay idle (no statement from this
-        replica) for at most the lease time: a replica cut off the network mid-tick
-        would otherwise keep the row locked until the server noticed the dead
-        connection (hours), and every replica trying to take the farm over would wait
-        on that lock. The server ends such a transaction; its writes roll back."""
+        On PostgreSQL the transaction may then wait on this replica for at most the
+        lease time — idle between statements, inside one statement (a message of the
+        extended protocol still to come, a result not acknowledged): a replica cut off
+        the network mid-tick would otherwise keep the row locked until the server
+        noticed the dead connection (hours), and every replica trying to take the farm
+        over would wait on that lock. The server ends such a transaction; its writes
+        roll back."""
         name = farm_lease(farm)
         token = self.tokens.get(name)
         if session.get_bind().dialect.name == "postgresql":
-            idle_ms = max(1, int(self.ttl_s * 1000))
-            session.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"))
+            limit = str(max(1, int(self.ttl_s * 1000)))  # [ms], for this transaction
+            session.execute(
+                text(
+                    "SELECT set_config('idle_in_transaction_session_timeout', :ms, true), "
+                    "set_config('statement_timeout', :ms, true), "
+                    "set_config('tcp_user_timeout', :ms, true)"
+                ),
+                {"ms": limit},
+            )
         done = session.execute(
             update(Lease)
             .where(Lease.name == name, Lease.holder == self.holder, Lease.token == token)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from namazu.server.detection.alarmlog import AlarmLog
 from namazu.server.detection.tick import DetectionJob
@@ -147,4 +147,29 @@ def test_a_holder_silent_inside_its_transaction_lets_the_farm_go(request, tmp_pa
         with pytest.raises(DBAPIError):  # a's transaction was ended by the server
             session.commit()
         session.close()
+        engine.dispose()
+
+
+def test_a_holder_stalled_inside_a_statement_lets_the_farm_go(request, tmp_path):
+    """A statement of the fenced transaction that does not finish (here a sleep; over a
+    cut network, the rest of its messages that never come) is cancelled after the lease
+    time, and with it the row lock goes."""
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.orm import Session
+
+    from namazu.server.store.leases import farm_lease
+    from tests.conftest import fresh_state_store
+
+    with fresh_state_store(request, "postgresql", tmp_path, migrated=True) as url:
+        engine = init_db(url)
+        stalled, other = Leases(engine, "a", 0.5), Leases(engine, "b", 0.5)
+        now = datetime.now(UTC)
+        assert stalled.balance(["farm-a"], now) == ["farm-a"]
+        first_token = stalled.tokens["farm:farm-a"]
+        with Session(engine) as session:
+            stalled.fence(session, "farm-a")
+            with pytest.raises(DBAPIError, match="statement timeout"):
+                session.execute(text("SELECT pg_sleep(600)"))
+            session.rollback()
+        assert other.take(farm_lease("farm-a"), now + TICK) == first_token + 1
         engine.dispose()

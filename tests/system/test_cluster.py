@@ -43,7 +43,8 @@ def test_killed_and_cut_off_hosts_lose_no_sample_and_no_alarm(run_id, tmp_path):
     assert report.alarms_missed == report.alarms_unexpected == report.alarms_duplicated == 0
     assert report.episodes_found == report.episodes  # every injected surge has a herd alarm
     assert (report.log_records, report.log_duplicates) == (report.alarms_expected, 0)
-    assert report.verify_log == {"sch1": 0, "sch2": 0, "sch3": 0}
+    assert set(report.verify_log) == {"sch1", "sch2", "sch3"}
+    assert set(report.verify_log.values()) <= {0, "no chain, 0 alarms credited"}  # exit 0
     assert set(report.handovers) == {"kill sch1", "cut sch2"}
     assert report.web["login_on_one_used_on_other"] is True
     assert report.web["nginx_replicas_serving"] == ["web1", "web2"]

@@ -149,6 +149,8 @@ class ClusterReport:
     alarms_unexpected: int = 0
     alarms_duplicated: int = 0
     log_records: int = 0
+    log_credited: int = 0
+    log_uncredited: int = 0
     log_duplicates: int = 0
     verify_log: dict[str, int | str] = field(default_factory=dict)
     handovers: dict[str, float] = field(default_factory=dict)
@@ -172,7 +174,8 @@ class ClusterReport:
             and self.alarms_expected > 0
             and self.alarms_opened == self.alarms_expected
             and self.alarms_missed == self.alarms_unexpected == self.alarms_duplicated == 0
-            and self.log_records == self.alarms_expected
+            and self.log_credited == self.alarms_expected
+            and self.log_records == self.log_credited + self.log_duplicates + self.log_uncredited
             and self.log_duplicates == 0
             and self.episodes_found == self.episodes
             and bool(self.verify_log)
@@ -196,9 +199,10 @@ class ClusterReport:
             f"opened {self.alarms_opened}: missed {self.alarms_missed}, unexpected "
             f"{self.alarms_unexpected}, duplicated {self.alarms_duplicated}; injected "
             f"episodes with a herd alarm {self.episodes_found} / {self.episodes}",
-            f"alarm-log records {self.log_records} over "
-            f"{len(self.verify_log)} replica chains, identities logged twice "
-            f"{self.log_duplicates}; verify-log exit codes "
+            f"alarm-log records {self.log_records} over {len(self.verify_log)} replica "
+            f"chains: alarms credited to exactly one chain {self.log_credited}, to two "
+            f"{self.log_duplicates}; records of ticks that then failed (not credited) "
+            f"{self.log_uncredited}; verify-log exit codes "
             + ", ".join(f"{k} {v}" for k, v in sorted(self.verify_log.items())),
             "hand-over [ticks of "
             f"{plan.tick_s:g} s]: "
@@ -930,16 +934,25 @@ def _run(cluster: Cluster, plan: ClusterPlan, workdir: Path, report: ClusterRepo
             )
     from namazu.server.detection.alarmlog import alarm_identity, iter_records, state_records
 
-    seen: dict[tuple, int] = {}
+    credited_in: dict[tuple, int] = {}  # alarm identity -> chains crediting it
     for tag in ("sch1", "sch2", "sch3"):
+        text = cluster.log_text(tag, "scheduler")
+        report.fenced_out[tag] = text.count("lost the lease of farm")
+        report.failed_ticks[tag] = sum(
+            '"job failed' in line and '"job": "detection"' in line for line in text.splitlines()
+        )
         path = workdir / tag / f"alarm-log.{tag}.jsonl"
+        credited = {(r.index, r.hash) for r in state_records(cluster.state_url, log_id=tag)}
         if not path.exists():  # a replica that opened no alarm has no chain
-            credited = len(state_records(cluster.state_url, log_id=tag))
-            report.verify_log[tag] = f"no chain, {credited} alarms credited"
+            report.verify_log[tag] = f"no chain, {len(credited)} alarms credited"
             continue
         for record in iter_records(path):
-            key = alarm_identity(record["alarm"])
-            seen[key] = seen.get(key, 0) + 1
+            report.log_records += 1
+            if (record["index"], record["hash"]) in credited:
+                key = alarm_identity(record["alarm"])
+                credited_in[key] = credited_in.get(key, 0) + 1
+            else:  # logged by a tick whose transaction then failed (fenced out, cut off)
+                report.log_uncredited += 1
         done = subprocess.run(
             ["ip", "netns", "exec", cluster.net.hosts[tag].netns, sys.executable, "-m",
              "namazu.server.cli", "verify-log", "--config", str(cluster.config(tag)),
@@ -948,13 +961,8 @@ def _run(cluster: Cluster, plan: ClusterPlan, workdir: Path, report: ClusterRepo
         )  # fmt: skip
         report.verify_log[tag] = done.returncode
         (workdir / tag / "verify-log.txt").write_text(done.stdout + done.stderr)
-        text = cluster.log_text(tag, "scheduler")
-        report.fenced_out[tag] = text.count("lost the lease of farm")
-        report.failed_ticks[tag] = sum(
-            '"job failed' in line and '"job": "detection"' in line for line in text.splitlines()
-        )
-    report.log_records = sum(seen.values())
-    report.log_duplicates = sum(n - 1 for n in seen.values())
+    report.log_credited = len(credited_in)
+    report.log_duplicates = sum(n - 1 for n in credited_in.values())
     event(
         f"alarms: {report.alarms_opened} in the state store, {report.log_records} log "
         f"records; verify-log exit codes {report.verify_log}"

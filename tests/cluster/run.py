@@ -67,8 +67,12 @@ def markdown(report: ClusterReport, command: str) -> str:
         f"| alarms missed / unexpected / duplicated | {report.alarms_missed} / "
         f"{report.alarms_unexpected} / {report.alarms_duplicated} |",
         f"| injected episodes with a herd alarm | {report.episodes_found} / {report.episodes} |",
-        f"| alarm-log records (all replica chains) / identities logged twice | "
-        f"{report.log_records} / {report.log_duplicates} |",
+        f"| alarm-log records in all replica chains / alarms the state store credits to "
+        f"exactly one chain / to two | {report.log_records} / {report.log_credited} / "
+        f"{report.log_duplicates} |",
+        f"| records of a tick whose transaction then failed (a replica cut off or fenced "
+        f"out after writing its log; the alarm is credited to the replica that redid the "
+        f"tick) | {report.log_uncredited} |",
         "| `namazu verify-log` exit code per scheduler host | "
         + ", ".join(f"{k} {v}" for k, v in sorted(report.verify_log.items()))
         + " |",

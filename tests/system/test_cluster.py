@@ -42,7 +42,10 @@ def test_killed_and_cut_off_hosts_lose_no_sample_and_no_alarm(run_id, tmp_path):
     assert report.alarms_opened == report.alarms_expected
     assert report.alarms_missed == report.alarms_unexpected == report.alarms_duplicated == 0
     assert report.episodes_found == report.episodes  # every injected surge has a herd alarm
-    assert (report.log_records, report.log_duplicates) == (report.alarms_expected, 0)
+    # every alarm credited to exactly one replica's chain; a chain may also hold records of
+    # a tick that was ended before it committed (redone by the farm's next owner)
+    assert (report.log_credited, report.log_duplicates) == (report.alarms_expected, 0)
+    assert report.log_records == report.log_credited + report.log_uncredited
     assert set(report.verify_log) == {"sch1", "sch2", "sch3"}
     assert set(report.verify_log.values()) <= {0, "no chain, 0 alarms credited"}  # exit 0
     assert set(report.handovers) == {"kill sch1", "cut sch2"}

@@ -12,6 +12,7 @@ exactly; ``make fuzz`` runs the random profile with many more examples.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,31 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Every test leaves the root logger's level and the project's own handler as it
+    found them: a command run in process (``namazu scheduler --log-level CRITICAL``)
+    installs its handler and level, which would otherwise silence the log records later
+    tests look for. pytest's capture handlers are left to pytest."""
+    root = logging.getLogger()
+    level = root.level
+    ours = [h for h in root.handlers if h.get_name() == "namazu"]
+    noisy = {
+        name: logging.getLogger(name).level for name in ("urllib3", "apscheduler.executors.default")
+    }
+    yield
+    for handler in list(root.handlers):
+        if handler.get_name() == "namazu" and handler not in ours:
+            root.removeHandler(handler)
+    for handler in ours:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    for name, old in noisy.items():
+        logging.getLogger(name).setLevel(old)
+
 
 settings.register_profile("ci", derandomize=True, database=None)
 settings.load_profile(os.environ.get("NAMAZU_HYPOTHESIS_PROFILE", "default"))

@@ -179,7 +179,12 @@ class BridgeConfig(_Section):
 class FarmConfig(_Section):
     """One monitored farm."""
 
-    id: str = Field(..., description="farm id used in topics and tags")
+    id: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="farm id used in topics and tags: a letter or digit, then up to 63 "
+        "letters, digits, '_', '.' or '-' (what a topic segment and the state store take)",
+    )
     name: str = Field("", description="human-readable name")
     latitude: float = Field(..., ge=-90, le=90, description="farm latitude [deg N]")
     longitude: float = Field(..., ge=-180, le=180, description="farm longitude [deg E]")

@@ -35,6 +35,8 @@ def test_toml_then_environment_override(tmp_path):
         ("[rule]\nmin_baseline_days = 9\n", "rule"),
         ("[mail]\nsecurity = 'rot13'\n", "mail.security"),
         ("[[farms]]\nid = 'x'\nlatitude = 95\nlongitude = 0\n", "farms.0.latitude"),
+        ("[[farms]]\nid = 'farm/1'\nlatitude = 1\nlongitude = 0\n", "farms.0.id"),
+        (f"[[farms]]\nid = '{'f' * 65}'\nlatitude = 1\nlongitude = 0\n", "farms.0.id"),
     ],
 )
 def test_bad_keys_are_named(tmp_path, toml, named):

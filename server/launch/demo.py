@@ -523,7 +523,7 @@ def alarm_summary(services: Any) -> list[str]:
     from namazu.server.store.state import Alarm, session_scope
 
     with session_scope(services.engine) as session:
-        alarms = session.scalars(select(Alarm).order_by(Alarm.start, Alarm.kind)).all()
+        alarms = session.scalars(select(Alarm).order_by(Alarm.start, Alarm.kind, Alarm.id)).all()
         lines = [
             f"  {a.kind:<8} {a.series:<20} {a.start:%Y-%m-%d %H:%M} UTC  "
             f"declared {(a.declared_at or a.opened_at):%H:%M}  {a.state:<6} "

@@ -387,7 +387,7 @@ def alarms_query(
         lo = pd.Timestamp(start_ms, unit="ms", tz="UTC").to_pydatetime()
         hi = pd.Timestamp(end_ms, unit="ms", tz="UTC").to_pydatetime()
         statement = statement.where(Alarm.start < hi, or_(Alarm.end.is_(None), Alarm.end >= lo))
-    statement = statement.order_by(Alarm.start.desc()).limit(max(1, limit))
+    statement = statement.order_by(Alarm.start.desc(), Alarm.id.desc()).limit(max(1, limit))
     with session_scope(handles.sessions) as db:
         rows = list(db.scalars(statement))
     if series and series != "herd" and not series.startswith("species:"):
@@ -827,7 +827,7 @@ def farm_events(
             FarmEvent.start < hi, or_(FarmEvent.end.is_(None), FarmEvent.end >= lo)
         )
     with session_scope(handles.sessions) as db:
-        return list(db.scalars(statement.order_by(FarmEvent.start)))
+        return list(db.scalars(statement.order_by(FarmEvent.start, FarmEvent.id)))
 
 
 def new_farm_event(handles: Any, user: Any, values: Any) -> dict[str, Any]:

@@ -37,7 +37,9 @@ from namazu.analytics.episodes import group_episodes
 DISCLAIMER = "Research signal, not an earthquake prediction."
 
 #: A deliberately plain address check: one @, no whitespace, no control characters.
-_ADDRESS = re.compile(r"^[^@\s<>,;:\"()\[\]\\]+@[A-Za-z0-9.-]+\.?[A-Za-z0-9-]*$")
+#: A plain local@domain: no space, control character, quoting or list syntax anywhere
+#: (matched whole: ``$`` alone would let a trailing newline through).
+_ADDRESS = re.compile(r"[^@\s<>,;:\"()\[\]\\\x00-\x1f\x7f]+@[A-Za-z0-9.-]+\.?[A-Za-z0-9-]*")
 
 MAX_NAME_CHARS = 80
 
@@ -72,7 +74,7 @@ def clean_header_text(value: Any, max_chars: int = MAX_NAME_CHARS) -> str:
 
 def check_address(address: str) -> str:
     """The address unchanged when it is a plain ``local@domain``; MailAddressError else."""
-    if not isinstance(address, str) or not _ADDRESS.match(address) or len(address) > 254:
+    if not isinstance(address, str) or not _ADDRESS.fullmatch(address) or len(address) > 254:
         raise MailAddressError(f"not a plain e-mail address: {address!r}")
     return address
 

@@ -126,7 +126,16 @@ def test_names_cannot_inject_headers_or_recipients():
 
 
 @pytest.mark.parametrize(
-    "address", ["vet@example.org\r\nBcc: x@example.org", "no-at-sign", "a b@example.org", ""]
+    "address",
+    [
+        "vet@example.org\r\nBcc: x@example.org",
+        "no-at-sign",
+        "a b@example.org",
+        "",
+        "vet@example.org\n",
+        "v\x00et@example.org",
+        "v\x7fet@example.org",
+    ],
 )
 def test_bad_addresses_are_refused(address):
     with pytest.raises(MailAddressError):

@@ -4,25 +4,30 @@ Every tier runs on hosts of its own (``tests/cluster/netns.py``: Linux network
 namespaces on a private switch): Mosquitto, two InfluxDB instances (farms split
 between them), PostgreSQL (the shared state store), two ``namazu ingest`` workers on
 one MQTT v5 shared subscription, three ``namazu scheduler`` replicas sharing the farms
-through leases, two ``namazu web`` replicas, and a gateway host publishing every farm's
-simulated herd (with injected unrest episodes) through the project's spool and
-publisher. ``run_cluster(plan)`` then:
+through leases, two ``namazu web`` replicas behind nginx (the shipped site), and a
+gateway host publishing every farm's simulated herd (with injected unrest episodes)
+through the project's spool and publisher. ``run_cluster(plan)`` then:
 
 1. **ingest phase**: the gateways publish ``days`` of activity per farm, paced over
    ``publish_s``; meanwhile one ingest host is killed (every process SIGKILLed) and
    comes back, and one InfluxDB host is cut off the network and plugged back in.
    Every published sample is then looked up in its farm's instance: 0 missing, 0
    duplicates, 0 wrong values, none in the other instance.
-2. **detection phase**: the schedulers process the detection window (from day
-   ``detect_after_days``; checkpoints seeded there, then 6 h per tick), while one
-   scheduler host is killed, a second is cut off the network for a while, an InfluxDB
-   host is cut off for a few ticks, and the killed host comes back. The hand-overs
-   are timed from the lease table (in ticks). The alarms in the state store must equal
-   those of a reference run of one scheduler over the same data (none twice, none
-   missed), each alarm identity must be in exactly one replica's signed log, and
-   ``namazu verify-log`` must pass on every scheduler host.
+2. **detection phase**: checkpoints a day ahead hold detection back until the three
+   schedulers share the farms, then move to day ``detect_after_days`` (6 h of data
+   per tick from there), while one scheduler host is killed, a second is cut off the
+   network until its farms are taken over and a few ticks more, an InfluxDB host is
+   cut off for a few ticks, and the killed host comes back. The hand-overs are timed
+   from the lease table (in ticks). The alarms in the state store must equal those of
+   a reference run of one scheduler over the same data (none twice, none missed), each
+   alarm must be credited to exactly one replica's signed chain, and ``namazu
+   verify-log --replica`` must pass on every scheduler host.
 3. **web**: a log-in on one panel replica is used on the other, which lists the
-   alarms and reads both InfluxDB instances.
+   alarms and reads both InfluxDB instances; through nginx, a session is served by
+   both replicas and goes on when one panel host is killed.
+
+Needs root (namespaces); ``python -m tests.cluster.run cleanup`` removes what a killed
+run left (while no other run is going: it takes every name with ``netns.PREFIX``).
 """
 
 from __future__ import annotations

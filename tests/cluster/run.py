@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         removed = cleanup()
         print(f"removed: {', '.join(removed) if removed else 'nothing'}")
         return 0
+    # SIGTERM unwinds like Ctrl-C, so the run's namespaces are removed on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = SHORT if args.short else ClusterPlan()
     command = "python -m tests.cluster.run" + (" --short" if args.short else "")
     if args.instances:

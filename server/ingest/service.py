@@ -75,7 +75,8 @@ import threading
 import time
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_any
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -706,6 +707,10 @@ class IngestService:
             self._ack_delivered_deadletters()
             self._publish_receipts()
             self._submit_ready(flushers)
+            stuck = [i.in_flight for i in instances if not i.takes_more(max_points)]
+            if len(stuck) == len(instances):  # no batch takes more: wait for a write
+                wait_for_any(stuck, timeout=0.1, return_when=FIRST_COMPLETED)
+                continue
             try:
                 message = self._queue.get(timeout=self._wait_s())
             except queue.Empty:
@@ -714,10 +719,12 @@ class IngestService:
                 instance = self._instance_of(message)
                 if instance.takes_more(max_points):
                     self._process(message, instance.batch)
+                    if instance.in_flight is None and instance.batch.activity_points >= max_points:
+                        break  # full: hand it over
                 else:
-                    instance.held.append(message)  # its write is stuck: wait as received
-                if instance.batch.activity_points >= max_points:
-                    break
+                    instance.held.append(message)  # its write is still going: wait as received
+                    if instance.in_flight is not None and instance.in_flight.done():
+                        break  # that write ended: hand over the full batch
                 try:
                     message = self._queue.get_nowait()
                 except queue.Empty:

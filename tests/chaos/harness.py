@@ -84,6 +84,15 @@ def ingest_env(stack: Stack, database: str, client_id: str, **ingest: Any) -> di
     return env
 
 
+def _process_state(pid: int) -> str:
+    """The state letter of ``pid`` in /proc (``T`` stopped); "" when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
 class IngestWorker:
     """One ``namazu ingest`` worker process with a stable MQTT client id.
 
@@ -158,10 +167,18 @@ class IngestWorker:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
 
-    def pause(self, paused: bool) -> None:
-        """SIGSTOP (``paused``) or SIGCONT: a worker that lags, taking nothing."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+    def pause(self, paused: bool, timeout_s: float = 30.0) -> None:
+        """SIGSTOP (``paused``) or SIGCONT: a worker that lags, taking nothing. A pause
+        returns once the kernel shows the process stopped, so nothing it does can come
+        after the call."""
+        if not self.alive():
+            return
+        self.proc.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+        deadline = time.monotonic() + timeout_s
+        while paused and _process_state(self.pid) not in ("T", "t"):
+            if time.monotonic() > deadline or not self.alive():
+                raise ChaosError(f"ingest worker {self.client_id} did not stop on SIGSTOP")
+            time.sleep(0.01)
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM and wait; returns the exit code."""
@@ -673,6 +690,84 @@ def poison_payloads(farm: str = FARM, gateway: str = POISON_GATEWAY) -> dict[str
     return {"deep_nesting": deep, "oversized_3.6MB": big}
 
 
+class GatewayWatch:
+    """The chaos gateways as the broker routes them: a clean session subscribed to their
+    status and activity topics, so a run arranges what a fault needs (a gateway
+    connected, a message sent after a moment) instead of hoping it happened in time.
+
+    ``online_since(ms)``: the gateways whose latest online status was stamped at or
+    after ``ms`` (UTC epoch [ms], the same clock: one machine); ``sent_since(ms)``: the
+    gateways with an activity message spooled at or after ``ms`` that the broker routed.
+    """
+
+    def __init__(self, port: int, names: set[str], farm: str = FARM):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self._online_ms: dict[str, int] = {}
+        self._sent_ms: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        # the gateways' own topics only (a poison payload on another is no JSON to read)
+        topics = [
+            (f"namazu/v1/{farm}/{name}/{kind}", 1)
+            for name in sorted(names)
+            for kind in ("status", "activity")
+        ]
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="chaos-gateway-watch", clean_session=True
+        )
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(topics)
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 1)
+        self.client.connect_async("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise ChaosError("gateway watch could not subscribe")
+
+    def _on_message(self, client, userdata, message) -> None:
+        try:
+            doc = json.loads(message.payload)
+            gateway, sent_ms = str(doc["gateway"]), int(doc["sent_ms"])
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return
+        if message.topic.endswith("/status"):
+            if doc.get("online") is not True:
+                return
+            seen = self._online_ms
+        else:
+            seen = self._sent_ms
+        with self._lock:
+            seen[gateway] = max(seen.get(gateway, sent_ms), sent_ms)
+
+    def online_since(self, ms: int) -> set[str]:
+        with self._lock:
+            return {g for g, t in self._online_ms.items() if t >= ms}
+
+    def sent_since(self, ms: int) -> set[str]:
+        with self._lock:
+            return {g for g, t in self._sent_ms.items() if t >= ms}
+
+    def wait(self, what: Callable[[int], set[str]], ms: int, names: set[str], why: str) -> None:
+        """Wait until ``what(ms)`` covers ``names``; ChaosError naming ``why`` after 120 s
+        (the fault could not be arranged: the run would prove nothing)."""
+        deadline = time.monotonic() + 120.0
+        while not names <= what(ms):
+            if time.monotonic() > deadline:
+                raise ChaosError(f"{why}: still waiting for {sorted(names - what(ms))}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def now_ms() -> int:
+    """UTC epoch [ms], the clock the gateways stamp their messages with."""
+    return int(time.time() * 1000)
+
+
 class DeadLetterWatch:
     """Records the dead letters of the poison gateway (a persistent session from the
     start of the run, so none is missed across a broker restart): ``count`` messages,
@@ -743,6 +838,7 @@ def run_chaos(plan: ChaosPlan, workdir: Path, log: Callable[[str], None] = print
     report = ChaosReport(plan)
     stack = Stack(workdir / "stack", influx_auth=plan.influx_revoke is not None).start()
     watch: DeadLetterWatch | None = None
+    gateway_watch: GatewayWatch | None = None
     proxies: list[TcpProxy] = []
     workers: list[IngestWorker] = []
     gateways: list[GatewayProcess] = []
@@ -761,6 +857,8 @@ def run_chaos(plan: ChaosPlan, workdir: Path, log: Callable[[str], None] = print
             influx.create_database()
         if plan.poison_at is not None:
             watch = DeadLetterWatch(stack.mqtt_port)
+        names = {gateway_name(i) for i in range(plan.gateways)}
+        gateway_watch = GatewayWatch(stack.mqtt_port, names)
         for i in range(plan.workers):
             worker = IngestWorker(
                 stack,
@@ -796,6 +894,9 @@ def run_chaos(plan: ChaosPlan, workdir: Path, log: Callable[[str], None] = print
             )
             gateways.append(gateway.start())
         rss = PeakRss([w.pid for w in workers] + [g.pid for g in gateways]).start()
+        # The faults are timed from here: every gateway connected, so each fault meets
+        # gateways that hold a connection (a slow start must not let one miss it).
+        gateway_watch.wait(gateway_watch.online_since, 0, names, "gateways not connected")
         t0 = time.monotonic()
         event(f"{plan.gateways} gateways and {plan.workers} ingest workers running")
 
@@ -867,14 +968,31 @@ def run_chaos(plan: ChaosPlan, workdir: Path, log: Callable[[str], None] = print
         if plan.broker_kill:
             at, lag = plan.broker_kill
 
+            paused_ms = 0
+
             def pause_ingest() -> None:
+                nonlocal paused_ms
+                # every gateway sending (a restarted one has passed its ingest gate)
+                gateway_watch.wait(gateway_watch.sent_since, now_ms(), names, "gateways idle")
                 for worker in workers:
-                    worker.pause(True)
+                    worker.pause(True)  # returns once the worker is stopped
+                paused_ms = now_ms() + 1  # strictly after the stop
 
             def kill_broker() -> None:
+                # Each gateway has sent a message spooled after ingest stopped: no
+                # receipt can have confirmed it, so the kill leaves it unconfirmed.
+                gateway_watch.wait(
+                    gateway_watch.sent_since, paused_ms, names, "nothing sent while paused"
+                )
                 stack.stop_mosquitto(kill=True)
                 time.sleep(1.0)
+                restarted_ms = now_ms()
                 stack.start_mosquitto()
+                # Ingest resumes only once every gateway is connected again: the
+                # receipts come after the reconnect that finds the messages unconfirmed.
+                gateway_watch.wait(
+                    gateway_watch.online_since, restarted_ms, names, "gateways not reconnected"
+                )
                 for worker in workers:
                     worker.pause(False)
 
@@ -954,6 +1072,8 @@ def run_chaos(plan: ChaosPlan, workdir: Path, log: Callable[[str], None] = print
     finally:
         if watch is not None:
             watch.close()
+        if gateway_watch is not None:
+            gateway_watch.close()
         for gateway in gateways:
             gateway.stop()
         for worker in workers:

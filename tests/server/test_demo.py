@@ -50,8 +50,13 @@ def test_demo_detects_its_injected_episode(tmp_path, capsys, monkeypatch):
     # the first 15-min step of the alarm holds the episode's start (or is the next one)
     assert episode - timedelta(minutes=15) < first <= episode + timedelta(minutes=15), out
     declared = datetime.fromisoformat(f"{herd[0][2]}T{herd[0][6]}")
+    if declared < first:  # printed as a clock time: the alarm was declared after midnight
+        declared += timedelta(days=1)
     assert declared == first + timedelta(minutes=45)
-    assert herd[0][-1] == "32"  # every animal surged
+    # every animal surged x4; the herd alarm names those anomalous in at least half of its
+    # steps, and a x4 surge stays under the 2.4x threshold in a few percent of steps (README,
+    # "Live detection: what it finds"), so one or two animals may be left out
+    assert 29 <= int(herd[0][-1]) <= 32, out
     assert "no catalogue replayed" in out
     assert (data_dir / "alarm-log.jsonl").exists()
     assert _no_leftovers(data_dir) == []

@@ -112,6 +112,9 @@ class IngestWorker:
         self.client_id = client_id
         self.log = log
         self.env = ingest_env(stack, database, client_id, **ingest)
+        # the run's own state store (sequence ledger, dead letters), shared by the run's
+        # workers: never the project's var/state.sqlite, which outlives the run
+        self.env["NAMAZU_STATE__URL"] = f"sqlite:///{log.parent / 'ingest-state.sqlite'}"
         if influx_credentials:
             self.env["NAMAZU_INFLUX__USERNAME"], self.env["NAMAZU_INFLUX__PASSWORD"] = (
                 influx_credentials

@@ -20,9 +20,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench.common import activity_frame_lines
 from namazu.firmware_bridge.simulator import Herd
 from namazu.server.launch.stack import Stack
-from namazu.server.store.influx import InfluxClient, float_series_lines
+from namazu.server.store.influx import InfluxClient
 from namazu.server.store.state import init_db, session_scope
 
 END = datetime(2024, 5, 8, tzinfo=UTC)
@@ -31,13 +32,7 @@ END = datetime(2024, 5, 8, tzinfo=UTC)
 def _seed(client: InfluxClient) -> str:
     herd = Herd("cap-farm", "gw-1", {"cow": 12, "sheep": 8}, seed=5)
     frame = herd.activity(END - timedelta(days=1), END)
-    lines: list[str] = []
-    for (animal, species), group in frame.groupby(["animal", "species"]):
-        tags = {"farm": "cap-farm", "gateway": "gw-1", "animal": animal, "species": species}
-        lines += float_series_lines(
-            "activity", tags, {"odba": group["odba"].to_numpy()}, group["t_ms"].to_numpy()
-        )
-    client.write_lines(lines)
+    client.write_lines(activity_frame_lines(frame, "cap-farm"))
     return str(frame["animal"].iloc[0])
 
 

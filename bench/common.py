@@ -17,9 +17,30 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import pandas as pd
 import psutil
 
+from namazu.server.store.influx import float_series_lines
+
 COLUMNS = ("benchmark", "figure", "value", "unit", "limit", "ratio", "target")
+
+
+def activity_frame_lines(
+    frame: pd.DataFrame, farm: str, gateway: str = "gw-1", fields: tuple[str, ...] = ("odba",)
+) -> list[str]:
+    """Line protocol (``activity`` points) of a simulated herd's samples.
+
+    frame : ``Herd.activity`` output (columns animal, species, t_ms [UTC epoch ms] and the
+        ``fields``, e.g. odba [g]).
+    Returns one line per sample, tagged farm, gateway, animal and species as ingest tags
+    them, for writing straight to InfluxDB.
+    """
+    lines: list[str] = []
+    for (animal, species), group in frame.groupby(["animal", "species"]):
+        tags = {"farm": farm, "gateway": gateway, "animal": animal, "species": species}
+        columns = {name: group[name].to_numpy() for name in fields}
+        lines += float_series_lines("activity", tags, columns, group["t_ms"].to_numpy())
+    return lines
 
 
 def result(

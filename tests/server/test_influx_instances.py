@@ -14,12 +14,13 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from bench.common import activity_frame_lines
 from namazu.firmware_bridge.simulator import Herd, UnrestEpisode
 from namazu.server.core.config import NamazuConfig
 from namazu.server.detection.scheduler import build_services, detect
 from namazu.server.ingest.service import IngestService
 from namazu.server.launch.stack import Stack, free_port
-from namazu.server.store.influx import InfluxClient, float_series_lines
+from namazu.server.store.influx import InfluxClient
 from namazu.server.store.influx_router import InfluxRouter
 from namazu.server.store.state import Alarm, init_db, session_scope
 from tests.server.ingest_support import Publisher, now_ms, wait_for
@@ -169,13 +170,7 @@ def herds_pair(stack, second_influxd):
         episode = UnrestEpisode(start, duration_min=120, intensity=4.0)
         herd = Herd(farm, "gw-1", {"cow": 4, "sheep": 3}, seed=seed, episodes=(episode,))
         frame = herd.activity(T0, DAY7 + timedelta(days=1))
-        lines: list[str] = []
-        for (animal, species), group in frame.groupby(["animal", "species"]):
-            tags = {"farm": farm, "gateway": "gw-1", "animal": animal, "species": species}
-            lines += float_series_lines(
-                "activity", tags, {"odba": group["odba"].to_numpy()}, group["t_ms"].to_numpy()
-            )
-        client.write_lines(lines)
+        client.write_lines(activity_frame_lines(frame, farm))
     yield clients
     for client in clients.values():
         client.drop_database()

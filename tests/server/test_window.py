@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from bench.common import activity_frame_lines
 from namazu.firmware_bridge.simulator import Herd, UnrestEpisode
 from namazu.server.detection.alarmlog import AlarmLog
 from namazu.server.detection.tick import DetectionJob
@@ -25,11 +26,7 @@ def _write(influx) -> None:
     for k in range(8):  # the tick hours on each of the previous 7 days and today
         day = NOW - timedelta(days=k)
         frame = herd.activity(day - timedelta(minutes=30), day + timedelta(hours=3))
-        for (animal, species), group in frame.groupby(["animal", "species"]):
-            tags = {"farm": "farm-w", "gateway": "gw-1", "animal": animal, "species": species}
-            lines += float_series_lines(
-                "activity", tags, {"odba": group["odba"].to_numpy()}, group["t_ms"].to_numpy()
-            )
+        lines += activity_frame_lines(frame, "farm-w")
     influx.write_lines(lines)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from bench.common import activity_frame_lines
 from namazu.firmware_bridge.payload import batches_from_frame
 from namazu.firmware_bridge.publisher import GatewayPublisher
 from namazu.firmware_bridge.simulator import Herd, UnrestEpisode
@@ -41,7 +42,7 @@ from namazu.server.detection.health import HealthJob
 from namazu.server.detection.scheduler import build_services, mail_cycle, replay
 from namazu.server.detection.tick import DetectionJob
 from namazu.server.ingest.service import IngestService
-from namazu.server.store.influx import InfluxClient, float_series_lines
+from namazu.server.store.influx import InfluxClient
 from namazu.server.store.state import (
     Alarm,
     Checkpoint,
@@ -360,12 +361,7 @@ def _write_direct(client: InfluxClient, herd: Herd, keep) -> list[str]:
     """Write the herd's 8 days straight to InfluxDB, keeping rows where keep(frame)."""
     frame = herd.activity(T0, T0 + timedelta(days=8))
     frame = frame[keep(frame)]
-    lines: list[str] = []
-    for (animal, species), group in frame.groupby(["animal", "species"]):
-        tags = {"farm": herd.farm, "gateway": herd.gateway, "animal": animal, "species": species}
-        columns = {"odba": group["odba"].to_numpy(), "vedba": group["vedba"].to_numpy()}
-        lines += float_series_lines("activity", tags, columns, group["t_ms"].to_numpy())
-    client.write_lines(lines)
+    client.write_lines(activity_frame_lines(frame, herd.farm, herd.gateway, ("odba", "vedba")))
     return [a for a, _ in herd.animals]
 
 

@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from bench.common import activity_frame_lines
 from namazu.firmware_bridge.simulator import Herd, UnrestEpisode
 from namazu.server.core.config import NamazuConfig
 from namazu.server.detection.alarmlog import main as verify_log
 from namazu.server.detection.alarmlog import replica_log_path, state_records, verify
 from namazu.server.detection.scheduler import build_services, detect
-from namazu.server.store.influx import float_series_lines
 from namazu.server.store.state import Alarm, session_scope
 
 pytestmark = pytest.mark.services
@@ -40,13 +40,7 @@ def herds_db(stack, tmp_path_factory):
         episode = UnrestEpisode(DAY7 + timedelta(hours=hour), duration_min=120, intensity=4.0)
         herd = Herd(farm, "gw-1", {"cow": 4, "sheep": 3}, seed=seed, episodes=(episode,))
         frame = herd.activity(T0, DAY7 + timedelta(days=1))
-        lines: list[str] = []
-        for (animal, species), group in frame.groupby(["animal", "species"]):
-            tags = {"farm": farm, "gateway": "gw-1", "animal": animal, "species": species}
-            lines += float_series_lines(
-                "activity", tags, {"odba": group["odba"].to_numpy()}, group["t_ms"].to_numpy()
-            )
-        client.write_lines(lines)
+        client.write_lines(activity_frame_lines(frame, farm))
     yield client
     client.drop_database()
     client.close()

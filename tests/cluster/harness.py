@@ -989,6 +989,23 @@ def _owners(watch: LeaseWatch) -> str:
     return "; ".join(f"{h}: {len(fs)}" for h, fs in sorted(by.items()))
 
 
+def _log_in(
+    session: requests.Session, base: str, where: str, page_timeout_s: float
+) -> requests.Response:
+    """Log the run's web user in at ``base`` with the CSRF token of its log-in page;
+    ClusterError naming ``where`` when the page carries no token."""
+    page = session.get(f"{base}/login", timeout=page_timeout_s)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    if token is None:
+        raise ClusterError(f"no CSRF token on {where}")
+    return session.post(
+        f"{base}/login",
+        data={"username": WEB_USER, "password": WEB_PASSWORD, "csrf_token": token.group(1)},
+        allow_redirects=False,
+        timeout=30,
+    )
+
+
 def check_web(cluster: Cluster, farms: list[FarmPlan], alarms: int) -> dict[str, Any]:
     """Log in on web1, use the session on web2: the alarm list and one farm of each
     InfluxDB instance."""
@@ -997,16 +1014,7 @@ def check_web(cluster: Cluster, farms: list[FarmPlan], alarms: int) -> dict[str,
     for base in (one, two):
         _wait(lambda b=base: _answers(f"{b}/login"), 60, f"panel {base}")
     session = requests.Session()
-    page = session.get(f"{one}/login", timeout=10)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    if token is None:
-        raise ClusterError("no CSRF token on the log-in page")
-    done = session.post(
-        f"{one}/login",
-        data={"username": WEB_USER, "password": WEB_PASSWORD, "csrf_token": token.group(1)},
-        allow_redirects=False,
-        timeout=30,
-    )
+    done = _log_in(session, one, "the log-in page", page_timeout_s=10)
     out: dict[str, Any] = {"login_on_web1": done.status_code}
     other = requests.Session()  # the same cookie, sent to the other replica's address
     for cookie in session.cookies:
@@ -1041,16 +1049,7 @@ def check_web_behind_nginx(cluster: Cluster, alarms: int) -> dict[str, Any]:
     browser = requests.Session()
     browser.trust_env = False  # REQUESTS_CA_BUNDLE would replace the run's own CA
     browser.verify = str(cluster.workdir / "px" / "ca.crt")
-    page = browser.get(f"{base}/login", timeout=30)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    if token is None:
-        raise ClusterError("no CSRF token on the log-in page behind nginx")
-    done = browser.post(
-        f"{base}/login",
-        data={"username": WEB_USER, "password": WEB_PASSWORD, "csrf_token": token.group(1)},
-        allow_redirects=False,
-        timeout=30,
-    )
+    done = _log_in(browser, base, "the log-in page behind nginx", page_timeout_s=30)
     listed = [browser.get(f"{base}/api/v1/alarms?limit=5000", timeout=60) for _ in range(6)]
     served = sorted(
         {line.split()[-1] for line in _access_log(cluster) if " /api/v1/alarms " in line}

@@ -58,12 +58,9 @@ def fdsn_server():
     server.server_close()
 
 
-def test_catalog_refresh_keeps_revisions_goes_incremental_and_annotates(
-    state_url, influx, fdsn_server
-):
-    url, n_events = fdsn_server
-    engine = init_db(state_url)
-    job = CatalogRefreshJob(
+def _refresh_job(influx, engine, url: str) -> CatalogRefreshJob:
+    """The catalogue refresh of one farm from the FDSN service at ``url`` (M >= 2)."""
+    return CatalogRefreshJob(
         influx,
         engine,
         [url],
@@ -71,6 +68,14 @@ def test_catalog_refresh_keeps_revisions_goes_incremental_and_annotates(
         client_factory=lambda u: FdsnClient(u, backoff_s=0.01, max_wait_s=0.05),
         min_magnitude=2.0,
     )
+
+
+def test_catalog_refresh_keeps_revisions_goes_incremental_and_annotates(
+    state_url, influx, fdsn_server
+):
+    url, n_events = fdsn_server
+    engine = init_db(state_url)
+    job = _refresh_job(influx, engine, url)
     [first] = job.run(NOW)  # 503 then the catalogue: retried, all events stored
     assert (first.events, first.new_revisions) == (n_events, n_events)
     assert "updatedafter" not in _Fdsn.queries[1]
@@ -99,14 +104,7 @@ def test_a_source_named_by_a_long_url_keeps_its_revisions_and_checkpoint(
     url = url.replace("/fdsnws/", "/" + "proxy-" * 44 + "/fdsnws/")
     assert len(url) > 300
     engine = init_db(state_url)
-    job = CatalogRefreshJob(
-        influx,
-        engine,
-        [url],
-        [FarmLocation("farm-a", 44.88, 10.98)],
-        client_factory=lambda u: FdsnClient(u, backoff_s=0.01, max_wait_s=0.05),
-        min_magnitude=2.0,
-    )
+    job = _refresh_job(influx, engine, url)
     [first] = job.run(NOW)
     assert (first.source, first.events, first.new_revisions) == (url, n_events, n_events)
     job.run(NOW + timedelta(hours=1))

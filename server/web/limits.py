@@ -128,8 +128,16 @@ class AdvisoryLockSlots:
     ):
         self.global_limit = global_limit
         self.per_user_limit = per_user_limit
-        idle, interval, count = (str(int(value)) for value in keepalive)
-        self._keepalive = {"idle": idle, "interval": interval, "count": count}
+        idle, interval, count = (int(value) for value in keepalive)
+        self._keepalive = {
+            "idle": str(idle),
+            "interval": str(interval),
+            "count": str(count),
+            # keepalive probes only go out on a silent connection: while the server
+            # still waits for the host to acknowledge data it sent, the user timeout
+            # [ms] is what ends the connection
+            "user_timeout": str((idle + interval * count) * 1000),
+        }
         # No pool: closing a slot's connection really closes it, which is what frees
         # the locks, and the store's own pool is not drained by long exports.
         self.engine = create_engine(url, poolclass=NullPool)
@@ -146,7 +154,8 @@ class AdvisoryLockSlots:
                 sql_text(
                     "SELECT set_config('tcp_keepalives_idle', :idle, false), "
                     "set_config('tcp_keepalives_interval', :interval, false), "
-                    "set_config('tcp_keepalives_count', :count, false)"
+                    "set_config('tcp_keepalives_count', :count, false), "
+                    "set_config('tcp_user_timeout', :user_timeout, false)"
                 ),
                 self._keepalive,
             )
